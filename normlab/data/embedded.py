@@ -1,0 +1,36 @@
+"""Load our embedded datasets (mnist1d, digits): prepare once, then read into numpy."""
+
+from __future__ import annotations
+
+import importlib
+
+import numpy as np
+
+from normlab.data import tfds_utils
+from normlab.data.dataset import Dataset, DatasetInfo
+
+# Dataset name -> "module:BuilderClass", imported only when that dataset is loaded.
+BUILDERS = {
+    "mnist1d": "normlab.data.mnist1d_builder:NormlabMnist1d",
+    "digits": "normlab.data.digits_builder:NormlabDigits",
+}
+
+
+def builder_class(name: str) -> type:
+    module, cls = BUILDERS[name].split(":")
+    with tfds_utils.quiet():
+        return getattr(importlib.import_module(module), cls)
+
+
+def prepare(name: str, data_dir: str):
+    """Return the prepared TFDS builder for embedded dataset `name` (generated on first use)."""
+    return tfds_utils.prepare(builder_class(name), data_dir)
+
+
+def load(info: DatasetInfo, split: str, data_dir: str) -> Dataset:
+    """Read one split of an embedded dataset: x float32 channels-last, y int32."""
+    source = prepare(info.name, data_dir).as_data_source(split=split)
+    arrays = tfds_utils.read_all(source, ["x", "label"])
+    x = arrays["x"].astype(np.float32, copy=False)
+    y = arrays["label"].astype(np.int32)
+    return Dataset(info.name, x, y, info.num_classes, info.mean, info.std)

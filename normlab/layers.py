@@ -1,0 +1,355 @@
+"""Thin `flax.linen` modules over the functional norms: they own params and running statistics only.
+
+Every activation-norm module is called as `module(x, train=..., mask=None)`; running statistics live
+in the `batch_stats` collection (updated when `train=True` and the collection is mutable), noise for
+`NoisyBatchNorm` comes from the `noise` RNG stream. `Dense`/`Conv` take a `reparam` option
+('weight', 'weight_std', 'spectral') for the kernel norms.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from normlab import norms, reparam as rp, variants
+from normlab.core import AxisName, Moments
+
+Initializer = Callable[..., jax.Array]
+
+
+class _ChannelAffine(nn.Module):
+  """Shared parameter creation: per-channel scale (ones) and bias (zeros)."""
+
+  def affine_params(self, x, use_scale=True, use_bias=True):
+    c = x.shape[-1]
+    scale = self.param("scale", nn.initializers.ones, (c,), jnp.float32) if use_scale else None
+    bias = self.param("bias", nn.initializers.zeros, (c,), jnp.float32) if use_bias else None
+    return scale, bias
+
+  def running_stats(self, c: int):
+    mean = self.variable("batch_stats", "mean", lambda: jnp.zeros((c,), jnp.float32))
+    var = self.variable("batch_stats", "var", lambda: jnp.ones((c,), jnp.float32))
+    return mean, var
+
+  def maybe_update(self, mean, var, batch: Moments, momentum: float, train: bool):
+    if train and not self.is_initializing() and self.is_mutable_collection("batch_stats"):
+      new = norms.update_running_stats(Moments(mean.value, var.value), batch, momentum)
+      mean.value, var.value = new.mean, new.var
+
+
+class Identity(nn.Module):
+  """The 'none' norm, for ablations."""
+
+  @nn.compact
+  def __call__(self, x, train: bool = True, mask=None):
+    del train, mask
+    return x
+
+
+class BatchNorm(_ChannelAffine):
+  """Batch norm; `axis_name` syncs statistics across devices (SyncBN), None keeps them local."""
+  momentum: float = 0.9
+  epsilon: float = 1e-5
+  axis_name: AxisName = None
+  use_scale: bool = True
+  use_bias: bool = True
+
+  @nn.compact
+  def __call__(self, x, train: bool = True, mask=None):
+    scale, bias = self.affine_params(x, self.use_scale, self.use_bias)
+    mean, var = self.running_stats(x.shape[-1])
+    if not train:
+      return norms.batch_norm(x, scale, bias, eps=self.epsilon, running=Moments(mean.value, var.value))
+    y, batch = norms.batch_norm(x, scale, bias, eps=self.epsilon, axis_name=self.axis_name, mask=mask,
+                                return_stats=True)
+    self.maybe_update(mean, var, batch, self.momentum, train)
+    return y
+
+
+class GhostBatchNorm(_ChannelAffine):
+  """Batch norm over virtual batches of `virtual_batch_size` examples (falls back to the batch if larger)."""
+  virtual_batch_size: int = 16
+  momentum: float = 0.9
+  epsilon: float = 1e-5
+
+  @nn.compact
+  def __call__(self, x, train: bool = True, mask=None):
+    scale, bias = self.affine_params(x)
+    mean, var = self.running_stats(x.shape[-1])
+    if not train:
+      return norms.batch_norm(x, scale, bias, eps=self.epsilon, running=Moments(mean.value, var.value))
+    v = min(self.virtual_batch_size, x.shape[0])
+    y, batch = variants.ghost_batch_norm(x, scale, bias, virtual_batch_size=v, eps=self.epsilon,
+                                         return_stats=True)
+    self.maybe_update(mean, var, batch, self.momentum, train)
+    return y
+
+
+class BatchRenorm(_ChannelAffine):
+  """Batch renormalization; r_max/d_max are fixed here (schedules can be set from config)."""
+  r_max: float = 3.0
+  d_max: float = 5.0
+  momentum: float = 0.99
+  epsilon: float = 1e-5
+  axis_name: AxisName = None
+
+  @nn.compact
+  def __call__(self, x, train: bool = True, mask=None):
+    scale, bias = self.affine_params(x)
+    mean, var = self.running_stats(x.shape[-1])
+    running = Moments(mean.value, var.value)
+    if not train:
+      return norms.batch_norm(x, scale, bias, eps=self.epsilon, running=running)
+    y, batch = variants.batch_renorm(x, scale, bias, running=running, r_max=self.r_max, d_max=self.d_max,
+                                     eps=self.epsilon, axis_name=self.axis_name, mask=mask,
+                                     return_stats=True)
+    self.maybe_update(mean, var, batch, self.momentum, train)
+    return y
+
+
+class FrozenBatchNorm(_ChannelAffine):
+  """Batch norm that always uses the stored statistics (never updated by training)."""
+  epsilon: float = 1e-5
+
+  @nn.compact
+  def __call__(self, x, train: bool = True, mask=None):
+    scale, bias = self.affine_params(x)
+    mean, var = self.running_stats(x.shape[-1])
+    return variants.frozen_batch_norm(x, mean.value, var.value, scale, bias, eps=self.epsilon)
+
+
+class LpBatchNorm(_ChannelAffine):
+  """l1 / l2 / l_inf batch norm (Santurkar et al. section 3.3)."""
+  p: Any = 1
+  momentum: float = 0.9
+  epsilon: float = 1e-5
+  axis_name: AxisName = None
+
+  @nn.compact
+  def __call__(self, x, train: bool = True, mask=None):
+    scale, bias = self.affine_params(x)
+    mean, var = self.running_stats(x.shape[-1])
+    if not train:
+      y = (x - mean.value) / (jnp.sqrt(var.value) + self.epsilon)
+      return (y * scale + bias).astype(x.dtype)
+    y, batch = variants.lp_batch_norm(x, scale, bias, p=self.p, eps=self.epsilon, axis_name=self.axis_name,
+                                      mask=mask, return_stats=True)
+    self.maybe_update(mean, var, batch, self.momentum, train)
+    return y
+
+
+class NoisyBatchNorm(_ChannelAffine):
+  """Batch norm followed by noise whose mean/variance change every step (needs the 'noise' RNG)."""
+  mean_range: float = 1.0
+  std_range: float = 2.0
+  momentum: float = 0.9
+  epsilon: float = 1e-5
+  axis_name: AxisName = None
+
+  @nn.compact
+  def __call__(self, x, train: bool = True, mask=None):
+    scale, bias = self.affine_params(x)
+    mean, var = self.running_stats(x.shape[-1])
+    if not train:
+      return norms.batch_norm(x, scale, bias, eps=self.epsilon, running=Moments(mean.value, var.value))
+    y, batch = variants.noisy_batch_norm(x, self.make_rng("noise"), scale, bias, mean_range=self.mean_range,
+                                         std_range=self.std_range, eps=self.epsilon, axis_name=self.axis_name,
+                                         mask=mask, return_stats=True)
+    self.maybe_update(mean, var, batch, self.momentum, train)
+    return y
+
+
+class LayerNorm(nn.Module):
+  """Layer norm over the last axis (per-feature scale and bias)."""
+  epsilon: float = 1e-5
+  use_scale: bool = True
+  use_bias: bool = True
+
+  @nn.compact
+  def __call__(self, x, train: bool = True, mask=None):
+    c = x.shape[-1]
+    scale = self.param("scale", nn.initializers.ones, (c,), jnp.float32) if self.use_scale else None
+    bias = self.param("bias", nn.initializers.zeros, (c,), jnp.float32) if self.use_bias else None
+    return norms.layer_norm(x, scale, bias, eps=self.epsilon)
+
+
+class RMSNorm(nn.Module):
+  """RMS norm over the last axis."""
+  epsilon: float = 1e-6
+
+  @nn.compact
+  def __call__(self, x, train: bool = True, mask=None):
+    scale = self.param("scale", nn.initializers.ones, (x.shape[-1],), jnp.float32)
+    return norms.rms_norm(x, scale, eps=self.epsilon)
+
+
+class InstanceNorm(_ChannelAffine):
+  epsilon: float = 1e-5
+
+  @nn.compact
+  def __call__(self, x, train: bool = True, mask=None):
+    scale, bias = self.affine_params(x)
+    return norms.instance_norm(x, scale, bias, eps=self.epsilon, mask=mask)
+
+
+class GroupNorm(_ChannelAffine):
+  """Group norm; give num_groups or group_size (num_groups wins if both are set)."""
+  num_groups: int | None = 32
+  group_size: int | None = None
+  epsilon: float = 1e-5
+
+  @nn.compact
+  def __call__(self, x, train: bool = True, mask=None):
+    scale, bias = self.affine_params(x)
+    groups = self.num_groups
+    gsize = None if groups is not None else self.group_size
+    return norms.group_norm(x, scale, bias, num_groups=groups, group_size=gsize, eps=self.epsilon, mask=mask)
+
+
+class FilterResponseNorm(_ChannelAffine):
+  """FRN + TLU: replaces norm *and* activation (models skip their ReLU after it)."""
+  epsilon: float = 1e-6
+  replaces_activation: bool = True
+
+  @nn.compact
+  def __call__(self, x, train: bool = True, mask=None):
+    scale, bias = self.affine_params(x)
+    tau = self.param("tau", nn.initializers.zeros, (x.shape[-1],), jnp.float32)
+    return variants.filter_response_norm(x, scale, bias, tau, eps=self.epsilon)
+
+
+class EvoNormB0(_ChannelAffine):
+  """EvoNorm-B0: batch-dependent norm-activation (models skip their ReLU after it)."""
+  momentum: float = 0.9
+  epsilon: float = 1e-5
+  axis_name: AxisName = None
+  replaces_activation: bool = True
+
+  @nn.compact
+  def __call__(self, x, train: bool = True, mask=None):
+    scale, bias = self.affine_params(x)
+    v = self.param("v", nn.initializers.ones, (x.shape[-1],), jnp.float32)
+    mean, var = self.running_stats(x.shape[-1])
+    if not train:
+      return variants.evonorm_b0(x, scale, bias, v, eps=self.epsilon, running=Moments(mean.value, var.value))
+    y, batch = variants.evonorm_b0(x, scale, bias, v, eps=self.epsilon, axis_name=self.axis_name,
+                                   return_stats=True)
+    self.maybe_update(mean, var, batch, self.momentum, train)
+    return y
+
+
+class EvoNormS0(_ChannelAffine):
+  """EvoNorm-S0: batch-independent norm-activation (models skip their ReLU after it)."""
+  num_groups: int = 8
+  epsilon: float = 1e-5
+  replaces_activation: bool = True
+
+  @nn.compact
+  def __call__(self, x, train: bool = True, mask=None):
+    scale, bias = self.affine_params(x)
+    v = self.param("v", nn.initializers.ones, (x.shape[-1],), jnp.float32)
+    groups = min(self.num_groups, x.shape[-1])
+    return variants.evonorm_s0(x, scale, bias, v, num_groups=groups, eps=self.epsilon)
+
+
+class SwitchableNorm(_ChannelAffine):
+  momentum: float = 0.9
+  epsilon: float = 1e-5
+  axis_name: AxisName = None
+
+  @nn.compact
+  def __call__(self, x, train: bool = True, mask=None):
+    scale, bias = self.affine_params(x)
+    wm = self.param("mean_logits", nn.initializers.zeros, (3,), jnp.float32)
+    wv = self.param("var_logits", nn.initializers.zeros, (3,), jnp.float32)
+    mean, var = self.running_stats(x.shape[-1])
+    if not train:
+      return variants.switchable_norm(x, scale, bias, wm, wv, eps=self.epsilon,
+                                      running=Moments(mean.value, var.value))
+    y, batch = variants.switchable_norm(x, scale, bias, wm, wv, eps=self.epsilon, axis_name=self.axis_name,
+                                        return_stats=True)
+    self.maybe_update(mean, var, batch, self.momentum, train)
+    return y
+
+
+class LocalResponseNorm(nn.Module):
+  size: int = 5
+  alpha: float = 1e-4
+  beta: float = 0.75
+  k: float = 1.0
+
+  @nn.compact
+  def __call__(self, x, train: bool = True, mask=None):
+    return variants.local_response_norm(x, size=self.size, alpha=self.alpha, beta=self.beta, k=self.k)
+
+
+# ----- kernel norms: Dense / Conv with a reparameterized kernel -----
+REPARAMS = (None, "weight", "weight_std", "spectral")
+
+
+class _ReparamKernel(nn.Module):
+  """Dense/Conv base: builds the kernel `v`, reparameterizes it and adds the bias.
+
+  With reparam='weight' and data_init=True, `model.init(rng, batch)` sets g and the bias from the init
+  batch so that its pre-activations are standardized (Salimans & Kingma's data-dependent init).
+  """
+  features: int = 1
+  use_bias: bool = True
+  reparam: str | None = None
+  data_init: bool = False
+  n_power_iterations: int = 1
+  kernel_init: Initializer = nn.initializers.lecun_normal()
+
+  def _apply(self, x, kernel_shape, op, train: bool):
+    v = self.param("kernel", self.kernel_init, kernel_shape, jnp.float32)
+    bias_init = nn.initializers.zeros
+    if self.reparam is None:
+      w = v
+    elif self.reparam == "weight":
+      g_init = nn.initializers.ones
+      if self.data_init and self.is_initializing():
+        g0, b0 = rp.weight_norm_data_init(op(x, rp.weight_norm(v).astype(x.dtype)))
+        g_init, bias_init = (lambda *_: g0), (lambda *_: b0)
+      w = rp.weight_norm(v, self.param("g", g_init, (self.features,), jnp.float32))
+    elif self.reparam == "weight_std":
+      w = rp.weight_standardize(v)
+    elif self.reparam == "spectral":
+      u = self.variable("batch_stats", "u", lambda: jax.random.normal(
+          self.make_rng("params"), (self.features,), jnp.float32))
+      w, u_new, _ = rp.spectral_normalize(v, u.value, n_iters=self.n_power_iterations)
+      if train and not self.is_initializing() and self.is_mutable_collection("batch_stats"):
+        u.value = u_new
+    else:
+      raise ValueError(f"unknown reparam {self.reparam!r}; valid choices: {', '.join(map(str, REPARAMS))}")
+    y = op(x, w.astype(x.dtype))
+    if self.use_bias:
+      y = y + self.param("bias", bias_init, (self.features,), jnp.float32).astype(x.dtype)
+    return y
+
+
+class Dense(_ReparamKernel):
+  @nn.compact
+  def __call__(self, x, train: bool = True):
+    return self._apply(x, (x.shape[-1], self.features), lambda a, w: a @ w, train)
+
+
+class Conv(_ReparamKernel):
+  """N-D convolution, channels-last, SAME padding by default."""
+  kernel_size: Sequence[int] = (3, 3)
+  strides: Sequence[int] | int = 1
+  padding: str | Sequence = "SAME"
+
+  @nn.compact
+  def __call__(self, x, train: bool = True):
+    ks = tuple(self.kernel_size)
+    nd = len(ks)
+    strides = (self.strides,) * nd if isinstance(self.strides, int) else tuple(self.strides)
+    spatial = "DHW"[-nd:]
+
+    def conv(a, w):
+      dn = jax.lax.conv_dimension_numbers(a.shape, w.shape, (f"N{spatial}C", f"{spatial}IO", f"N{spatial}C"))
+      return jax.lax.conv_general_dilated(a, w, strides, self.padding, dimension_numbers=dn)
+
+    return self._apply(x, ks + (x.shape[-1], self.features), conv, train)

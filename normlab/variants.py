@@ -1,0 +1,235 @@
+"""Norms from the field beyond the big four, still built on the same reduction core.
+
+Ghost BN, batch renormalization, frozen BN, l1/l2/linf batch norm, noisy BN (Santurkar et al. 2018,
+section 2.1), filter response norm + TLU, EvoNorm-B0/S0, switchable norm and local response norm.
+All channels-last, (N, ..., C).
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from normlab import checks
+from normlab.core import (AxisName, Moments, affine, check_axis_name, moments, normalize_with, pmax,
+                          psum, standardize, stats_dtype)
+from normlab.norms import batch_norm, batch_reduction_axes, spatial_axes
+
+
+def ghost_batch_norm(x, scale=None, bias=None, *, virtual_batch_size: int, eps: float = 1e-5,
+                     return_stats: bool = False):
+  """Ghost BN (Hoffer et al. 2017): batch norm over virtual batches of `virtual_batch_size` examples.
+
+  Returned statistics are the mean over virtual batches of their means and variances.
+  """
+  fn = "ghost_batch_norm"
+  eps = checks.check_eps(eps, fn=fn)
+  checks.check_min_rank(x.ndim, 2, fn=fn, layout="(N, ..., C)")
+  n = x.shape[0]
+  if not isinstance(virtual_batch_size, int) or virtual_batch_size <= 0 or n % virtual_batch_size:
+    raise ValueError(f"{fn}: virtual_batch_size={virtual_batch_size!r} must be a positive divisor of "
+                     f"the batch size {n}")
+  xg = x.reshape(n // virtual_batch_size, virtual_batch_size, *x.shape[1:])
+  axes = tuple(range(1, xg.ndim - 1))
+  x_hat, stats = standardize(xg, axes, eps=eps)
+  y = affine(x_hat.reshape(x.shape), scale, bias, x.dtype)
+  if not return_stats:
+    return y
+  flat = Moments(*(s.reshape(-1, x.shape[-1]).mean(0) for s in stats))
+  return y, flat
+
+
+def batch_renorm(x, scale=None, bias=None, *, running: Moments, r_max: float = 3.0, d_max: float = 5.0,
+                 eps: float = 1e-5, axis_name: AxisName = None, mask=None, return_stats: bool = False):
+  """Batch renormalization (Ioffe 2017): y = x_hat_batch * r + d, with r, d stop-gradient'ed.
+
+  r = clip(sigma_B / sigma_R, 1/r_max, r_max), d = clip((mu_B - mu_R) / sigma_R, -d_max, d_max), where
+  R are the running statistics (feature-shaped). r_max=1, d_max=0 is plain batch norm.
+  """
+  fn = "batch_renorm"
+  eps = checks.check_eps(eps, fn=fn)
+  if r_max < 1 or d_max < 0:
+    raise ValueError(f"{fn}: need r_max >= 1 and d_max >= 0, got r_max={r_max!r}, d_max={d_max!r}")
+  axes = batch_reduction_axes(x.ndim, -1, fn=fn)
+  check_axis_name(axis_name, fn=fn)
+  x_hat, stats = standardize(x, axes, eps=eps, axis_name=axis_name, mask=mask)
+  sigma_b = jnp.sqrt(stats.var + eps)
+  sigma_r = jnp.sqrt(running.var.astype(sigma_b.dtype) + eps)
+  r = lax.stop_gradient(jnp.clip(sigma_b / sigma_r, 1.0 / r_max, r_max))
+  d = lax.stop_gradient(jnp.clip((stats.mean - running.mean.astype(sigma_b.dtype)) / sigma_r, -d_max, d_max))
+  y = affine(x_hat * r + d, scale, bias, x.dtype)
+  if not return_stats:
+    return y
+  return y, Moments(jnp.squeeze(stats.mean, axes), jnp.squeeze(stats.var, axes))
+
+
+def frozen_batch_norm(x, mean, var, scale=None, bias=None, *, eps: float = 1e-5):
+  """Batch norm with fixed statistics in train and eval alike (fine-tuning, detection backbones)."""
+  return batch_norm(x, scale, bias, eps=eps, running=Moments(jnp.asarray(mean), jnp.asarray(var)))
+
+
+LP_NORMS = (1, 2, "inf")
+
+
+def lp_batch_norm(x, scale=None, bias=None, *, p=1, eps: float = 1e-5, axis_name: AxisName = None,
+                  mask=None, return_stats: bool = False):
+  """l_p batch norm (Santurkar et al. 2018, section 3.3): divide x - mu_B by an l_p scale of the batch.
+
+  p=1: mean |x - mu|; p=2: sqrt(mean (x - mu)^2) (= batch norm); p="inf": max |x - mu|. None of them
+  makes the activations Gaussian-like, which is the point of the paper's experiment. The returned
+  `var` field holds scale^2 so running statistics reuse `Moments`.
+  """
+  fn = "lp_batch_norm"
+  eps = checks.check_eps(eps, fn=fn)
+  checks.check_choice(p, LP_NORMS, fn=fn, what="p")
+  axes = batch_reduction_axes(x.ndim, -1, fn=fn)
+  check_axis_name(axis_name, fn=fn)
+  (mu, _), n = moments(x, axes, axis_name=axis_name, mask=mask)
+  dev = jnp.abs(x.astype(mu.dtype) - mu)
+  m = None if mask is None else jnp.broadcast_to(mask, x.shape).astype(mu.dtype)
+  if p == "inf":
+    s = pmax(jnp.max(dev if m is None else dev * m, axes, keepdims=True), axis_name)
+  else:
+    dev_p = dev if p == 1 else dev * dev
+    sums = psum(jnp.sum(dev_p if m is None else dev_p * m, axes, keepdims=True), axis_name)
+    s = sums / jnp.maximum(n, 1)
+    s = s if p == 1 else jnp.sqrt(s)
+  y = affine((x.astype(mu.dtype) - mu) / (s + eps), scale, bias, x.dtype)
+  if not return_stats:
+    return y
+  return y, Moments(*(lax.stop_gradient(jnp.squeeze(t, axes)) for t in (mu, s * s)))
+
+
+def noisy_batch_norm(x, key, scale=None, bias=None, *, mean_range: float = 1.0, std_range: float = 2.0,
+                     eps: float = 1e-5, axis_name: AxisName = None, mask=None, return_stats: bool = False):
+  """Batch norm followed by injected non-stationary noise (Santurkar et al. 2018, section 2.1).
+
+  Every call (training step) draws, per channel, a shift m ~ U(-mean_range, mean_range) and a gain
+  s ~ U(1, std_range), and per activation n ~ N(0, 1); the output is z = s * (y + n) + m. So each
+  channel has a non-zero mean and a non-unit variance that change at every step ("internal covariate
+  shift" put back on purpose). Pass a fresh `key` every step.
+  """
+  out = batch_norm(x, scale, bias, eps=eps, axis_name=axis_name, mask=mask, return_stats=return_stats)
+  y, stats = out if return_stats else (out, None)
+  k_m, k_s, k_n = jax.random.split(key, 3)
+  dt = stats_dtype(x.dtype)
+  c = x.shape[-1]
+  shift = jax.random.uniform(k_m, (c,), dt, -mean_range, mean_range)
+  gain = jax.random.uniform(k_s, (c,), dt, 1.0, std_range)
+  noise = jax.random.normal(k_n, x.shape, dt)
+  z = (gain * (y.astype(dt) + noise) + shift).astype(x.dtype)
+  return (z, stats) if return_stats else z
+
+
+def filter_response_norm(x, scale=None, bias=None, tau=None, *, eps: float = 1e-6):
+  """FRN + TLU (Singh & Krishnan 2020): x / sqrt(mean_spatial(x^2) + eps), affine, then max(., tau)."""
+  fn = "filter_response_norm"
+  eps = checks.check_eps(eps, fn=fn)
+  axes = spatial_axes(x.ndim, fn=fn)
+  x_hat, _ = standardize(x, axes, eps=eps, center=False)
+  y = affine(x_hat, scale, bias, x_hat.dtype)
+  if tau is not None:
+    y = jnp.maximum(y, jnp.asarray(tau, y.dtype))
+  return y.astype(x.dtype)
+
+
+def evonorm_b0(x, scale=None, bias=None, v=None, *, eps: float = 1e-5, axis_name: AxisName = None,
+               running: Moments | None = None, return_stats: bool = False):
+  """EvoNorm-B0 (Liu et al. 2020): x / max(sqrt(var_batch + eps), v * x + sqrt(var_instance + eps)).
+
+  var_batch is over (N, spatial) per channel (running value in eval mode); var_instance over spatial.
+  """
+  fn = "evonorm_b0"
+  eps = checks.check_eps(eps, fn=fn)
+  axes_i = spatial_axes(x.ndim, fn=fn)
+  axes_b = (0,) + axes_i
+  dt = stats_dtype(x.dtype)
+  xs = x.astype(dt)
+  if running is None:
+    check_axis_name(axis_name, fn=fn)
+    stats_b, _ = moments(x, axes_b, axis_name=axis_name)
+  else:
+    stats_b = Moments(*(jnp.reshape(t, (1,) * (x.ndim - 1) + (-1,)).astype(dt) for t in running))
+  stats_i, _ = moments(x, axes_i)
+  denom = jnp.sqrt(stats_b.var + eps)
+  if v is not None:
+    denom = jnp.maximum(denom, jnp.asarray(v, dt) * xs + jnp.sqrt(stats_i.var + eps))
+  y = affine(xs / denom, scale, bias, x.dtype)
+  if not return_stats:
+    return y
+  return y, Moments(*(lax.stop_gradient(jnp.squeeze(t, axes_b)) for t in stats_b))
+
+
+def evonorm_s0(x, scale=None, bias=None, v=None, *, num_groups: int | None = 32,
+               group_size: int | None = None, eps: float = 1e-5):
+  """EvoNorm-S0 (Liu et al. 2020): x * sigmoid(v * x) / group_std(x), then affine. Batch-independent."""
+  fn = "evonorm_s0"
+  eps = checks.check_eps(eps, fn=fn)
+  checks.check_min_rank(x.ndim, 2, fn=fn, layout="(N, ..., C)")
+  c = x.shape[-1]
+  if num_groups is not None and group_size is not None:
+    num_groups = None
+  groups = checks.check_groups(c, num_groups, group_size, fn=fn)
+  dt = stats_dtype(x.dtype)
+  xs = x.astype(dt)
+  xg = xs.reshape(*x.shape[:-1], groups, c // groups)
+  stats, _ = moments(xg, tuple(range(1, x.ndim - 1)) + (x.ndim,))
+  std = jnp.broadcast_to(jnp.sqrt(stats.var + eps), xg.shape).reshape(x.shape)
+  num = xs if v is None else xs * jax.nn.sigmoid(jnp.asarray(v, dt) * xs)
+  return affine(num / std, scale, bias, x.dtype)
+
+
+def switchable_norm(x, scale=None, bias=None, mean_logits=None, var_logits=None, *, eps: float = 1e-5,
+                    axis_name: AxisName = None, running: Moments | None = None,
+                    return_stats: bool = False):
+  """Switchable norm (Luo et al. 2019): softmax-weighted mix of instance, layer and batch statistics.
+
+  Logits of shape (3,) weight (IN, LN, BN); LN and BN moments are derived from the IN moments.
+  In eval mode `running` holds the BN moments (feature-shaped).
+  """
+  fn = "switchable_norm"
+  eps = checks.check_eps(eps, fn=fn)
+  axes_i = spatial_axes(x.ndim, fn=fn)
+  dt = stats_dtype(x.dtype)
+  xs = x.astype(dt)
+  (mu_i, var_i), _ = moments(x, axes_i)
+  sq_i = var_i + mu_i * mu_i
+  mu_l = jnp.mean(mu_i, -1, keepdims=True)
+  var_l = jnp.mean(sq_i, -1, keepdims=True) - mu_l * mu_l
+  if running is None:
+    check_axis_name(axis_name, fn=fn)
+    count = psum(jnp.asarray(x.shape[0], dt), axis_name)
+    mu_b = psum(jnp.sum(mu_i, 0, keepdims=True), axis_name) / count
+    var_b = psum(jnp.sum(sq_i, 0, keepdims=True), axis_name) / count - mu_b * mu_b
+  else:
+    shape = (1,) * (x.ndim - 1) + (-1,)
+    mu_b, var_b = (jnp.reshape(t, shape).astype(dt) for t in running)
+  wm = jax.nn.softmax(jnp.zeros(3, dt) if mean_logits is None else jnp.asarray(mean_logits, dt))
+  wv = jax.nn.softmax(jnp.zeros(3, dt) if var_logits is None else jnp.asarray(var_logits, dt))
+  mean = wm[0] * mu_i + wm[1] * mu_l + wm[2] * mu_b
+  var = wv[0] * var_i + wv[1] * var_l + wv[2] * var_b
+  y = affine((xs - mean) * lax.rsqrt(jnp.maximum(var, 0.0) + eps), scale, bias, x.dtype)
+  if not return_stats:
+    return y
+  return y, Moments(*(lax.stop_gradient(jnp.reshape(t, (-1,))) for t in (mu_b, var_b)))
+
+
+def local_response_norm(x, *, size: int = 5, alpha: float = 1e-4, beta: float = 0.75, k: float = 1.0):
+  """Local response norm across channels (Krizhevsky et al. 2012), torch's convention:
+
+  y_c = x_c / (k + alpha / size * sum_{c' in window(c)} x_c'^2) ^ beta, window of `size` channels
+  centred on c (zero padded).
+  """
+  fn = "local_response_norm"
+  checks.check_min_rank(x.ndim, 2, fn=fn, layout="(N, ..., C)")
+  checks.check_positive(size, fn=fn, what="size")
+  dt = stats_dtype(x.dtype)
+  sq = jnp.square(x.astype(dt))
+  lo, hi = size // 2, (size - 1) // 2
+  window = (1,) * (x.ndim - 1) + (size,)
+  pad = [(0, 0)] * (x.ndim - 1) + [(lo, hi)]
+  sums = lax.reduce_window(sq, 0.0, lax.add, window, (1,) * x.ndim, pad)
+  return (x.astype(dt) / (k + alpha / size * sums) ** beta).astype(x.dtype)
