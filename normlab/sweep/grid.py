@@ -1,0 +1,123 @@
+"""Grid expansion: base config + grid of values -> cells with stable ids.
+
+A sweep config has `base` ("configs/NAME.py:PRESET", relative to the repo root or absolute), `grid`
+(a ConfigDict whose leaves are tuples of values; nested dicts give dotted keys such as
+`norm_options.num_groups`), `overrides` (fixed values for every cell), and `lr_scaling`
+("none" or "linear": lr = base lr * batch_size / reference_batch_size), and optionally
+`budget_examples`: a fixed number of training examples per cell (num_steps = budget // batch_size), so
+that every batch size sees the same number of epochs, as in the Group Norm paper.
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import itertools
+import os
+import re
+from typing import Any
+
+import ml_collections as mlc
+
+from normlab.errors import UserError
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+LR_SCALINGS = ("none", "linear")
+
+
+class SweepError(UserError):
+  """A user mistake in a sweep config: one line naming the bad value and the valid choices."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Cell:
+  id: str
+  params: dict          # dotted grid key -> value, in grid order
+  config: mlc.ConfigDict
+
+
+def load_config_file(spec: str) -> mlc.ConfigDict:
+  """Loads "path/to/config.py[:PRESET]" by calling its get_config(PRESET)."""
+  path, _, preset = spec.partition(":")
+  full = path if os.path.isabs(path) else os.path.join(REPO_ROOT, path)
+  if not os.path.isfile(full):
+    raise SweepError(f"config file {path!r} not found (looked at {full})")
+  module_spec = importlib.util.spec_from_file_location(f"_cfg_{abs(hash(full))}", full)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  return module.get_config(preset) if preset else module.get_config()
+
+
+def flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+  """Nested ConfigDict/dict -> {dotted.key: leaf}."""
+  items = d.items() if hasattr(d, "items") else []
+  out = {}
+  for k, v in items:
+    key = f"{prefix}{k}"
+    if isinstance(v, (mlc.ConfigDict, dict)):
+      out.update(flatten(v, key + "."))
+    else:
+      out[key] = v
+  return out
+
+
+def _has_key(config: mlc.ConfigDict, dotted: str) -> bool:
+  node = config
+  for part in dotted.split("."):
+    if not isinstance(node, (mlc.ConfigDict, dict)) or part not in node:
+      return False
+    node = node[part]
+  return True
+
+
+def _set(config: mlc.ConfigDict, dotted: str, value) -> None:
+  *parents, last = dotted.split(".")
+  node = config
+  for part in parents:
+    node = node[part]
+  if isinstance(node, mlc.ConfigDict):
+    with node.ignore_type():
+      node[last] = value
+  else:
+    node[last] = value
+
+
+def _slug(value) -> str:
+  return re.sub(r"[^A-Za-z0-9.+-]", "-", str(value))
+
+
+def cell_id(params: dict) -> str:
+  return "__".join(f"{_slug(k)}={_slug(v)}" for k, v in params.items())
+
+
+def expand(sweep: mlc.ConfigDict) -> list[Cell]:
+  """All cells of the sweep, in grid order; validates the grid against the base config."""
+  base = load_config_file(sweep.base)
+  grid = flatten(sweep.get("grid", {}))
+  if not grid or any(len(tuple(v)) == 0 for v in grid.values()):
+    empty = [k for k, v in grid.items() if len(tuple(v)) == 0]
+    raise SweepError(f"the sweep grid is empty{' at ' + ', '.join(empty) if empty else ''}: give at "
+                     f"least one key with at least one value")
+  overrides = flatten(sweep.get("overrides", {}))
+  for key in list(grid) + list(overrides):
+    if not _has_key(base, key):
+      raise SweepError(f"grid/override key {key!r} is not in the base config {sweep.base!r}; "
+                       f"valid keys: {', '.join(sorted(flatten(base)))}")
+  scaling = sweep.get("lr_scaling", "none")
+  if scaling not in LR_SCALINGS:
+    raise SweepError(f"lr_scaling {scaling!r} is not valid; valid choices: {', '.join(LR_SCALINGS)}")
+  cells = []
+  for values in itertools.product(*(tuple(v) for v in grid.values())):
+    params = dict(zip(grid, values))
+    config = mlc.ConfigDict(base.to_dict())
+    for key, value in {**overrides, **params}.items():
+      _set(config, key, value)
+    if scaling == "linear":
+      config.learning_rate = float(config.learning_rate) * config.batch_size / sweep.reference_batch_size
+    budget = sweep.get("budget_examples", None)
+    if budget:
+      config.num_steps = max(1, int(budget) // int(config.batch_size))
+      for key, every in (("eval_every", config.num_steps), ("checkpoint_every", max(1, config.num_steps // 4))):
+        if key in config:
+          config[key] = every
+    cells.append(Cell(cell_id(params), params, config))
+  return cells

@@ -1,0 +1,104 @@
+"""Sweep results: results.csv (one row per cell), report.md (mean ± std over seeds) and plots."""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+from collections import defaultdict
+
+import ml_collections as mlc
+
+RESULT_KEYS = ("eval_accuracy", "eval_error", "final_train_loss", "steps", "wall_time_s")
+
+
+def collect_results(cells, workdir: str) -> list[dict]:
+  """One row per cell: grid params + figures from its summary.json (status 'pending' if none)."""
+  rows = []
+  for c in cells:
+    row = dict(c.params)
+    path = os.path.join(workdir, "cells", c.id, "summary.json")
+    if os.path.isfile(path):
+      with open(path) as f:
+        summary = json.load(f)
+      acc = summary.get("eval_accuracy")
+      row.update(eval_accuracy=acc, eval_error=None if acc is None else 1.0 - acc,
+                 final_train_loss=summary.get("final_train_loss"), steps=summary.get("steps"),
+                 wall_time_s=summary.get("wall_time_s"), status=summary.get("status", "done"))
+    else:
+      row.update({k: None for k in RESULT_KEYS}, status="pending")
+    rows.append(row)
+  return rows
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+  m = sum(values) / len(values)
+  s = math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
+  return m, s
+
+
+def aggregate(rows: list[dict], line_key: str, x_key: str, value: str = "eval_error"):
+  """{line value: {x value: (mean, std, n)}} over the cells that finished (seeds and other keys pooled)."""
+  acc = defaultdict(lambda: defaultdict(list))
+  for r in rows:
+    if r.get(value) is not None:
+      acc[r.get(line_key)][r.get(x_key)].append(float(r[value]))
+  return {line: {x: (*_mean_std(v), len(v)) for x, v in sorted(xs.items(), key=lambda t: str(t[0]) if
+                                                                 not isinstance(t[0], (int, float)) else t[0])}
+          for line, xs in acc.items()}
+
+
+def _plot(table, x_key: str, line_key: str, path: str, title: str) -> None:
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  fig, ax = plt.subplots(figsize=(6, 4))
+  for line, xs in table.items():
+    x = [k for k in xs if isinstance(k, (int, float))]
+    if not x:
+      continue
+    ax.errorbar(x, [100 * xs[k][0] for k in x], yerr=[100 * xs[k][1] for k in x], marker="o", capsize=3,
+                label=f"{line_key}={line}")
+  if all(isinstance(k, (int, float)) and k > 0 for xs in table.values() for k in xs):
+    ax.set_xscale("log", base=2)
+  ax.set_xlabel(x_key)
+  ax.set_ylabel("eval error (%)")
+  ax.set_title(title)
+  ax.grid(alpha=0.3)
+  ax.legend()
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+
+
+def write_report(sweep: mlc.ConfigDict, cells, workdir: str) -> dict:
+  """Writes results.csv, report.md and error_vs_<x>.png; returns the paths."""
+  rows = collect_results(cells, workdir)
+  grid_keys = list(cells[0].params) if cells else []
+  csv_path = os.path.join(workdir, "results.csv")
+  with open(csv_path, "w", newline="") as f:
+    w = csv.DictWriter(f, fieldnames=grid_keys + list(RESULT_KEYS) + ["status"])
+    w.writeheader()
+    w.writerows(rows)
+  x_key = sweep.get("x_key", "batch_size")
+  line_key = sweep.get("line_key", "norm")
+  table = aggregate(rows, line_key, x_key)
+  xs = sorted({x for t in table.values() for x in t}, key=lambda v: (not isinstance(v, (int, float)), v if
+                                                                    isinstance(v, (int, float)) else str(v)))
+  title = sweep.get("title", f"eval error vs {x_key}")
+  lines = [f"# {title}", "", f"Base config: `{sweep.base}`; {len(cells)} cells, "
+           f"{sum(r['status'] != 'pending' for r in rows)} finished. Entries: eval error (%) mean ± std "
+           f"over the cells pooled at each point (n = number of runs).", "",
+           f"| {line_key} | " + " | ".join(f"{x_key}={x}" for x in xs) + " |",
+           "|---|" + "---|" * len(xs)]
+  for line, t in table.items():
+    cells_txt = [f"{100 * t[x][0]:.2f} ± {100 * t[x][1]:.2f} (n={t[x][2]})" if x in t else "–" for x in xs]
+    lines.append(f"| {line} | " + " | ".join(cells_txt) + " |")
+  png = os.path.join(workdir, f"error_vs_{x_key.replace('.', '_')}.png")
+  if table:
+    _plot(table, x_key, line_key, png, title)
+    lines += ["", f"![error vs {x_key}]({os.path.basename(png)})"]
+  report = os.path.join(workdir, "report.md")
+  with open(report, "w") as f:
+    f.write("\n".join(lines) + "\n")
+  return {"csv": csv_path, "report": report, "plot": png if table else None}
