@@ -49,15 +49,31 @@ def batch_indices(num_examples: int, batch_size: int, seed: int, step: int) -> n
 def to_float(x: np.ndarray) -> np.ndarray:
     """uint8 0..255 -> float32 [0, 1]; float input is returned as float32."""
     if x.dtype == np.uint8:
-        return x.astype(np.float32) * np.float32(1.0 / 255.0)
+        out = x.astype(np.float32)
+        out *= np.float32(1.0 / 255.0)
+        return out
     return x.astype(np.float32, copy=False)
 
 
 def normalize(x: np.ndarray, mean, std) -> np.ndarray:
-    """Per-channel (x - mean) / std over the last axis."""
+    """Per-channel (x - mean) / std over the last axis (x on the [0, 1] scale)."""
     mean = np.asarray(mean, np.float32)
     std = np.asarray(std, np.float32)
     return (x - mean) / std
+
+
+def _finish(ds: Dataset, x: np.ndarray, normalize_inputs: bool) -> np.ndarray:
+    """Raw batch -> float32, optionally normalized; one fused scale+shift for uint8."""
+    if not normalize_inputs:
+        return to_float(x)
+    if ds.mean is None or ds.std is None:
+        raise ValueError(f"dataset {ds.name!r} has no mean/std for normalization")
+    mean = np.asarray(ds.mean, np.float32)
+    std = np.asarray(ds.std, np.float32)
+    out = x.astype(np.float32)  # always a fresh copy, safe to modify in place
+    out *= (1.0 / 255.0 / std) if x.dtype == np.uint8 else (1.0 / std)
+    out -= mean / std
+    return out
 
 
 def get_batch(ds: Dataset, indices: np.ndarray, *, normalize_inputs: bool = False) -> dict[str, np.ndarray]:
@@ -67,11 +83,7 @@ def get_batch(ds: Dataset, indices: np.ndarray, *, normalize_inputs: bool = Fals
     dataset's per-channel mean/std are applied as well.
     """
     indices = np.asarray(indices)
-    x = to_float(np.asarray(ds.x[indices]))
-    if normalize_inputs:
-        if ds.mean is None or ds.std is None:
-            raise ValueError(f"dataset {ds.name!r} has no mean/std for normalization")
-        x = normalize(x, ds.mean, ds.std)
+    x = _finish(ds, np.asarray(ds.x[indices]), normalize_inputs)
     return {"x": x, "y": np.asarray(ds.y[indices], np.int32)}
 
 
@@ -84,15 +96,12 @@ def train_batch(
     augment: bool = False,
     normalize_inputs: bool = False,
 ) -> dict[str, np.ndarray]:
-    """The training batch at `step`: indices, then optional crop+flip, then optional normalization."""
-    batch = get_batch(ds, batch_indices(len(ds), batch_size, seed, step))
+    """The training batch at `step`: indices, optional crop+flip (on raw pixels), float, optional normalization."""
+    indices = batch_indices(len(ds), batch_size, seed, step)
+    x = np.asarray(ds.x[indices])
     if augment:
-        batch["x"] = augment_lib.random_crop_flip(batch["x"], seed, step)
-    if normalize_inputs:
-        if ds.mean is None or ds.std is None:
-            raise ValueError(f"dataset {ds.name!r} has no mean/std for normalization")
-        batch["x"] = normalize(batch["x"], ds.mean, ds.std)
-    return batch
+        x = augment_lib.random_crop_flip(x, seed, step)
+    return {"x": _finish(ds, x, normalize_inputs), "y": np.asarray(ds.y[indices], np.int32)}
 
 
 def num_eval_batches(num_examples: int, batch_size: int) -> int:

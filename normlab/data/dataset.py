@@ -34,7 +34,7 @@ class DatasetInfo:
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Dataset:
-    """One split held as arrays: x (N, *input_shape), y (N,) int32."""
+    """One split: x (N, *input_shape), y (N,) int32. numpy arrays given to it are made read-only."""
 
     name: str
     x: Any  # np.ndarray (float32 or uint8) or a lazy column with __getitem__(indices)
