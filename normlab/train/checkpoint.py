@@ -1,0 +1,77 @@
+"""Orbax checkpoints of the TrainState in workdir/checkpoints/<step>, with fallback on a corrupt one.
+
+Saves are synchronous and atomic (orbax writes a temporary directory and renames it), so a process
+killed mid-save leaves the previous checkpoints intact. On restore the newest step is tried first; if
+orbax cannot read it (truncated or missing files), it is moved aside to
+workdir/checkpoints_corrupt/<step>-<time> (never deleted) and the next older one is tried.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+from typing import Any, Callable
+
+import orbax.checkpoint as ocp
+
+log = logging.getLogger("normlab.train")
+
+
+class Checkpointer:
+  def __init__(self, directory: str, keep: int):
+    self.directory = os.path.abspath(directory)
+    self.keep = keep
+    self._manager = self._open()
+
+  def _open(self) -> ocp.CheckpointManager:
+    options = ocp.CheckpointManagerOptions(max_to_keep=self.keep, create=True,
+                                           enable_async_checkpointing=False, cleanup_tmp_directories=True)
+    return ocp.CheckpointManager(self.directory, options=options)
+
+  def all_steps(self) -> list[int]:
+    return sorted(self._manager.all_steps())
+
+  def save(self, step: int, state: Any) -> None:
+    if step in self._manager.all_steps():
+      return
+    self._manager.save(step, args=ocp.args.StandardSave(state), force=True)
+    self._manager.wait_until_finished()
+
+  def restore_latest(self, target: Any, on_fallback: Callable[[str], None] | None = None
+                     ) -> tuple[Any, int | None]:
+    """(state, step) from the newest readable checkpoint, or (target, None) when there is none."""
+    bad = []
+    restored, restored_step = target, None
+    for step in sorted(self._manager.all_steps(), reverse=True):
+      try:
+        restored = self._manager.restore(step, args=ocp.args.StandardRestore(target))
+        restored_step = step
+        break
+      except Exception as e:  # noqa: BLE001 (orbax raises many types for unreadable data)
+        reason = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300]
+        message = f"checkpoint at step {step} is unreadable ({reason}); trying an older one"
+        log.warning(message)
+        if on_fallback:
+          on_fallback(message)
+        bad.append(step)
+    if bad:
+      self._quarantine(bad)
+    return restored, restored_step
+
+  def _quarantine(self, steps: list[int]) -> None:
+    """Move unreadable step dirs aside so new saves at those steps do not collide."""
+    self._manager.close()
+    aside = os.path.join(os.path.dirname(self.directory), "checkpoints_corrupt")
+    os.makedirs(aside, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for step in steps:
+      src = os.path.join(self.directory, str(step))
+      if os.path.exists(src):
+        dst = os.path.join(aside, f"{step}-{stamp}")
+        shutil.move(src, dst)
+        log.warning("moved unreadable checkpoint %s to %s", src, dst)
+    self._manager = self._open()
+
+  def close(self) -> None:
+    self._manager.close()

@@ -1,0 +1,66 @@
+"""Devices, the 1-D 'data' mesh, multi-process start-up and feeding each process its slice of a batch.
+
+Multi-host: `maybe_initialize()` calls `jax.distributed.initialize()` when asked (`--multihost`) or
+when the environment names a coordinator (JAX_COORDINATOR_ADDRESS, or a cluster JAX auto-detects
+such as SLURM/Cloud TPU when NORMLAB_MULTIHOST=1). Every process computes the same global batch
+indices from (seed, step) and feeds only its contiguous slice of rows
+(`jax.make_array_from_process_local_data`); the mesh orders devices by process so those rows land on
+that process's devices.
+"""
+from __future__ import annotations
+
+import os
+
+import jax
+import numpy as np
+from jax.sharding import Mesh
+
+from normlab.train.step import DATA_AXIS
+
+_initialized = False
+
+
+def wants_multihost(flag: bool = False) -> bool:
+  return bool(flag or os.environ.get("JAX_COORDINATOR_ADDRESS") or os.environ.get("NORMLAB_MULTIHOST") == "1")
+
+
+def maybe_initialize(multihost: bool = False) -> None:
+  """jax.distributed.initialize() once, if this is a multi-process run (must precede any jax use)."""
+  global _initialized
+  if _initialized or not wants_multihost(multihost):
+    return
+  address = os.environ.get("JAX_COORDINATOR_ADDRESS")
+  if address:
+    jax.distributed.initialize(
+        coordinator_address=address,
+        num_processes=int(os.environ["JAX_NUM_PROCESSES"]) if "JAX_NUM_PROCESSES" in os.environ else None,
+        process_id=int(os.environ["JAX_PROCESS_ID"]) if "JAX_PROCESS_ID" in os.environ else None)
+  else:
+    jax.distributed.initialize()  # cluster auto-detection (SLURM, TPU pods, ...)
+  _initialized = True
+
+
+def make_mesh(num_devices: int = 0) -> Mesh:
+  """1-D mesh ('data',) over the first `num_devices` devices (0 = all), ordered by process."""
+  devices = sorted(jax.devices(), key=lambda d: (d.process_index, d.id))
+  if num_devices:
+    if jax.process_count() > 1 and num_devices != len(devices):
+      raise ValueError("num_devices must be 0 (all devices) in a multi-process run")
+    devices = devices[:num_devices]
+  return Mesh(np.asarray(devices), (DATA_AXIS,))
+
+
+def global_batch(batch: dict[str, np.ndarray], sharding: jax.sharding.NamedSharding) -> dict[str, jax.Array]:
+  """Host arrays of the whole global batch -> global jax Arrays sharded on 'data'.
+
+  Each process contributes only its slice of the rows (all processes hold the same global batch).
+  """
+  if jax.process_count() == 1:
+    return jax.device_put(batch, sharding)
+  n, p, i = len(next(iter(batch.values()))), jax.process_count(), jax.process_index()
+  rows = slice(i * n // p, (i + 1) * n // p)
+  return {k: jax.make_array_from_process_local_data(sharding, v[rows], v.shape) for k, v in batch.items()}
+
+
+def is_main_process() -> bool:
+  return jax.process_index() == 0

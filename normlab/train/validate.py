@@ -1,0 +1,164 @@
+"""Config validation before anything is loaded or compiled: every mistake is one line.
+
+`validate(config)` raises `ConfigError` naming the key, the bad value and the valid choices, e.g.
+
+    config.norm: unknown norm 'btach'; valid choices: none, batch, layer, ...
+    config.batch_size: 100 is not divisible by the 8 devices; use a multiple of 8 (or set num_devices)
+
+The schema below is the full set of keys (configs/common.py gives their defaults); any other key is
+an error, so a typo never silently falls back to a default.
+"""
+from __future__ import annotations
+
+import numbers
+from typing import Any, Callable
+
+import ml_collections as mlc
+
+from normlab.train.errors import ConfigError
+from normlab.train.optim import OPTIMIZERS, SCHEDULES
+
+BN_MODES = ("sync", "local")
+NAN_POLICIES = ("stop", "skip")
+_FALLBACK_PLACEMENTS = ("before_activation", "after_activation")
+
+# key -> expected type: int, float (ints accepted), str, bool, or "options" (a ConfigDict / dict).
+SCHEMA: dict[str, Any] = {
+    "model": str, "model_options": "options", "norm": str, "norm_options": "options",
+    "norm_placement": str, "bn_mode": str,
+    "dataset": str, "data_dir": str, "augment": bool, "normalize_inputs": bool,
+    "batch_size": int, "eval_batch_size": int,
+    "optimizer": str, "learning_rate": float, "momentum": float, "nesterov": bool,
+    "adam_b1": float, "adam_b2": float, "schedule": str, "warmup_steps": int,
+    "weight_decay": float, "grad_clip_norm": float, "label_smoothing": float, "num_steps": int,
+    "eval_every": int, "log_every": int, "checkpoint_every": int, "keep_checkpoints": int,
+    "seed": int, "nan_policy": str, "num_devices": int, "debug_nan_at_step": int,
+}
+# Keys that do not change a run's results: a finished/resumed run may differ in these only.
+HARMLESS_KEYS = ("log_every", "eval_every", "checkpoint_every", "keep_checkpoints", "data_dir")
+
+
+def _fail(key: str, message: str) -> None:
+  raise ConfigError(f"config.{key}: {message}")
+
+
+def _choices(values) -> str:
+  return ", ".join(map(str, values))
+
+
+def _check_type(key: str, value: Any, kind: Any) -> None:
+  if kind == "options":
+    if not isinstance(value, (mlc.ConfigDict, dict)):
+      _fail(key, f"{value!r} is not a dict of options")
+    return
+  ok = {
+      bool: lambda v: isinstance(v, bool),
+      int: lambda v: isinstance(v, numbers.Integral) and not isinstance(v, bool),
+      float: lambda v: isinstance(v, numbers.Real) and not isinstance(v, bool),
+      str: lambda v: isinstance(v, str),
+  }[kind](value)
+  if not ok:
+    _fail(key, f"{value!r} is not a {kind.__name__}")
+
+
+def _check_choice(key: str, value: str, valid, what: str) -> None:
+  if value not in valid:
+    _fail(key, f"unknown {what} {value!r}; valid choices: {_choices(valid)}")
+
+
+def _check(key: str, value, cond: Callable[[Any], bool], requirement: str) -> None:
+  if not cond(value):
+    _fail(key, f"{value!r} is invalid: must be {requirement}")
+
+
+def _models():
+  from normlab import models  # the model zoo (flax), imported only when validating
+  return models
+
+
+def model_choices() -> tuple[tuple[str, ...], tuple[str, ...]]:
+  """(MODEL_NAMES, PLACEMENTS) from normlab.models."""
+  models = _models()
+  placements = getattr(models, "PLACEMENTS", None)
+  if placements is None:
+    placements = getattr(getattr(models, "common", None), "PLACEMENTS", _FALLBACK_PLACEMENTS)
+  return tuple(models.MODEL_NAMES), tuple(placements)
+
+
+def device_count() -> int:
+  import jax
+  return jax.device_count()
+
+
+def validate(config: mlc.ConfigDict, *, num_available_devices: int | None = None) -> int:
+  """Checks `config`; returns the number of devices the run uses. Raises ConfigError (one line)."""
+  from normlab import data, registry
+
+  keys = set(config.keys())
+  unknown = sorted(keys - set(SCHEMA))
+  if unknown:
+    raise ConfigError(f"config.{unknown[0]}: unknown config key; valid keys: {_choices(sorted(SCHEMA))}")
+  missing = [k for k in SCHEMA if k not in keys]
+  if missing:
+    raise ConfigError(f"config.{missing[0]}: missing (start the config from configs/common.py "
+                      f"get_base_config())")
+  for key, kind in SCHEMA.items():
+    _check_type(key, config[key], kind)
+
+  model_names, placements = model_choices()
+  _check_choice("model", config.model, model_names, "model")
+  _check_choice("norm", config.norm, registry.NORM_NAMES, "norm")
+  _check_choice("dataset", config.dataset, data.DATASET_NAMES, "dataset")
+  _check_choice("optimizer", config.optimizer, OPTIMIZERS, "optimizer")
+  _check_choice("schedule", config.schedule, SCHEDULES, "schedule")
+  _check_choice("norm_placement", config.norm_placement, placements, "placement")
+  _check_choice("bn_mode", config.bn_mode, BN_MODES, "bn_mode")
+  _check_choice("nan_policy", config.nan_policy, NAN_POLICIES, "nan_policy")
+
+  positive = lambda v: v > 0  # noqa: E731
+  for key in ("batch_size", "eval_batch_size", "num_steps", "learning_rate", "eval_every", "log_every",
+              "checkpoint_every", "keep_checkpoints"):
+    _check(key, config[key], positive, "> 0")
+  non_negative = lambda v: v >= 0  # noqa: E731
+  for key in ("weight_decay", "grad_clip_norm", "seed", "num_devices", "warmup_steps", "debug_nan_at_step"):
+    _check(key, config[key], non_negative, ">= 0")
+  for key in ("momentum", "adam_b1", "adam_b2", "label_smoothing"):
+    _check(key, config[key], lambda v: 0 <= v < 1, "in [0, 1)")
+  if config.schedule == "warmup_cosine":
+    _check("warmup_steps", config.warmup_steps, lambda v: 0 < v < config.num_steps,
+           f"in (0, num_steps={config.num_steps}) for schedule 'warmup_cosine'")
+
+  norm_valid = tuple(o for o in registry.valid_options(config.norm) if o != "axis_name")
+  for option, value in config.norm_options.items():
+    if option == "axis_name":
+      _fail("norm_options.axis_name", "is set by bn_mode ('sync' or 'local'), not in norm_options")
+    if option not in norm_valid:
+      _fail(f"norm_options.{option}", f"not an option of norm {config.norm!r}; valid options: "
+            f"{_choices(norm_valid) or '(none)'}")
+  try:
+    registry.make_norm(config.norm, **dict(config.norm_options))
+  except (TypeError, ValueError) as e:
+    _fail("norm_options", str(e).splitlines()[0])
+
+  model_valid = tuple(_models().model_options(config.model))
+  for option in config.model_options.keys():
+    if option not in model_valid:
+      _fail(f"model_options.{option}", f"not an option of model {config.model!r}; valid options: "
+            f"{_choices(model_valid) or '(none)'}")
+
+  available = device_count() if num_available_devices is None else num_available_devices
+  if config.num_devices > available:
+    _fail("num_devices", f"{config.num_devices} is more than the {available} available devices")
+  n = config.num_devices or available
+  for key in ("batch_size", "eval_batch_size"):
+    if config[key] % n:
+      _fail(key, f"{config[key]} is not divisible by the {n} devices; use a multiple of {n} "
+            f"(or set num_devices)")
+  return n
+
+
+def check_batch_fits(config: mlc.ConfigDict, num_train_examples: int) -> None:
+  """After loading: the global batch must fit in the train split (no partial epochs)."""
+  if config.batch_size > num_train_examples:
+    _fail("batch_size", f"{config.batch_size} is larger than the {num_train_examples} training examples "
+          f"of {config.dataset!r}")

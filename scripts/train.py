@@ -1,0 +1,60 @@
+"""Trains one config: python scripts/train.py --config=configs/NAME.py[:PRESET] --workdir=DIR [--config.KEY=V]
+
+Rerunning the same command resumes from the newest checkpoint in DIR (or says the run is finished);
+--fresh moves an existing run in DIR aside to DIR.old-<timestamp> first. --multihost (or
+JAX_COORDINATOR_ADDRESS in the environment) starts jax.distributed for a multi-process run.
+Exit status: 0 done, 2 user error (bad config/flag/workdir, data not prepared: one `error:` line),
+3 training diverged (non-finite loss under nan_policy='stop').
+"""
+import logging
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from absl import app, flags  # noqa: E402
+from absl import logging as absl_logging  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+from normlab.train import cli  # noqa: E402
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file("config", None, "Experiment config: configs/NAME.py[:PRESET].", lock_config=True)
+flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and the summary.")
+flags.DEFINE_bool("fresh", False, "Move an existing run in --workdir aside and start over.")
+flags.DEFINE_bool("multihost", False, "Call jax.distributed.initialize() (multi-process run).")
+
+
+def parse_flags(argv):
+  rest = cli.parse_or_exit(argv)
+  if not FLAGS.workdir:
+    cli.fail("--workdir is required")
+  return rest
+
+
+def _setup_logging() -> None:
+  absl_logging.set_verbosity(absl_logging.WARNING)  # library INFO chatter (orbax) off
+  logger = logging.getLogger("normlab.train")
+  handler = logging.StreamHandler(sys.stderr)
+  handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+  logger.addHandler(handler)
+  logger.setLevel(logging.INFO)
+  logger.propagate = False
+
+
+def main(argv):
+  del argv
+  from normlab import cli as normlab_cli
+  from normlab.train import TrainingDivergedError, distributed, train_and_evaluate
+  distributed.maybe_initialize(FLAGS.multihost)
+  _setup_logging()
+  try:
+    train_and_evaluate(FLAGS.config, FLAGS.workdir, fresh=FLAGS.fresh)
+  except normlab_cli.user_error_types() as e:
+    cli.fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
+  except TrainingDivergedError as e:
+    cli.fail(str(e), code=3)
+
+
+if __name__ == "__main__":
+  app.run(main, flags_parser=parse_flags)
