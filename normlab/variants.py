@@ -96,7 +96,9 @@ def lp_batch_norm(x, scale=None, bias=None, *, p=1, eps: float = 1e-5, axis_name
     dev_p = dev if p == 1 else dev * dev
     sums = psum(jnp.sum(dev_p if m is None else dev_p * m, axes, keepdims=True), axis_name)
     s = sums / jnp.maximum(n, 1)
-    s = s if p == 1 else jnp.sqrt(s)
+    if p == 2:  # safe sqrt: d sqrt/ds is infinite at 0 (a dead channel), the output's gradient is not
+      pos = s > 0
+      s = jnp.where(pos, jnp.sqrt(jnp.where(pos, s, 1.0)), 0.0)
   y = affine((x.astype(mu.dtype) - mu) / (s + eps), scale, bias, x.dtype)
   if not return_stats:
     return y

@@ -79,12 +79,8 @@ GRAD_KINDS = ("normal", "offset", "tiny", "huge", "mixed")  # + "const_channel" 
 FWD_CONFIGS, FWD_INPUTS = 3, 5   # per (function, dtype)
 GRAD_CONFIGS, GRAD_INPUTS = 2, 3  # per function (+1 for lp_batch_norm); inputs run in float32 and float64
 
-KNOWN_BUG_LP2_GRAD = (
-    "normlab bug: lp_batch_norm(p=2) returns NaN gradients when a channel has zero spread "
-    "(constant channel, or exactly 1 valid element under a mask): d sqrt(s)/ds = inf at s=0 times 0. "
-    "The output (x - mu)/(s + eps) is differentiable there (d = 0), with gradient (I - 1/n)/eps. "
-    "(Channels with 0 valid elements give NaN too when run eagerly; under jit XLA rewrites "
-    "g * convert(mask) to a select, which hides it.)")
+# Fixed bug (regression tests below): lp_batch_norm(p=2) returned NaN gradients when a channel had zero
+# spread (constant channel, or exactly 1 valid element under a mask): d sqrt(s)/ds = inf at s=0 times 0.
 
 
 # ----------------------------------------------------------------------------- case generation
@@ -287,10 +283,6 @@ def _grad_cases():
           inp = _make_input(cfg, kind, mode, np.random.default_rng([SEED, 2, fi, ci, ii]), np.dtype(dtype),
                             grad=True)
           marks = ()
-          if fn == "lp_batch_norm" and cfg.static["p"] == 2:
-            r = _reference(cfg, inp.x.astype(np.float64), inp.arrays)
-            if np.any((r.spread == 0) & (r.valid >= 1)):
-              marks = (pytest.mark.xfail(strict=True, reason=KNOWN_BUG_LP2_GRAD),)
           cid = f"{cfg.key}-i{ii}-{kind}" + (f"-mask_{mode}" if cfg.mask_shape else "") + f"-{dtype}"
           cases.append(_param(cfg, inp, cid, extra=(dtype,), marks=marks))
   return cases
@@ -460,23 +452,21 @@ def _grad_pair(x, g, **kw):
   return np.asarray(dx), np.asarray(ref_dx)
 
 
-@pytest.mark.xfail(strict=True, reason=KNOWN_BUG_LP2_GRAD)
 def test_lp_batch_norm_p2_gradient_with_a_constant_channel_is_finite():
   """Minimal reproducer of the bug the gradient fuzz found: channel 0 is constant, so s = 0 there.
   The output is y = (x - mu) / (s + eps) with x - mu = 0, so dx = (g - mean(g)) / eps."""
   x = jnp.array([[1.0, 2.0], [1.0, 3.0], [1.0, 4.0]], jnp.float32)
   g = jnp.arange(6.0).reshape(3, 2)
   dx, ref_dx = _grad_pair(x, g, p=2)
-  np.testing.assert_allclose(ref_dx[:, 0], [-2e5, 0.0, 2e5], rtol=1e-12)  # normlab: NaN NaN NaN
+  np.testing.assert_allclose(ref_dx[:, 0], [-2e5, 0.0, 2e5], rtol=1e-12, atol=1e-6)  # was NaN NaN NaN
   np.testing.assert_allclose(dx, ref_dx, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.xfail(strict=True, reason=KNOWN_BUG_LP2_GRAD)
 def test_lp_batch_norm_p2_gradient_with_one_valid_element_is_finite():
   """One valid element: mu = x[0], s = 0, y = (x - x[0]) / eps, so dx = (g - [sum(g), 0, 0]) / eps."""
   x = jnp.array([[1.0], [5.0], [7.0]], jnp.float32)
   mask = jnp.array([[True], [False], [False]])
   g = jnp.array([[1.0], [2.0], [3.0]])
   dx, ref_dx = _grad_pair(x, g, p=2, mask=mask)
-  np.testing.assert_allclose(ref_dx[:, 0], [-5e5, 2e5, 3e5], rtol=1e-12)  # normlab: NaN 2e5 3e5
+  np.testing.assert_allclose(ref_dx[:, 0], [-5e5, 2e5, 3e5], rtol=1e-12)  # was NaN 2e5 3e5
   np.testing.assert_allclose(dx, ref_dx, rtol=1e-5)
