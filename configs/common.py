@@ -36,7 +36,7 @@ def get_base_config() -> mlc.ConfigDict:
   c.augment = False  # random crop (pad 4) + horizontal flip, for images
   c.normalize_inputs = False  # per-channel mean/std of the dataset
   c.batch_size = 128  # global: split over the devices (must divide evenly)
-  c.eval_batch_size = 500  # global; the last eval batch is padded and masked
+  c.eval_batch_size = 512  # global; the last eval batch is padded and masked
   # Optimization.
   c.optimizer = "momentum"  # sgd | momentum | adam | adamw
   c.learning_rate = 0.1  # peak learning rate

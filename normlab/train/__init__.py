@@ -8,7 +8,8 @@ fallback on corrupt), metrics_io (metrics.jsonl, TensorBoard, JSON), workdir (ne
 refuse another run), distributed (mesh, multi-process), loop (train_and_evaluate).
 """
 from normlab.train.errors import ConfigError, TrainingDivergedError, UserError, WorkdirError
-from normlab.train.loop import train_and_evaluate, train_and_evaluate_seeds
+from normlab.train.loop import train_and_evaluate
+from normlab.train.seeds import train_and_evaluate_seeds  # vmapped over seeds
 from normlab.train.validate import validate
 
 __all__ = ["ConfigError", "TrainingDivergedError", "UserError", "WorkdirError", "train_and_evaluate",

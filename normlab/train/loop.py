@@ -224,7 +224,9 @@ def train_and_evaluate(config: mlc.ConfigDict, workdir: str, *, fresh: bool = Fa
       if is_log:
         host = jax.device_get([m for _, m in pending])
         for key in ("train_loss", "train_accuracy", "grad_norm", "param_norm", "update_norm"):
-          row[key] = float(np.mean([h[key] for h in host]))
+          values = np.asarray([h[key] for h in host], np.float64)
+          finite = values[np.isfinite(values)]  # skipped steps (nan_policy='skip') are left out
+          row[key] = float(finite.mean()) if finite.size else float("nan")
         row["learning_rate"] = float(host[-1]["learning_rate"])
         row["num_skipped"] = int(host[-1]["num_skipped"])
         row["steps_per_s"] = steps_segment / max(train_time, 1e-9) if train_time else 0.0

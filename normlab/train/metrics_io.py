@@ -91,7 +91,7 @@ class MetricsWriter:
     self._file.flush()
     if self._tb is not None:
       for key, value in metrics.items():
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
           self._tb.add_scalar(key, value, step)
 
   def close(self) -> None:

@@ -112,8 +112,14 @@ def eval_step(state: TrainState, batch: dict, *, apply_fn: Callable, num_classes
 
 
 def make_data_parallel(fn: Callable, mesh: Mesh, *, donate_state: bool) -> Callable:
-  """jit(shard_map(fn)) with fn(state, batch): state replicated, batch split on 'data', outputs replicated."""
-  sharded = jax.shard_map(fn, mesh=mesh, in_specs=(P(), P(DATA_AXIS)), out_specs=P())
+  """jit(shard_map(fn)) with fn(state, batch): state replicated, batch split on 'data', outputs replicated.
+
+  check_vma=False: each device differentiates its own loss and `train_step` pmean's the gradients.
+  (With VMA checking on, JAX already sums the gradients of replicated params over devices, so the
+  pmean would leave them N times too large; it also rejects models whose scan carries start
+  replicated and become per-device, like the RNNs'.) Every output is pmean'd/psum'd, so P() holds.
+  """
+  sharded = jax.shard_map(fn, mesh=mesh, in_specs=(P(), P(DATA_AXIS)), out_specs=P(), check_vma=False)
   return jax.jit(sharded, donate_argnums=(0,) if donate_state else ())
 
 

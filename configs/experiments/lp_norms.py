@@ -1,0 +1,52 @@
+"""l_p batch norm (Santurkar et al. 2018, section 3.3): BN vs l1 / l2 / l_inf batch norm.
+
+Run:  python -m experiments.lp_norms --preset=cpu --workdir=/tmp/lp_norms
+Each seed trains the same network (same init) with each norm in `norms` on normlab.train's step,
+evaluates the test set every `measure_every` steps, and at the end measures the shape (excess
+kurtosis, skewness) of every norm layer's output on `probe_batch` training examples.
+Presets: smoke (a 2-conv VGG, 30 steps: ~30 s on 2 CPU cores), cpu (a 4-conv VGG on 8x8 digits,
+500 steps, 2 seeds: ~3 min on 2 idle cores), gpu (VGG-11 on CIFAR-10, needs a prepared TFDS dir;
+untested here).
+Expected (paper): the l_p variants train as well as BN, with larger distributional shift than no norm;
+(issue 7) their activations are not Gaussian.
+"""
+import os
+import sys
+
+_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+if _ROOT not in sys.path:
+  sys.path.insert(0, _ROOT)
+import ml_collections as mlc  # noqa: E402
+
+from configs.experiments import _common  # noqa: E402
+
+VGG4 = (16, "M", 32, "M", 64, 64, "M")
+
+
+def get_config(arg=None):
+  preset = _common.check_preset(arg, "configs/experiments/lp_norms.py")
+  c = mlc.ConfigDict()
+  c.preset = preset
+  c.norms = ("none", "batch", "l1_batch", "l2_batch", "linf_batch")
+  c.seeds = (0, 1)
+  c.measure_every = 50
+  c.probe_batch = 512  # the end-of-training shape statistics
+  c.dist_batch = 256   # the activation-drift probe every measure_every steps (as in noisy_bn)
+  c.dist_units = 2
+  c.threshold = 0.9
+  c.train = _common.train_defaults(model="vgg", model_options={"config": VGG4}, dataset="digits",
+                                   learning_rate=0.05, batch_size=64, num_steps=500)
+  if preset == "smoke":
+    c.seeds = (0,)
+    c.train.model_options.config = (8, "M", 16, "M")
+    c.train.num_steps = 30
+    c.train.batch_size = 32
+    c.measure_every = 15
+    c.probe_batch = 64
+    c.dist_batch = 64
+  elif preset == "gpu":
+    c.seeds = (0, 1, 2)
+    c.train = _common.train_defaults(model="vgg11", dataset="cifar10", learning_rate=0.1, batch_size=128,
+                                     num_steps=10000)
+    c.measure_every = 250
+  return c
