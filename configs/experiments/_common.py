@@ -45,6 +45,9 @@ def check_preset(arg: str | None, source: str) -> str:
   return preset
 
 
+MNIST1D = {"dataset": "mnist1d", "normalize_inputs": False}  # (4000, 40, 1), already standardized
+
+
 def set_all_runs(config: mlc.ConfigDict, values: Mapping[str, Any]) -> None:
   for run in config.runs.values():
     for k, v in values.items():

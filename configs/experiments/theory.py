@@ -33,7 +33,8 @@ def get_config(arg=None):
   c.init = mlc.ConfigDict()
   c.init.seeds = (0, 1, 2)
   c.init.train = _common.train_defaults(model="mlp", model_options={"widths": (64, 64)}, optimizer="adam",
-                                        learning_rate=1e-3, num_steps=1500, batch_size=128)
+                                        learning_rate=1e-3, num_steps=1500, batch_size=128,
+                                        dataset="digits", normalize_inputs=True)
   if preset == "smoke":
     c.bn_grad.trials = 5
     c.survey.n = 16
