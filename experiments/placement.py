@@ -1,0 +1,154 @@
+"""Norm before vs after the activation (seed 000: "many studies show that after the activation is better").
+
+    python -m experiments.placement --preset=smoke|cpu|gpu --workdir=DIR
+
+For every run (model + dataset), norm ('batch', 'group') and placement ('before_activation':
+conv -> norm -> ReLU, the original BN paper; 'after_activation': conv -> ReLU -> norm,
+normlab.models.common.norm_act), several seeds train the same network on normlab.train's step (the
+same init per seed across placements, up to the conv bias that BN makes redundant before the
+activation). Test accuracy is eval mode after the last step; results are mean ± std over seeds and
+the paired (same-seed) difference after - before. Verdict rules are fixed below.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from experiments import _report, main_for
+from experiments._report import fmt
+from experiments.noisy_bn import cfg_copy, mean_std, tail_mean, train_with_eval
+
+TITLE = "Normalization before vs after the activation (seed 000)"
+PLACEMENTS = ("before_activation", "after_activation")
+SE_FACTOR = 2.0  # a difference counts when |mean paired difference| > this x its standard error
+
+
+def _train_all(config, log) -> dict:
+  out: dict[str, dict] = {}
+  for name, spec in config.runs.items():
+    for norm in config.norms:
+      for placement in PLACEMENTS:
+        for seed in config.seeds:
+          c = cfg_copy(spec, norm=norm, norm_placement=placement, seed=int(seed))
+          if norm in config.norm_options:
+            c.norm_options = config.norm_options[norm].copy_and_resolve_references()
+          log(f"{name} norm={norm} {placement} seed={seed}: {c.model} {c.model_options.to_dict()} on {c.dataset}, "
+              f"{c.optimizer} lr={c.learning_rate}, batch {c.batch_size}, {c.num_steps} steps")
+          hist, _ = train_with_eval(c, measure_every=int(config.measure_every), log=log)
+          m = hist["measured"]
+          rec = {"seed": int(seed), "final_test_acc": m[-1]["test_accuracy"] if m else float("nan"),
+                 "final_test_loss": m[-1]["test_loss"] if m else float("nan"),
+                 "final_train_acc": tail_mean(hist["curve"], "train_accuracy"),
+                 "final_train_loss": tail_mean(hist["curve"], "train_loss"), "diverged_at": hist["diverged_at"],
+                 "test_curve": [(r["done"], r["test_accuracy"]) for r in m]}
+          out.setdefault(name, {}).setdefault(norm, {}).setdefault(placement, []).append(rec)
+  return out
+
+
+def paired(results_cell: dict, key: str) -> dict:
+  """after - before per seed: mean, standard error, and the call ('after', 'before' or 'no clear difference')."""
+  before = {r["seed"]: r[key] for r in results_cell["before_activation"]}
+  after = {r["seed"]: r[key] for r in results_cell["after_activation"]}
+  d = np.array([after[s] - before[s] for s in before if s in after], np.float64)
+  mean = float(d.mean()) if len(d) else float("nan")
+  se = float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else float("nan")
+  if len(d) > 1 and abs(mean) > SE_FACTOR * se and mean != 0:
+    call = "after" if mean > 0 else "before"
+  else:
+    call = "no clear difference"
+  return {"mean": mean, "se": se, "n": int(len(d)), "call": call}
+
+
+def _plot(results, workdir) -> str:
+  names = list(results)
+  fig, axes = _report.new_figure(ncols=len(names), size=(4.0, 3.4))
+  axes = np.atleast_1d(axes)
+  for ax, name in zip(axes, names):
+    labels, pos = [], 0
+    for norm, cells in results[name].items():
+      for j, placement in enumerate(PLACEMENTS):
+        v = [r["final_test_acc"] for r in cells[placement]]
+        ax.bar(pos, np.mean(v), yerr=np.std(v, ddof=1) if len(v) > 1 else 0, color=f"C{j}", capsize=3,
+               label=placement.replace("_activation", " act.") if name == names[0] and norm == next(iter(results[name]))
+               else None)
+        ax.scatter([pos] * len(v), v, color="k", s=6, zorder=3)
+        labels.append(f"{norm}\n{placement.split('_')[0]}")
+        pos += 1
+      pos += 0.5
+    ax.set_xticks([i + (i // 2) * 0.5 for i in range(len(labels))])
+    ax.set_xticklabels(labels, fontsize=7)
+    lo = min(r["final_test_acc"] for cells in results[name].values() for p in PLACEMENTS for r in cells[p])
+    ax.set_ylim(max(0.0, lo - 0.1), 1.0)
+    ax.set_title(f"{name}: final test accuracy (mean ± std)", fontsize=9)
+    ax.legend(fontsize=7)
+  return _report.save_figure(fig, workdir, "placement.png")
+
+
+def run(config, workdir: str, log=print) -> str:
+  os.makedirs(workdir, exist_ok=True)
+  results = _train_all(config, log)
+  calls = {}
+  for name, by_norm in results.items():
+    for norm, cells in by_norm.items():
+      calls[(name, norm)] = {"test_acc": paired(cells, "final_test_acc"), "train_loss": paired(cells, "final_train_loss")}
+  acc_calls = [v["test_acc"]["call"] for v in calls.values()]
+  if all(c == "after" for c in acc_calls):
+    verdict = "reproduced"
+  elif "after" in acc_calls and "before" not in acc_calls:
+    verdict = "partly"
+  elif "before" in acc_calls and "after" not in acc_calls:
+    verdict = "not reproduced"
+  elif all(c == "no clear difference" for c in acc_calls):
+    verdict = "inconclusive"
+  else:
+    verdict = "partly"  # mixed: after better in some cells, before in others
+  ours = "; ".join(
+      f"{name}/{norm}: before {mean_std(r['final_test_acc'] for r in results[name][norm]['before_activation'])}, "
+      f"after {mean_std(r['final_test_acc'] for r in results[name][norm]['after_activation'])} "
+      f"(paired diff {v['test_acc']['mean']:+.4f} ± {fmt(v['test_acc']['se'])} s.e.: {v['test_acc']['call']})"
+      for (name, norm), v in calls.items())
+  rows = [{"claim": "Normalizing after the activation works better than before it",
+           "paper": "'many studies show after is better' (seed 000; no numbers given)",
+           "ours": f"final test accuracy (eval mode), mean ± std over {len(config.seeds)} seeds: {ours} "
+                   f"[rule: 'after better' when the paired mean difference > {SE_FACTOR:g} s.e.; reproduced if "
+                   f"after is better in every cell]",
+           "verdict": verdict}]
+  flip = {"after": "before", "before": "after"}  # a positive loss difference means 'after' is worse
+  loss_calls = [flip.get(v["train_loss"]["call"], v["train_loss"]["call"]) for v in calls.values()]
+  rows.append({"claim": "(context) final training loss, after vs before",
+               "paper": "-",
+               "ours": "; ".join(f"{name}/{norm}: paired diff (after - before) {v['train_loss']['mean']:+.2e} ± "
+                                 f"{fmt(v['train_loss']['se'])} s.e." for (name, norm), v in calls.items()) +
+                       f" (lower loss with: {', '.join(loss_calls)})",
+               "verdict": "inconclusive"})
+  lines = []
+  for name, by_norm in results.items():
+    for norm, cells in by_norm.items():
+      for placement in PLACEMENTS:
+        recs = cells[placement]
+        per_seed = ", ".join(f"{r['final_test_acc']:.3f}" for r in recs)
+        lines.append(f"| {name} | {norm} | {placement} | {mean_std(r['final_test_acc'] for r in recs)} | "
+                     f"{mean_std(r['final_train_acc'] for r in recs)} | {mean_std(r['final_train_loss'] for r in recs)} | "
+                     f"{per_seed} |")
+  run_lines = "\n".join(f"- **{n}**: `{c.model}` {c.model_options.to_dict()} on `{c.dataset}`, {c.optimizer} lr "
+                        f"{c.learning_rate}, batch {c.batch_size}, {c.num_steps} steps" for n, c in config.runs.items())
+  notes = f"""Preset `{config.preset}`, seeds {tuple(config.seeds)}, norm options {config.norm_options.to_dict()}. Runs:
+{run_lines}
+
+In 'after_activation' the conv keeps its bias (BN before the activation makes it redundant, so the models drop it
+there). Final train accuracy/loss: mean over the last 10% of steps (train mode). The verdict rules are fixed in
+`experiments/placement.py`; the learning rate is the same for both placements (not tuned per placement).
+
+| run | norm | placement | final test acc | final train acc | final train loss | per seed test acc |
+|---|---|---|---|---|---|---|
+{chr(10).join(lines)}
+"""
+  figures = [_plot(results, workdir)]
+  return _report.write_report(workdir, TITLE, rows, notes, figures,
+                              data={"results": results, "paired": {f"{k[0]}/{k[1]}": v for k, v in calls.items()},
+                                    "config": config.to_dict()})
+
+
+if __name__ == "__main__":
+  main_for("placement", run)
