@@ -195,7 +195,8 @@ class InstanceNorm(_ChannelAffine):
 
 
 class GroupNorm(_ChannelAffine):
-  """Group norm; give num_groups or group_size (num_groups wins if both are set)."""
+  """Group norm; give num_groups or group_size. A set group_size wins over num_groups (whose default
+  32 is always set), as in `variants.evonorm_s0`: GroupNorm(group_size=4) means groups of 4 channels."""
   num_groups: int | None = 32
   group_size: int | None = None
   epsilon: float = 1e-5
@@ -203,8 +204,8 @@ class GroupNorm(_ChannelAffine):
   @nn.compact
   def __call__(self, x, train: bool = True, mask=None):
     scale, bias = self.affine_params(x)
-    groups = self.num_groups
-    gsize = None if groups is not None else self.group_size
+    gsize = self.group_size
+    groups = None if gsize is not None else self.num_groups
     return norms.group_norm(x, scale, bias, num_groups=groups, group_size=gsize, eps=self.epsilon, mask=mask)
 
 

@@ -1,0 +1,311 @@
+"""Ghost BN, batch renorm, frozen BN, l_p BN, noisy BN, FRN, EvoNorm-B0/S0, switchable norm and LRN
+vs float64 NumPy references; the reference equivalences between them and plain batch norm."""
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import normlab as nl
+from normlab.core import stats_dtype
+
+import references as R
+
+
+def _x(shape, scale=1.5, shift=0.3, seed=0):
+    return np.random.default_rng(seed).normal(size=shape) * scale + shift
+
+
+def maxerr(a, b):
+    return float(np.max(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64))))
+
+
+X = _x((8, 3, 4, 6))               # (N, H, W, C)
+G, B = _x((6,), 0.7, 1.0, seed=1), _x((6,), 0.5, 0.0, seed=2)
+RM, RV = _x((6,), 0.5, 0.2, seed=3), _x((6,), 0.4, 1.3, seed=4) ** 2
+V = _x((6,), 0.8, 0.0, seed=5)
+TAU = _x((6,), 0.3, 0.0, seed=6)
+ML, VL = _x((3,), 1.0, 0.0, seed=7), _x((3,), 1.0, 0.0, seed=8)
+
+CASES = {
+    "ghost_batch_v2": (lambda x: nl.ghost_batch_norm(x, G, B, virtual_batch_size=2),
+                       lambda x: R.ghost_batch_norm(x, 2, G, B)),
+    "ghost_batch_v4": (lambda x: nl.ghost_batch_norm(x, G, B, virtual_batch_size=4),
+                       lambda x: R.ghost_batch_norm(x, 4, G, B)),
+    "batch_renorm_clipped": (  # r_max/d_max small enough that some r and d are clipped
+        lambda x: nl.batch_renorm(x, G, B, running=nl.Moments(RM, RV), r_max=1.2, d_max=0.1),
+        lambda x: R.batch_renorm(x, RM, RV, 1.2, 0.1, G, B)),
+    "batch_renorm_free": (
+        lambda x: nl.batch_renorm(x, G, B, running=nl.Moments(RM, RV), r_max=10.0, d_max=10.0),
+        lambda x: R.batch_renorm(x, RM, RV, 10.0, 10.0, G, B)),
+    "frozen_batch": (lambda x: nl.frozen_batch_norm(x, RM, RV, G, B),
+                     lambda x: R.batch_norm_eval(x, RM, RV, G, B)),
+    "lp_batch_p1": (lambda x: nl.lp_batch_norm(x, G, B, p=1), lambda x: R.lp_batch_norm(x, 1, G, B)),
+    "lp_batch_p2": (lambda x: nl.lp_batch_norm(x, G, B, p=2), lambda x: R.lp_batch_norm(x, 2, G, B)),
+    "lp_batch_pinf": (lambda x: nl.lp_batch_norm(x, G, B, p="inf"), lambda x: R.lp_batch_norm(x, np.inf, G, B)),
+    "filter_response": (lambda x: nl.filter_response_norm(x, G, B, TAU),
+                        lambda x: R.filter_response_norm(x, G, B, TAU)),
+    "filter_response_no_tlu": (lambda x: nl.filter_response_norm(x, G, B),
+                               lambda x: R.filter_response_norm(x, G, B)),
+    "evonorm_b0": (lambda x: nl.evonorm_b0(x, G, B, V), lambda x: R.evonorm_b0(x, G, B, V)),
+    "evonorm_b0_eval": (lambda x: nl.evonorm_b0(x, G, B, V, running=nl.Moments(RM, RV)),
+                        lambda x: R.evonorm_b0(x, G, B, V, running_var=RV)),
+    "evonorm_s0_g2": (lambda x: nl.evonorm_s0(x, G, B, V, num_groups=2), lambda x: R.evonorm_s0(x, G, B, V, 2)),
+    "evonorm_s0_gs3": (lambda x: nl.evonorm_s0(x, G, B, V, num_groups=None, group_size=3),
+                       lambda x: R.evonorm_s0(x, G, B, V, 2)),
+    "switchable": (lambda x: nl.switchable_norm(x, G, B, ML, VL), lambda x: R.switchable_norm(x, ML, VL, G, B)),
+    "switchable_uniform": (lambda x: nl.switchable_norm(x), lambda x: R.switchable_norm(x, np.zeros(3), np.zeros(3))),
+    "local_response_5": (lambda x: nl.local_response_norm(x, size=5, alpha=0.3, beta=0.75, k=2.0),
+                         lambda x: R.local_response_norm(x, 5, 0.3, 0.75, 2.0)),
+    "local_response_2": (lambda x: nl.local_response_norm(x, size=2, alpha=1.0, beta=0.5, k=1.0),
+                         lambda x: R.local_response_norm(x, 2, 1.0, 0.5, 1.0)),
+}
+
+
+@functools.lru_cache(maxsize=None)
+def _outputs():
+    """Every case in one jit: one XLA compile instead of one per primitive."""
+    return jax.jit(lambda x: {k: v[0](x) for k, v in CASES.items()})(jnp.asarray(X))
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_vs_float64_reference(name):
+    ours, ref = CASES[name]
+    y = _outputs()[name]
+    assert y.dtype == jnp.float64 and y.shape == X.shape
+    err = maxerr(y, ref(X))
+    print(f"maxerr vs float64 reference [{name}]: {err:.2e}")
+    assert err < 1e-12
+
+
+def test_renorm_case_actually_clips():
+    """The clipped renorm case is only meaningful if some r and d hit their bounds."""
+    mu, var = R.batch_stats(X)
+    r = np.sqrt(var + 1e-5) / np.sqrt(RV + 1e-5)
+    d = (mu - RM) / np.sqrt(RV + 1e-5)
+    assert np.any((r > 1.2) | (r < 1 / 1.2)) and np.any(np.abs(d) > 0.1)
+    assert np.any(np.abs(d) < 10.0) and np.all(r < 10) and np.all(r > 0.1)
+
+
+def test_evonorm_b0_uses_both_branches_of_the_max():
+    """The reference check above is only meaningful if both denominators win somewhere."""
+    sp = (1, 2)
+    var_b = R.batch_stats(X)[1]
+    var_i = X.var(sp, keepdims=True)
+    first = np.sqrt(var_b + 1e-5) >= V * X + np.sqrt(var_i + 1e-5)
+    assert first.any() and (~first).any()
+
+
+def test_frn_tlu_is_active():
+    y = R.filter_response_norm(X, G, B)
+    assert np.any(y < TAU) and np.any(y > TAU)
+
+
+# --- noisy BN ------------------------------------------------------------------------------------
+
+
+def test_noisy_batch_norm_vs_reference_with_same_draws():
+    @jax.jit
+    def run(x, key):
+        z = nl.noisy_batch_norm(x, key, G, B, mean_range=1.0, std_range=2.0)
+        # the documented draws: split(key, 3) -> per-channel shift, per-channel gain, per-activation noise
+        k_m, k_s, k_n = jax.random.split(key, 3)
+        return z, (jax.random.uniform(k_m, (6,), jnp.float64, -1.0, 1.0),
+                   jax.random.uniform(k_s, (6,), jnp.float64, 1.0, 2.0),
+                   jax.random.normal(k_n, X.shape, jnp.float64))
+
+    # rbg keys: much cheaper to compile than threefry, and the layout argument is the same
+    z, (shift, gain, noise) = run(jnp.asarray(X), jax.random.key(3, impl="rbg"))
+    err = maxerr(z, R.noisy_batch_norm(X, shift, gain, noise, G, B))
+    print(f"maxerr vs float64 reference [noisy_batch]: {err:.2e}")
+    assert err < 1e-12
+
+
+def test_noisy_batch_norm_structure_independent_of_rng_layout():
+    """Same key, two inputs: z1 - z2 = gain_c (y1 - y2) with one gain per channel in [1, std_range];
+    the residual z - gain * y = gain * n + shift has per-channel mean in [-mean_range, mean_range]
+    and its std/gain ~ 1 (Gaussian noise per activation). A different key changes the draws."""
+    key = jax.random.key(11, impl="rbg")
+    x1 = _x((64, 2, 2, 6), seed=12)
+    x2 = _x((64, 2, 2, 6), 2.0, -1.0, seed=13)
+    noisy = jax.jit(lambda x, key: nl.noisy_batch_norm(x, key, mean_range=0.5, std_range=3.0))
+    z1, z2 = np.asarray(noisy(x1, key)), np.asarray(noisy(x2, key))
+    y1, y2 = R.batch_norm(x1), R.batch_norm(x2)
+    gain = (z1 - z2) / (y1 - y2)
+    g_c = np.median(gain.reshape(-1, 6), 0)
+    assert np.max(np.abs(gain - g_c)) < 1e-8
+    assert np.all((g_c >= 1.0) & (g_c <= 3.0)) and np.ptp(g_c) > 0.05
+    resid = ((z1 - g_c * y1) / g_c).reshape(-1, 6)   # = n + shift / gain
+    shift = resid.mean(0) * g_c
+    assert np.all(np.abs(shift) < 0.5 + 4 * g_c / np.sqrt(256))
+    assert np.all(np.abs(resid.std(0) - 1.0) < 0.15)
+    z3 = np.asarray(noisy(x1, jax.random.key(12, impl="rbg")))
+    assert maxerr(z1, z3) > 0.1
+
+
+# --- equivalences with plain batch norm ----------------------------------------------------------
+
+_CT = _x(X.shape, seed=21)
+_ONE_HOT = [np.where(np.arange(3) == k, 60.0, -60.0) for k in range(3)]  # softmax -> one-hot to 1e-52
+EQUIV = {
+    "bn": lambda x: nl.batch_norm(x, G, B),
+    "bn_plain": lambda x: nl.batch_norm(x),
+    "ghost_full": lambda x: nl.ghost_batch_norm(x, G, B, virtual_batch_size=8),
+    "ghost_stats_v4": lambda x: nl.ghost_batch_norm(x, virtual_batch_size=4, return_stats=True)[1],
+    "renorm_r1_d0": lambda x: nl.batch_renorm(x, G, B, running=nl.Moments(RM, RV), r_max=1.0, d_max=0.0,
+                                              return_stats=True),
+    "renorm_grad": jax.grad(lambda x: jnp.sum(
+        nl.batch_renorm(x, running=nl.Moments(RM, RV), r_max=10.0, d_max=10.0) * _CT)),
+    "bn_grad": jax.grad(lambda x: jnp.sum(nl.batch_norm(x) * _CT)),
+    "lp2_vs_bn": lambda x: {eps: (nl.lp_batch_norm(x, p=2, eps=eps), nl.batch_norm(x, eps=eps))
+                            for eps in (1e-5, 1e-3, 1e-14)},
+    "lp_tiny_eps": lambda x: {str(p): nl.lp_batch_norm(x, p=p, eps=1e-14) for p in (1, 2, "inf")},
+    "lp1_stats": lambda x: nl.lp_batch_norm(x, p=1, return_stats=True)[1],
+    "frozen": lambda x: nl.frozen_batch_norm(x, RM, RV, G, B),
+    "bn_eval": lambda x: nl.batch_norm(x, G, B, running=nl.Moments(RM, RV)),
+    "frozen_grad": jax.grad(lambda x: jnp.sum(nl.frozen_batch_norm(x, RM, RV, G, B))),
+    "switchable_one_hot": lambda x: [nl.switchable_norm(x, mean_logits=lg, var_logits=lg) for lg in _ONE_HOT],
+    "switchable_eval_bn": lambda x: nl.switchable_norm(x, mean_logits=_ONE_HOT[2], var_logits=_ONE_HOT[2],
+                                                       running=nl.Moments(RM, RV)),
+    "evonorm_b0_no_v": lambda x: nl.evonorm_b0(x),
+}
+
+
+@functools.lru_cache(maxsize=None)
+def _equiv():
+    return jax.jit(lambda x: {k: f(x) for k, f in EQUIV.items()})(jnp.asarray(X))
+
+
+def test_ghost_batch_norm_full_virtual_batch_is_batch_norm():
+    out = _equiv()
+    assert maxerr(out["ghost_full"], out["bn"]) < 1e-13
+    # and with virtual batches it is NOT batch norm
+    assert maxerr(_outputs()["ghost_batch_v2"], out["bn"]) > 1e-2
+
+
+def test_ghost_batch_norm_stats_are_mean_of_virtual_batch_stats():
+    st = _equiv()["ghost_stats_v4"]
+    s1, s2 = R.batch_stats(X[:4]), R.batch_stats(X[4:])
+    assert maxerr(st.mean, (s1[0] + s2[0]) / 2) < 1e-13
+    assert maxerr(st.var, (s1[1] + s2[1]) / 2) < 1e-12
+
+
+def test_batch_renorm_rmax1_dmax0_is_batch_norm():
+    y, st = _equiv()["renorm_r1_d0"]
+    assert maxerr(y, _equiv()["bn"]) < 1e-13
+    mu, var = R.batch_stats(X)
+    assert maxerr(st.mean, mu) < 1e-13 and maxerr(st.var, var) < 1e-12
+
+
+def test_batch_renorm_gradient_treats_r_d_as_constants():
+    """Ioffe 2017: r and d are stop_gradient'ed, so dy/dx is BN's Jacobian scaled by r per channel."""
+    r = np.sqrt(R.batch_stats(X)[1] + 1e-5) / np.sqrt(RV + 1e-5)
+    assert maxerr(_equiv()["renorm_grad"], np.asarray(_equiv()["bn_grad"]) * r) < 1e-12
+
+
+def test_lp2_batch_norm_vs_batch_norm_eps_placement():
+    """l2 BN divides by sqrt(var) + eps, BN by sqrt(var + eps): exactly lp2 = bn * sqrt(var + eps) /
+    (sqrt(var) + eps). With eps=1e-5 and sigma ~1.5 they differ by ~|x_hat| eps / (2 sigma) ~ 1e-5,
+    which is the honest tolerance for "lp2 == BN"; as eps -> 0 they coincide."""
+    _, var = R.batch_stats(X)
+    s = np.sqrt(var)
+    out = _equiv()["lp2_vs_bn"]
+    for eps in (1e-5, 1e-3):
+        lp2, bn = np.asarray(out[eps][0]), np.asarray(out[eps][1])
+        assert maxerr(lp2, bn * np.sqrt(var + eps) / (s + eps)) < 1e-12
+        diff = maxerr(lp2, bn)
+        bound = np.max(np.abs(bn)) * np.max(np.abs(np.sqrt(var + eps) / (s + eps) - 1))
+        print(f"lp2 vs BN, eps={eps}: max |diff| {diff:.2e} (first-order bound {bound:.2e})")
+        assert 0.5 * bound < diff <= bound * (1 + 1e-9)
+    assert maxerr(*out[1e-14]) < 1e-12
+
+
+def test_lp_batch_norm_scales():
+    """Each l_p BN divides by its own scale: mean |y| = 1 (p=1), rms y = 1 (p=2), max |y| = 1 (p=inf)."""
+    out = {p: np.asarray(y) for p, y in _equiv()["lp_tiny_eps"].items()}
+    axes = (0, 1, 2)
+    assert maxerr(np.abs(out["1"]).mean(axes), 1.0) < 1e-12
+    assert maxerr(np.sqrt((out["2"] ** 2).mean(axes)), 1.0) < 1e-12
+    assert maxerr(np.abs(out["inf"]).max(axes), 1.0) < 1e-12
+
+
+def test_lp_batch_norm_returned_stats_are_mean_and_squared_scale():
+    st = _equiv()["lp1_stats"]
+    mu, _ = R.batch_stats(X)
+    s1 = np.abs(X - mu).mean((0, 1, 2))
+    assert maxerr(st.mean, mu) < 1e-13 and maxerr(st.var, s1 ** 2) < 1e-12
+
+
+def test_frozen_batch_norm_is_eval_mode_batch_norm_and_has_no_stat_gradient():
+    out = _equiv()
+    assert maxerr(out["frozen"], out["bn_eval"]) < 1e-15
+    # frozen: the output is affine in x with slope scale / sqrt(var + eps), no batch coupling
+    assert maxerr(out["frozen_grad"], np.broadcast_to(G / np.sqrt(RV + 1e-5), X.shape)) < 1e-13
+
+
+def test_switchable_norm_one_hot_weights_recover_in_ln_bn():
+    refs = [R.instance_norm(X), R.layer_norm(X, axes=(1, 2, 3)), R.batch_norm(X)]
+    for y, ref in zip(_equiv()["switchable_one_hot"], refs):
+        assert maxerr(y, ref) < 1e-12
+
+
+def test_switchable_norm_eval_uses_running_bn_moments():
+    assert maxerr(_equiv()["switchable_eval_bn"], R.batch_norm_eval(X, RM, RV)) < 1e-12
+
+
+def test_evonorm_b0_without_v_is_batch_scaling_without_centering():
+    assert maxerr(_equiv()["evonorm_b0_no_v"], X / np.sqrt(R.batch_stats(X)[1] + 1e-5)) < 1e-12
+
+
+# --- low precision and bad input -----------------------------------------------------------------
+
+LOWP = {
+    "ghost_batch": lambda x: nl.ghost_batch_norm(x, G, B, virtual_batch_size=4),
+    "batch_renorm": lambda x: nl.batch_renorm(x, G, B, running=nl.Moments(RM, RV)),
+    "lp_batch_p1": lambda x: nl.lp_batch_norm(x, G, B, p=1),
+    "frn": lambda x: nl.filter_response_norm(x, G, B, TAU),
+    "evonorm_b0": lambda x: nl.evonorm_b0(x, G, B, V),
+    "evonorm_s0": lambda x: nl.evonorm_s0(x, G, B, V, num_groups=2),
+    "switchable": lambda x: nl.switchable_norm(x, G, B, ML, VL),
+    "local_response": lambda x: nl.local_response_norm(x, size=3, alpha=0.3),
+}
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_low_precision_same_dtype_out(dtype):
+    dt = jnp.dtype(dtype)
+    assert stats_dtype(dt) == jnp.float32
+    x_lp = jnp.asarray(X).astype(dt)
+    ulp = 2.0 ** -7 if dtype == "bfloat16" else 2.0 ** -10
+    out_lp, out32 = jax.jit(lambda a, b: ({k: f(a) for k, f in LOWP.items()},
+                                          {k: f(b) for k, f in LOWP.items()}))(x_lp, x_lp.astype(jnp.float32))
+    for name in LOWP:
+        y, y32 = out_lp[name], np.asarray(out32[name], np.float64)
+        assert y.dtype == dt, name
+        err = np.abs(np.asarray(y, np.float64) - y32)
+        assert np.all(err <= ulp * np.abs(y32) + 1e-6), (name, float(err.max()))
+
+
+def test_bad_inputs():
+    x = jnp.ones((6, 2, 2, 4))
+    with pytest.raises(ValueError, match="virtual_batch_size=4 must be a positive divisor of the batch size 6"):
+        nl.ghost_batch_norm(x, virtual_batch_size=4)
+    with pytest.raises(ValueError, match="r_max"):
+        nl.batch_renorm(x, running=nl.Moments(jnp.zeros(4), jnp.ones(4)), r_max=0.5)
+    with pytest.raises(ValueError, match=r"unknown p 3; valid choices: 1, 2, inf"):
+        nl.lp_batch_norm(x, p=3)
+    with pytest.raises(ValueError, match="rank"):
+        nl.filter_response_norm(jnp.ones((4, 3)))
+    with pytest.raises(ValueError, match="rank"):
+        nl.evonorm_b0(jnp.ones((4, 3)))
+    with pytest.raises(ValueError, match="rank"):
+        nl.switchable_norm(jnp.ones((4, 3)))
+    with pytest.raises(ValueError, match="size must be > 0"):
+        nl.local_response_norm(x, size=0)
+    with pytest.raises(ValueError, match="4 channels cannot be split into num_groups=3"):
+        nl.evonorm_s0(x, num_groups=3)
+    with pytest.raises(ValueError, match="eps"):
+        nl.filter_response_norm(x, eps=0.0)
+    with pytest.raises(ValueError, match="not bound"):
+        nl.lp_batch_norm(x, axis_name="nope")
