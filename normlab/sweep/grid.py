@@ -5,7 +5,20 @@ A sweep config has `base` ("configs/NAME.py:PRESET", relative to the repo root o
 `norm_options.num_groups`), `overrides` (fixed values for every cell), and `lr_scaling`
 ("none" or "linear": lr = base lr * batch_size / reference_batch_size), and optionally
 `budget_examples`: a fixed number of training examples per cell (num_steps = budget // batch_size), so
-that every batch size sees the same number of epochs, as in the Group Norm paper.
+that every batch size sees the same number of epochs, as in the Group Norm paper (then each cell
+evaluates at its end and checkpoints `checkpoints_per_cell` times, default 4). `vmap_seeds=True` trains
+the cells that differ only in `seed` together (normlab.train.train_and_evaluate_seeds).
+
+Keys under an `*_options` dict of the base (`norm_options.num_groups`, `model_options.widths`) may be
+new: those dicts are open (the train config's validation checks them against the norm/model).
+
+Named variants set several keys together (a norm with its options, a remedy with its settings):
+
+    c.variants = {"bn": {"norm": "batch"}, "gn": {"norm": "group", "norm_options": {"num_groups": 8}}}
+    c.grid.variant = ("bn", "gn")
+
+`variant` is then a grid axis like any other (it shows in cell ids, results.csv and as a line key);
+each cell applies base <- overrides <- its variant's keys <- the other grid values.
 """
 from __future__ import annotations
 
@@ -60,11 +73,18 @@ def flatten(d: Any, prefix: str = "") -> dict[str, Any]:
   return out
 
 
+VARIANT_KEY = "variant"
+
+
 def _has_key(config: mlc.ConfigDict, dotted: str) -> bool:
+  """True if `dotted` is in the config, or is a new key directly under an existing `*_options` dict."""
   node = config
-  for part in dotted.split("."):
-    if not isinstance(node, (mlc.ConfigDict, dict)) or part not in node:
+  parts = dotted.split(".")
+  for i, part in enumerate(parts):
+    if not isinstance(node, (mlc.ConfigDict, dict)):
       return False
+    if part not in node:
+      return i == len(parts) - 1 and i > 0 and parts[i - 1].endswith("_options")
     node = node[part]
   return True
 
@@ -89,6 +109,19 @@ def cell_id(params: dict) -> str:
   return "__".join(f"{_slug(k)}={_slug(v)}" for k, v in params.items())
 
 
+def _variants(sweep: mlc.ConfigDict, grid: dict) -> dict[str, dict]:
+  """{variant name: {dotted key: value}} for the names the grid's `variant` axis uses."""
+  defined = sweep.get("variants", None) or {}
+  if VARIANT_KEY not in grid:
+    return {}
+  names = tuple(grid[VARIANT_KEY])
+  unknown = [n for n in names if n not in defined]
+  if unknown:
+    raise SweepError(f"grid.variant names {', '.join(map(repr, unknown))} are not in sweep.variants; "
+                     f"valid variants: {', '.join(defined) or '(none defined)'}")
+  return {n: flatten(defined[n]) for n in names}
+
+
 def expand(sweep: mlc.ConfigDict) -> list[Cell]:
   """All cells of the sweep, in grid order; validates the grid against the base config."""
   base = load_config_file(sweep.base)
@@ -98,9 +131,11 @@ def expand(sweep: mlc.ConfigDict) -> list[Cell]:
     raise SweepError(f"the sweep grid is empty{' at ' + ', '.join(empty) if empty else ''}: give at "
                      f"least one key with at least one value")
   overrides = flatten(sweep.get("overrides", {}))
-  for key in list(grid) + list(overrides):
+  variants = _variants(sweep, grid)
+  variant_keys = [k for v in variants.values() for k in v]
+  for key in [k for k in grid if k != VARIANT_KEY] + list(overrides) + variant_keys:
     if not _has_key(base, key):
-      raise SweepError(f"grid/override key {key!r} is not in the base config {sweep.base!r}; "
+      raise SweepError(f"grid/override/variant key {key!r} is not in the base config {sweep.base!r}; "
                        f"valid keys: {', '.join(sorted(flatten(base)))}")
   scaling = sweep.get("lr_scaling", "none")
   if scaling not in LR_SCALINGS:
@@ -109,14 +144,17 @@ def expand(sweep: mlc.ConfigDict) -> list[Cell]:
   for values in itertools.product(*(tuple(v) for v in grid.values())):
     params = dict(zip(grid, values))
     config = mlc.ConfigDict(base.to_dict())
-    for key, value in {**overrides, **params}.items():
+    variant = variants.get(params.get(VARIANT_KEY), {})
+    for key, value in {**overrides, **variant, **{k: v for k, v in params.items() if k != VARIANT_KEY}}.items():
       _set(config, key, value)
     if scaling == "linear":
       config.learning_rate = float(config.learning_rate) * config.batch_size / sweep.reference_batch_size
     budget = sweep.get("budget_examples", None)
     if budget:
       config.num_steps = max(1, int(budget) // int(config.batch_size))
-      for key, every in (("eval_every", config.num_steps), ("checkpoint_every", max(1, config.num_steps // 4))):
+      per_cell = int(sweep.get("checkpoints_per_cell", 4))
+      for key, every in (("eval_every", config.num_steps),
+                         ("checkpoint_every", max(1, config.num_steps // max(1, per_cell)))):
         if key in config:
           config[key] = every
     cells.append(Cell(cell_id(params), params, config))

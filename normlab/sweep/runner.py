@@ -33,13 +33,33 @@ def _default_train_fn(config, workdir):
   return train_and_evaluate(config, workdir)
 
 
-def run_cell(cell: Cell, workdir: str, train_fn=None) -> dict:
-  """Trains one cell into workdir/cells/<id>/ (train_fn(config, dir) defaults to train_and_evaluate)."""
+def _write_cell_json(cell: Cell, workdir: str) -> str:
   out = cell_dir(workdir, cell)
   os.makedirs(out, exist_ok=True)
   with open(os.path.join(out, "cell.json"), "w") as f:
     json.dump({"id": cell.id, "params": cell.params}, f, indent=1, default=str)
-  return (train_fn or _default_train_fn)(cell.config, out)
+  return out
+
+
+def _diverged_summary(out: str, error) -> dict:
+  """A cell whose loss went non-finite (nan_policy='stop') is finished: recorded, not retried."""
+  summary = {"status": "diverged", "nonfinite_step": getattr(error, "step", None), "eval_accuracy": None,
+             "message": str(error)}
+  with open(os.path.join(out, "summary.json"), "w") as f:
+    json.dump(summary, f, indent=1)
+  return summary
+
+
+def run_cell(cell: Cell, workdir: str, train_fn=None) -> dict:
+  """Trains one cell into workdir/cells/<id>/ (train_fn(config, dir) defaults to train_and_evaluate).
+
+  A cell that diverges gets a summary.json with status 'diverged' (the sweep goes on)."""
+  from normlab.train.errors import TrainingDivergedError
+  out = _write_cell_json(cell, workdir)
+  try:
+    return (train_fn or _default_train_fn)(cell.config, out)
+  except TrainingDivergedError as e:
+    return _diverged_summary(out, e)
 
 
 def _seed_groups(cells: list[Cell]) -> list[list[Cell]]:
@@ -67,10 +87,12 @@ def run_sweep(sweep: mlc.ConfigDict, workdir: str, *, cell_index: int | None = N
   vmap_seeds = bool(sweep.get("vmap_seeds", False))
   groups = _seed_groups(todo) if vmap_seeds else [[c] for c in todo]
   for group in groups:
-    if len(group) > 1:
+    if len(group) > 1 and train_fn is None:
       from normlab.train import train_and_evaluate_seeds
-      log(f"sweep: training {len(group)} seeds together: {group[0].id} ...")
-      train_and_evaluate_seeds([c.config for c in group], [cell_dir(workdir, c) for c in group])
+      log(f"sweep: cells {', '.join(str(cells.index(c)) for c in group)}/{len(cells)}: {len(group)} seeds "
+          f"vmapped together: {group[0].id} ...")
+      train_and_evaluate_seeds([c.config for c in group], [_write_cell_json(c, workdir) for c in group],
+                               scan_steps=sweep.get("scan_steps", None))
       continue
     for c in group:
       log(f"sweep: cell {cells.index(c)}/{len(cells)}: {c.id}")

@@ -5,12 +5,24 @@
 Modules: validate (ConfigError before anything compiles), optim (optax optimizers/schedules),
 state (TrainState), step (pure train/eval steps + shard_map data parallelism), checkpoint (orbax,
 fallback on corrupt), metrics_io (metrics.jsonl, TensorBoard, JSON), workdir (new/resume/done,
-refuse another run), distributed (mesh, multi-process), loop (train_and_evaluate).
+refuse another run), distributed (mesh, multi-process), loop (train_and_evaluate), cli (flag errors).
+Attributes load lazily, so `normlab.train.cli` and the errors import without jax.
 """
-from normlab.train.errors import ConfigError, TrainingDivergedError, UserError, WorkdirError
-from normlab.train.loop import train_and_evaluate
-from normlab.train.seeds import train_and_evaluate_seeds  # vmapped over seeds
-from normlab.train.validate import validate
+import importlib
 
-__all__ = ["ConfigError", "TrainingDivergedError", "UserError", "WorkdirError", "train_and_evaluate",
-           "train_and_evaluate_seeds", "validate"]
+from normlab.train.errors import ConfigError, TrainingDivergedError, UserError, WorkdirError
+
+_LAZY = {
+    "train_and_evaluate": "normlab.train.loop",
+    "train_and_evaluate_seeds": "normlab.train.loop",
+    "validate_config": "normlab.train.validate",
+}
+
+__all__ = ["ConfigError", "TrainingDivergedError", "UserError", "WorkdirError", *_LAZY]
+
+
+def __getattr__(name):
+  if name in _LAZY:
+    module = importlib.import_module(_LAZY[name])
+    return module.validate if name == "validate_config" else getattr(module, name)
+  raise AttributeError(f"module 'normlab.train' has no attribute {name!r}")
