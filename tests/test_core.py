@@ -204,16 +204,18 @@ def test_stats_dtype_promotion():
 
 
 def test_two_pass_moments_large_mean_float32():
-    """|mean| >> std in float32: the two-pass variance keeps ~f32 accuracy where E[x^2]-E[x]^2 cannot."""
+    """|mean| >> std in float32: the two-pass variance keeps ~f32 accuracy where E[x^2]-E[x]^2 cannot.
+    An error d in the f32 mean (~1e-4 here) enters the two-pass variance only as d^2/var ~ 1e-6
+    (measured 1.6e-7); the one-pass formula loses everything below ulp(1e6) = 0.06 >> var = 0.01."""
     x = (np.random.default_rng(51).normal(size=(256, 4)) * 0.1 + 1e3).astype(np.float32)
     (mean, var), _ = core.moments(jnp.asarray(x), (0,))
     ref_mu, ref_var = R.batch_stats(x)
     assert mean.dtype == jnp.float32
     rel = np.abs(np.asarray(var).ravel() - ref_var) / ref_var
     print(f"large-mean f32 variance relative error: {rel.max():.2e}")
-    assert rel.max() < 2e-2
+    assert rel.max() < 1e-5
     one_pass = np.mean(x * x, 0, dtype=np.float32) - np.mean(x, 0, dtype=np.float32) ** 2
-    assert np.max(np.abs(one_pass - ref_var) / ref_var) > 10 * rel.max()
+    assert np.min(np.abs(one_pass - ref_var) / ref_var) > 1.0  # measured 47-81x the variance (even < 0)
 
 
 def test_normalize_with_and_affine_dtype():
