@@ -21,8 +21,8 @@ import numpy as np
 
 from experiments import _report, main_for
 from experiments._report import fmt
-from experiments.noisy_bn import (cfg_copy, drift, make_distribution_probe, mean_std, moving_average, steps_to,
-                                  tail_mean, train_with_eval)
+from experiments.noisy_bn import (cfg_copy, drift, make_distribution_probe, mean_std, moving_average, slim_measured,
+                                  steps_to, tail_mean, train_with_eval)
 from normlab.analysis.capture import cross_entropy, make_capture
 
 TITLE = "Santurkar et al. 2018, section 3.3: l1 / l2 / l_inf batch norm"
@@ -204,7 +204,7 @@ sanity check. Not the paper's CIFAR-10 VGG (CPU preset). Verdict rules are fixed
 {table}
 """
   figures = _plot(results, workdir)
-  slim = {norm: {s: {"curve": h["curve"][:: max(1, len(h["curve"]) // 200)], "measured": h["measured"]}
+  slim = {norm: {s: {"curve": h["curve"][:: max(1, len(h["curve"]) // 200)], "measured": slim_measured(h["measured"])}
                  for s, h in by.items()} for norm, by in results.items()}
   return _report.write_report(workdir, TITLE, rows, notes, figures,
                               data={"summary": summ, "results": slim, "config": config.to_dict()})

@@ -159,11 +159,13 @@ def test_noisy_bn_study_smoke(tmp_path):
   path = noisy_bn.run(c, str(tmp_path), log=lambda *a: None)
   _, data = _check_report(path, str(tmp_path), min_rows=3)
   assert set(data["summary"]) == {"none", "batch", "noisy_batch"}
+  assert all(0.0 <= r["final_test_acc_train_mode"] <= 1.0 for rs in data["summary"].values() for r in rs)
   m = data["results"]["noisy_batch"]["0"]["measured"]
   assert [r["done"] for r in m] == [1, 5, 8]
   assert set(m[0]["dist"]) == {"block0", "block1"} and len(m[0]["dist"]["block0"]["q"]) == 3
 
 
+@pytest.mark.slow
 def test_lp_norms_study_smoke(tmp_path):
   from experiments import lp_norms
   c = _smoke("lp_norms", norms=("none", "batch", "l1_batch"), measure_every=5, probe_batch=32,
