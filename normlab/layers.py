@@ -172,6 +172,8 @@ class LayerNorm(nn.Module):
     c = x.shape[-1]
     scale = self.param("scale", nn.initializers.ones, (c,), jnp.float32) if self.use_scale else None
     bias = self.param("bias", nn.initializers.zeros, (c,), jnp.float32) if self.use_bias else None
+    # `mask` (padding of examples/time steps) is accepted for a uniform interface and unused: the
+    # statistics are per position, so padded positions never enter a valid position's statistics.
     return norms.layer_norm(x, scale, bias, eps=self.epsilon)
 
 
@@ -251,7 +253,8 @@ class EvoNormS0(_ChannelAffine):
   def __call__(self, x, train: bool = True, mask=None):
     scale, bias = self.affine_params(x)
     v = self.param("v", nn.initializers.ones, (x.shape[-1],), jnp.float32)
-    groups = min(self.num_groups, x.shape[-1])
+    c = x.shape[-1]  # the largest group count <= num_groups that divides the channels
+    groups = max(g for g in range(1, min(self.num_groups, c) + 1) if c % g == 0)
     return variants.evonorm_s0(x, scale, bias, v, num_groups=groups, eps=self.epsilon)
 
 
