@@ -55,12 +55,25 @@ def write_report(workdir: str, title: str, rows: Sequence[dict], notes: str = ""
     parts += [f"![{os.path.splitext(os.path.basename(fig))[0]}]({rel})", ""]
   if data is not None:
     with open(os.path.join(workdir, "results.json"), "w") as f:
-      json.dump(data, f, indent=1, sort_keys=True, default=_jsonable)
+      json.dump(_rounded(data), f, separators=(",", ":"), sort_keys=True, default=_jsonable)
     parts += ["Numbers: [results.json](results.json)", ""]
   path = os.path.join(workdir, "report.md")
   with open(path, "w") as f:
     f.write("\n".join(parts))
   return path
+
+
+def _rounded(x, digits: int = 6):
+  """Floats to `digits` significant digits (results.json stays small and diffable)."""
+  if isinstance(x, float):
+    return float(f"{x:.{digits}g}") if x == x and abs(x) != float("inf") else x
+  if isinstance(x, dict):
+    return {k: _rounded(v, digits) for k, v in x.items()}
+  if isinstance(x, (list, tuple)):
+    return [_rounded(v, digits) for v in x]
+  if hasattr(x, "tolist") and not isinstance(x, str):
+    return _rounded(x.tolist(), digits)
+  return x
 
 
 def _jsonable(x):

@@ -94,6 +94,11 @@ def _plot(results, workdir) -> str:
 def run(config, workdir: str, log=print) -> str:
   os.makedirs(workdir, exist_ok=True)
   results = training.train_grid(config, make_measure(config), log=log)
+  return write(config, results, workdir)
+
+
+def write(config, results: dict, workdir: str) -> str:
+  """The report from `results` ({run: {norm: history}}), e.g. reloaded from results.json."""
   summ = {name: {norm: summarize(h) for norm, h in r.items()} for name, r in results.items()}
   have = [n for n in summ if "batch" in summ[n] and "none" in summ[n]]
   rows = []
@@ -121,7 +126,8 @@ the losses, gradient predictiveness = max - min of ||grad L(theta_t - eta g) - g
 beta = max over eta > 0 of that difference over ||eta g||. The same absolute step sizes are used with and without BN;
 the two networks' gradient norms differ (column "median ||g||"), so the loss and gradient ranges partly reflect how far
 each network moves; beta is normalized by the distance. Data: {", ".join(sorted({c.dataset for c in config.runs.values()}))}
-(at the CPU presets, small stand-ins for the paper's VGG on CIFAR-10).
+(at the CPU presets, small stand-ins for the paper's VGG on CIFAR-10). One seed, one batch per measured step: the
+curves are noisy (landscape.png); the verdicts compare medians over the measured steps.
 
 | run | norm | median loss var. | median grad. var. | median beta | max beta | median ||g|| | final loss |
 |---|---|---|---|---|---|---|---|

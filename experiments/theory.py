@@ -93,8 +93,9 @@ def init_distance(config, log=print) -> list[dict]:
 
 
 def _plot_survey(rows, workdir) -> str:
-  fig, ax = _report.new_figure(size=(7.5, 3.8))
-  labels = [f"{r['kind']}\n{r['regime']}" for r in rows]
+  fig, ax = _report.new_figure(size=(9.0, 3.8))
+  short = {"gamma<=sigma": "\u03b3\u2264\u03c3", "gamma>sigma": "\u03b3>\u03c3"}
+  labels = [f"{r['kind']}\n{short.get(r['regime'], r['regime'])}" for r in rows]
   x = np.arange(len(rows))
   w = 0.2
   for i, (key, name) in enumerate([("a_holds", "(4.2a)"), ("b_holds", "(4.2b)"),
@@ -104,7 +105,7 @@ def _plot_survey(rows, workdir) -> str:
   ax.set_xticklabels(labels, fontsize=7)
   ax.set_ylabel("% of random instances where it holds")
   ax.set_title("Theorem 4.2 on random one-channel instances")
-  ax.legend(fontsize=7, loc="lower left")
+  ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
   return _report.save_figure(fig, workdir, "theorem42.png")
 
 
@@ -142,7 +143,14 @@ def run(config, workdir: str, log=print) -> str:
   ident = identity(config)
   log("Lemma 4.5, trained")
   init = init_distance(config, log)
+  data = {"bn_gradient": grad, "survey": survey, "theorem41_eps": t41_eps, "identity": ident, "init": init,
+          "config": config.to_dict()}
+  return write(config, data, workdir)
 
+
+def write(config, data: dict, workdir: str) -> str:
+  """The report from the numbers `run` computed (e.g. reloaded from results.json)."""
+  grad, survey, t41_eps, ident, init = (data[k] for k in ("bn_gradient", "survey", "theorem41_eps", "identity", "init"))
   by = {(r["kind"], r["regime"]): r for r in survey}
   n_all = sum(r["n"] for r in survey)
   t41_all = float(np.mean([r["t41_holds"] for r in survey]))
@@ -243,11 +251,13 @@ What the numbers say:
   gamma > sigma, for indefinite H, and for the small tanh/cross-entropy network, whose H is rarely PSD.
 - The transcription with ||g||^2 in the last term of (4.2b) fails under the assumptions (isotropic, gamma <= sigma), so
   the ||gbn||^2 reading is the consistent one.
+- "Reduced" (gbn^T Hbn gbn <= g^T H g) can fail even with H = cI and gamma <= sigma when <g, yhat> < 0: the last term
+  of (4.2b) then adds curvature; reading the theorem as "BN reduces curvature" also needs <g, yhat> >= 0.
 - Lemma 4.5 needs k > 0, i.e. <W0, W*> > 0: kW* with k < 0 flips the sign of the BN output and is not an optimum.
   BN's invariance is per output unit, so a per-unit k gets at least as close as the one layer-wide k of the lemma.
-- The trained comparison (MLP 2x{config.init.train.model_options.widths[0]} on {config.init.train.dataset},
-  {config.init.train.num_steps} steps of {config.init.train.optimizer}) compares two different networks' end points:
-  it illustrates the lemma but cannot test it (the lemma compares the distances to kW* and W* for the *same* W*).
+- The trained comparison (MLP 2x{config.init.train.model_options.widths[0]} on {config.init.train.dataset}, {config.init.train.num_steps} steps of
+  {config.init.train.optimizer}, seeds {tuple(config.init.seeds)}; hidden kernels, which feed BN) compares two different networks' end
+  points: it illustrates the lemma but cannot test it (the lemma compares the distances to kW* and W* for the *same* W*).
 
 Statements, assumptions and derivations: `normlab/analysis/theory.py`. Survey table (fractions of instances):
 
@@ -256,8 +266,6 @@ Statements, assumptions and derivations: `normlab/analysis/theory.py`. Survey ta
 """ + "\n".join(f"| {r['kind']} | {r['regime']} | {_pct(r['t41_holds'])} | {_pct(r['a_holds'])} | {_pct(r['b_holds'])} | "
                 f"{_pct(r['b_gnorm_holds'])} | {_pct(r['relnorm'])} | {_pct(r['h_psd'])} | {_pct(r['reduced'])} |"
                 for r in survey)
-  data = {"bn_gradient": grad, "survey": survey, "theorem41_eps": t41_eps, "identity": ident, "init": init,
-          "config": config.to_dict()}
   return _report.write_report(workdir, TITLE, rows, notes, figures, data=data)
 
 
