@@ -77,6 +77,89 @@ def count(x_shape, axes: tuple[int, ...], mask, axis_name: AxisName, dtype) -> j
   return psum(jnp.sum(m, axes, keepdims=True), axis_name)
 
 
+# --- performance notes --------------------------------------------------------------------------
+# The formulas are fixed (two-pass moments, the closed-form VJP); the code below only shapes the
+# graph so that XLA compiles it into few passes over memory. Measured on XLA:CPU (jax 0.10, which
+# hands reductions to YNNPACK "library fusions"; numbers in BENCH.md):
+# - A reduction whose reduced axes are split around a kept one with a reduced innermost axis
+#   (group norm's (N, H, W, G, C/G) over (1, 2, 4)) is a strided loop there, ~20x slower than a
+#   plain reduction. `_View` merges that innermost axis into the kept axis before it, sums over
+#   the outer axes on that (N, H, W, C) view and adds up the groups on the tiny partial result.
+# - A library fusion can only take in an elementwise expression that nothing else uses; an
+#   expression shared with another fusion is first written to memory in full (one more write and
+#   read of the activation). XLA merges identical expressions (CSE), so every reduction here is
+#   fed by its own spelling of the centred input: the variance pass by `x + (-mean)`, the
+#   normalized output (whose only reader in a training step is the affine parameters' gradient)
+#   by `(x - mean) * rstd`, and the backward pass by `_copy`-ed statistics. These are the same
+#   numbers (IEEE x + (-m) == x - m), only different expressions.
+
+
+def _copy(t: jax.Array) -> jax.Array:
+  """t, bit for bit (a NaN stays a NaN), as an expression XLA does not merge with t (see above)."""
+  return jnp.where(jnp.isnan(t), jnp.asarray(jnp.nan, t.dtype), t)
+
+
+class _View:
+  """Where the statistics are computed: `x` itself, or, when the innermost axis is reduced along
+  with others but the axis before it is kept (group norm's (..., G, C/G)), a view that merges those
+  two axes, so the reduction is a plain one over the outer axes; the innermost axis is then summed
+  on the small partial result. Statistics in view layout are expanded over that merged axis, so
+  broadcasting them back touches only the outer reduced axes."""
+
+  def __init__(self, shape: tuple[int, ...], axes: tuple[int, ...]):
+    self.shape, self.axes = tuple(shape), tuple(sorted(axes))
+    last = len(shape) - 1
+    self.inner = 1
+    if len(self.axes) > 1 and last in self.axes and last - 1 not in self.axes and shape[last] > 1:
+      self.inner = shape[last]
+      self.vshape = self.shape[:-2] + (shape[-2] * shape[-1],)
+      self.vaxes = self.axes[:-1]
+    else:
+      self.vshape, self.vaxes = self.shape, self.axes
+    self.kshape = tuple(1 if a in self.axes else d for a, d in enumerate(self.shape))
+
+  def to(self, t):
+    return t.reshape(self.vshape)
+
+  def back(self, t):
+    return t.reshape(self.shape)
+
+  def sum(self, t, axis_name: AxisName = None):
+    """Sum over S (kept dims, view layout), over devices too."""
+    s = jnp.sum(t, self.vaxes, keepdims=True)
+    if self.inner > 1:
+      vk = s.shape
+      s = jnp.sum(s.reshape(vk[:-1] + (vk[-1] // self.inner, self.inner)), -1, keepdims=True)
+      s = jnp.broadcast_to(s, s.shape[:-1] + (self.inner,)).reshape(vk)
+    return psum(s, axis_name)
+
+  def kept(self, t):
+    """A statistic in view layout -> kept dims of the input's shape."""
+    if self.inner > 1:
+      t = t.reshape(t.shape[:-1] + (t.shape[-1] // self.inner, self.inner))[..., :1]
+    return t.reshape(self.kshape)
+
+
+def _view_moments(view: _View, x, mask, axis_name: AxisName, center: bool):
+  """Two-pass moments in view layout: (x in the stats dtype, mask or None, mean or None, var, n)."""
+  dt = stats_dtype(x.dtype)
+  xs = view.to(x).astype(dt)
+  m = None if mask is None else view.to(jnp.broadcast_to(mask, x.shape)).astype(dt)
+  if m is None:
+    n = psum(jnp.asarray(math.prod(x.shape[a] for a in view.axes), dt), axis_name)
+  else:
+    n = view.sum(m, axis_name)
+  n_safe = jnp.maximum(n, 1)
+  if center:
+    mean = view.sum(xs if m is None else xs * m, axis_name) / n_safe
+    d = xs + (-mean)  # the same numbers as `xs - mean`, a different expression: see the notes
+  else:
+    mean, d = None, xs
+  d2 = d * d if m is None else d * d * m
+  var = view.sum(d2, axis_name) / n_safe
+  return xs, m, mean, var, n
+
+
 def moments(x, axes: tuple[int, ...], *, axis_name: AxisName = None, mask=None,
             center: bool = True) -> tuple[Moments, jax.Array]:
   """Two-pass mean/variance of `x` over `axes` (+ devices on `axis_name`), weighted by `mask`.
@@ -84,45 +167,46 @@ def moments(x, axes: tuple[int, ...], *, axis_name: AxisName = None, mask=None,
   Returns (Moments with kept dims, valid count n). With `center=False` the mean is 0 and `var` is the
   mean square (RMS-type norms). Empty masks give mean 0, var 0 instead of NaN.
   """
-  dt = stats_dtype(x.dtype)
-  xs = x.astype(dt)
-  m = None if mask is None else jnp.broadcast_to(mask, x.shape).astype(dt)
-  n = count(x.shape, axes, mask, axis_name, dt)
-  n_safe = jnp.maximum(n, 1)
-  if center:
-    s = jnp.sum(xs if m is None else xs * m, axes, keepdims=True)
-    mean = psum(s, axis_name) / n_safe
-    d = xs - mean
-  else:
-    mean = jnp.zeros(n.shape, dt)
-    d = xs
-  d2 = d * d if m is None else d * d * m
-  var = psum(jnp.sum(d2, axes, keepdims=True), axis_name) / n_safe
-  return Moments(mean, var), n
+  view = _View(x.shape, tuple(axes))
+  _, _, mean, var, n = _view_moments(view, x, mask, axis_name, center)
+  dt = var.dtype
+  mean = jnp.zeros(view.kshape, dt) if mean is None else view.kept(mean)
+  return Moments(mean, view.kept(var)), (n if mask is None else view.kept(n))
 
 
 def _standardize_fwd(x, mask, axes, eps, axis_name, center):
-  stats, n = moments(x, axes, axis_name=axis_name, mask=mask, center=center)
-  rstd = lax.rsqrt(stats.var + eps)
-  x_hat = (x.astype(rstd.dtype) - stats.mean) * rstd
-  return (x_hat, stats), (x, mask, stats.mean, rstd, n)
+  view = _View(x.shape, axes)
+  xs, _, mean, var, n = _view_moments(view, x, mask, axis_name, center)
+  rstd = lax.rsqrt(var + eps)
+  x_hat = (xs - mean) * rstd if center else xs * rstd
+  stats = Moments(jnp.zeros(view.kshape, var.dtype) if mean is None else view.kept(mean), view.kept(var))
+  return (view.back(x_hat), stats), (x, mask, mean, rstd, n)
 
 
 def _standardize_bwd(axes, eps, axis_name, center, res, cts):
   x, mask, mean, rstd, n = res
   g, _ = cts  # the returned statistics are stop-gradient'ed by `standardize`
-  g = g.astype(rstd.dtype)
-  x_hat = (x.astype(rstd.dtype) - mean) * rstd
+  view = _View(x.shape, axes)
+  dt = rstd.dtype
+  g = view.to(g).astype(dt)
+  xs = view.to(x).astype(dt)
   n_safe = jnp.maximum(n, 1)
-  s2 = psum(jnp.sum(g * x_hat, axes, keepdims=True), axis_name)
-  inner = x_hat * s2
+  # The module docstring's closed form with r = rstd distributed over the bracket:
+  #   dx = r g - m (r sum(g) / n + (x - mean) r^3 sum(g (x - mean)) / n),
+  # where r^3 sum(g (x - mean)) = r sum(g x_hat); per-group factors are computed on the statistics.
+  r_sum, r_out = _copy(rstd), _copy(_copy(rstd))
   if center:
-    inner = inner + psum(jnp.sum(g, axes, keepdims=True), axis_name)
-  inner = inner / n_safe
+    centred_sum, centred_out = xs - _copy(mean), xs - _copy(_copy(mean))
+  else:
+    centred_sum = centred_out = xs
+  s_gx = view.sum(g * centred_sum, axis_name)
+  inner = centred_out * (r_sum * (r_sum * (r_sum * s_gx / n_safe)))
+  if center:
+    inner = inner + r_sum * view.sum(g, axis_name) / n_safe
   if mask is not None:
-    inner = inner * jnp.broadcast_to(mask, x.shape).astype(inner.dtype)
-  dx = (rstd * (g - inner)).astype(x.dtype)
-  return dx, None
+    inner = inner * view.to(jnp.broadcast_to(mask, x.shape)).astype(dt)
+  dx = g * r_out - inner
+  return view.back(dx).astype(x.dtype), None
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5))
@@ -141,7 +225,8 @@ def standardize(x, axes: tuple[int, ...], *, eps: float, axis_name: AxisName = N
   output is the closed form in the module docstring.
   """
   axis_name = tuple(_names(axis_name)) or None
-  x_hat, stats = _standardize(x, mask, tuple(axes), float(eps), axis_name, bool(center))
+  axes = tuple(sorted(a % x.ndim for a in axes))
+  x_hat, stats = _standardize(x, mask, axes, float(eps), axis_name, bool(center))
   return x_hat, Moments(lax.stop_gradient(stats.mean), lax.stop_gradient(stats.var))
 
 

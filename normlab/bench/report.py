@@ -1,0 +1,105 @@
+"""Text table, Markdown and JSON renderings of a `BenchReport`."""
+from __future__ import annotations
+
+import dataclasses
+import json
+
+from normlab.bench.suite import NORM_TITLES, BenchReport, ratio_rows
+
+
+def _ms(s) -> str:
+  return "n/a" if s is None else f"{1e3 * s:.2f}"
+
+
+def _x(r) -> str:
+  return "n/a" if r is None else f"{r:.2f}x"
+
+
+def _header_lines(report: BenchReport) -> list[str]:
+  e = report.env
+  torch = f"torch {e['torch']} ({e.get('torch_device')}, {e['torch_threads']} threads)" if e.get("torch") else "torch: n/a"
+  lines = [
+      f"device: {e['device']} (backend {e['backend']}, {e['device_count']} device(s)); "
+      f"CPU: {e['cpu_model']}, {e['cpu_cores']} cores",
+      f"jax {e['jax']} / jaxlib {e['jaxlib']}, flax {e['flax']}, {torch}, numpy {e['numpy']}, "
+      f"python {e['python']}",
+      f"best of {report.config['repeats']} interleaved rounds after {report.config['warmup']} warm-up "
+      f"call(s); times in ms; runtime {report.runtime_s:.0f} s",
+  ]
+  if e.get("load_average"):
+    lines.append(f"load average at the end (1/5/15 min): {', '.join(map(str, e['load_average']))} "
+                 f"on {e['cpu_cores']} cores")
+  if e.get("xla_flags"):
+    lines.append(f"XLA_FLAGS={e['xla_flags']}")
+  return lines
+
+
+def _table(report: BenchReport):
+  peers = list(report.config["peers"])
+  head = ["norm", "shape", "dtype", "mode", "normlab", *peers, "elementwise", "best peer", "nl/best", "nl/ew"]
+  body = []
+  for r in ratio_rows(report):
+    body.append([NORM_TITLES[r["norm"]], "x".join(map(str, r["shape"])), r["dtype"], r["mode"],
+                 _ms(r["normlab_s"]), *[_ms(r[f"{p}_s"]) for p in peers], _ms(r["elementwise_s"]),
+                 r["best_peer"] or "n/a", _x(r["ratio_best_peer"]), _x(r["ratio_elementwise"])])
+  return head, body
+
+
+def _notes(report: BenchReport) -> list[str]:
+  seen = {}
+  for r in report.results:
+    if r.note:
+      seen.setdefault((r.impl, r.note), []).append(f"{NORM_TITLES.get(r.norm, r.norm)} {'x'.join(map(str, r.shape))} {r.dtype}")
+  return [f"{impl}: {note} [{', '.join(dict.fromkeys(where))}]" for (impl, note), where in seen.items()]
+
+
+def _train_lines(report: BenchReport) -> list[str]:
+  t = report.train_step
+  if not t:
+    return []
+  if t.get("skipped"):
+    return [f"train step: skipped ({t['skipped']})"]
+  return [f"train step ({t['model']}, batch {t['batch']}x{'x'.join(map(str, t['image']))}, {t['dtype']}): "
+          f"normlab BatchNorm {_ms(t['normlab_s'])} ms, flax.linen.BatchNorm {_ms(t['flax_s'])} ms, "
+          f"ratio {_x(t['ratio'])}"]
+
+
+def format_table(report: BenchReport) -> str:
+  head, body = _table(report)
+  widths = [max(len(str(row[i])) for row in [head, *body]) for i in range(len(head))]
+  fmt = lambda row: "  ".join(str(c).ljust(w) if i < 4 else str(c).rjust(w)  # noqa: E731
+                              for i, (c, w) in enumerate(zip(row, widths)))
+  out = _header_lines(report) + ["", fmt(head), fmt(["-" * w for w in widths])] + [fmt(r) for r in body]
+  notes = _notes(report)
+  if notes:
+    out += ["", "notes:"] + [f"  {n}" for n in notes]
+  tl = _train_lines(report)
+  if tl:
+    out += [""] + tl
+  return "\n".join(out)
+
+
+def to_markdown(report: BenchReport) -> str:
+  head, body = _table(report)
+  out = [f"- {line}" for line in _header_lines(report)] + [""]
+  out.append("| " + " | ".join(head) + " |")
+  out.append("|" + "|".join("---" if i < 4 else "---:" for i in range(len(head))) + "|")
+  out += ["| " + " | ".join(map(str, row)) + " |" for row in body]
+  notes = _notes(report)
+  if notes:
+    out += ["", "Notes:", ""] + [f"- {n}" for n in notes]
+  tl = _train_lines(report)
+  if tl:
+    out += [""] + [f"- {line}" for line in tl]
+  return "\n".join(out) + "\n"
+
+
+def to_json(report: BenchReport) -> str:
+  return json.dumps({
+      "env": report.env,
+      "config": report.config,
+      "runtime_s": report.runtime_s,
+      "results": [dataclasses.asdict(r) | {"shape": list(r.shape)} for r in report.results],
+      "ratios": ratio_rows(report),
+      "train_step": report.train_step,
+  }, indent=1)

@@ -1,0 +1,224 @@
+"""The benchmark suite: every (norm, shape, dtype) case timed for normlab, its peers and `x * c`.
+
+Per case, all implementations (both modes, plus the elementwise yardstick) are compiled, their
+forward outputs checked against normlab's, then timed in interleaved rounds (`timing`); the
+elementwise time of a (shape, dtype) is the best over all of its cases' rounds.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from typing import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from normlab.bench import env as env_lib
+from normlab.bench import impls
+from normlab.bench.timing import interleaved_best
+
+NORMS = ("bn", "ln", "gn", "in", "rms")
+NORM_TITLES = {"bn": "BatchNorm", "ln": "LayerNorm", "gn": f"GroupNorm({impls.NUM_GROUPS})",
+               "in": "InstanceNorm", "rms": "RMSNorm"}
+DEFAULT_SHAPES = ((64, 32, 32, 64), (256, 14, 14, 256), (8, 1024, 1024))
+DTYPES = ("float32", "bfloat16")
+PEERS = ("flax", "torch", "torch_cl")
+MODES = ("fwd", "fwd+bwd")
+NORMLAB = "normlab"
+ELEMENTWISE = "elementwise"
+# Forward outputs must agree with normlab's to this (they are ~N(0, 1)); a peer that does not is
+# reported, not timed: a layout or option mistake would otherwise show up as a speed difference.
+CHECK_ATOL = {"float32": 2e-3, "bfloat16": 8e-2}
+
+
+@dataclasses.dataclass(frozen=True)
+class BenchConfig:
+  norms: Sequence[str] = NORMS
+  shapes: Sequence[tuple[int, ...]] = DEFAULT_SHAPES
+  dtypes: Sequence[str] = DTYPES
+  peers: Sequence[str] = PEERS
+  repeats: int = 5
+  warmup: int = 2
+  seed: int = 0
+  check: bool = True
+
+  @classmethod
+  def quick(cls, **overrides) -> "BenchConfig":
+    """One image shape, float32, 3 rounds: a ~half-minute smoke run."""
+    kw = {"shapes": (DEFAULT_SHAPES[0],), "dtypes": ("float32",), "repeats": 3, "warmup": 1}
+    kw.update(overrides)
+    return cls(**kw)
+
+  def validate(self) -> "BenchConfig":
+    bad = [n for n in self.norms if n not in NORMS]
+    if bad or not self.norms:
+      raise ValueError(f"unknown norm(s) {bad or '(none)'}; valid norms: {', '.join(NORMS)}")
+    bad = [d for d in self.dtypes if d not in DTYPES]
+    if bad or not self.dtypes:
+      raise ValueError(f"unknown dtype(s) {bad or '(none)'}; valid dtypes: {', '.join(DTYPES)}")
+    bad = [p for p in self.peers if p not in PEERS]
+    if bad:
+      raise ValueError(f"unknown peer(s) {bad}; valid peers: {', '.join(PEERS)}")
+    for s in self.shapes:
+      if len(s) not in (3, 4) or any(d < 1 for d in s):
+        raise ValueError(f"shape {tuple(s)}: want (N, H, W, C) images or (B, T, C) sequences")
+      if "gn" in self.norms and s[-1] % impls.NUM_GROUPS:
+        raise ValueError(f"shape {tuple(s)}: GroupNorm({impls.NUM_GROUPS}) needs channels divisible by "
+                         f"{impls.NUM_GROUPS}")
+    if self.repeats < 1 or self.warmup < 0:
+      raise ValueError(f"repeats must be >= 1 and warmup >= 0, got {self.repeats}, {self.warmup}")
+    return self
+
+  def as_dict(self) -> dict:
+    d = dataclasses.asdict(self)
+    d["shapes"] = [list(s) for s in self.shapes]
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+
+@dataclasses.dataclass
+class Result:
+  norm: str  # a NORMS key, or ELEMENTWISE
+  shape: tuple[int, ...]
+  dtype: str
+  mode: str  # 'fwd' | 'fwd+bwd'
+  impl: str  # NORMLAB, a peer, or ELEMENTWISE
+  seconds: float | None  # None: not run (see note)
+  note: str = ""
+
+
+@dataclasses.dataclass
+class BenchReport:
+  env: dict
+  config: dict
+  results: list[Result]
+  runtime_s: float
+  train_step: dict | None = None
+
+  def seconds(self, norm, shape, dtype, mode, impl) -> float | None:
+    for r in self.results:
+      if (r.norm, tuple(r.shape), r.dtype, r.mode, r.impl) == (norm, tuple(shape), dtype, mode, impl):
+        return r.seconds
+    return None
+
+
+def _data(shape, dtype: str, seed: int):
+  """x ~ 0.5 + 2 N(0, 1) (a nonzero mean, as activations have), cotangent w ~ N(0, 1)."""
+  rng = np.random.default_rng(seed)
+  x = (0.5 + 2.0 * rng.standard_normal(shape)).astype(np.float32)
+  w = rng.standard_normal(shape).astype(np.float32)
+  jdt = jnp.dtype(dtype)
+  # The numpy copies are rounded to the dtype too, so every implementation sees the same numbers.
+  xj, wj = jnp.asarray(x, jdt), jnp.asarray(w, jdt)
+  return xj, wj, np.asarray(xj.astype(jnp.float32)), np.asarray(wj.astype(jnp.float32))
+
+
+def _build_peers(cfg: BenchConfig, norm, shape, dtype, xj, wj, xn, wn, torch, tdevice):
+  benches, notes = {}, {}
+  for peer in cfg.peers:
+    if peer == "flax":
+      names_builders = [("flax", lambda: impls.flax_bench(norm, xj, wj))]
+    else:
+      if peer not in impls.torch_layouts(norm):
+        continue
+      if torch is None:
+        notes[peer] = "torch not importable"
+        continue
+      if tdevice is None:
+        notes[peer] = f"torch cannot run on {jax.default_backend()}"
+        continue
+      names_builders = [(peer, lambda peer=peer: impls.torch_bench(torch, norm, peer, xn, wn, dtype, tdevice))]
+    for name, build in names_builders:
+      try:
+        benches[name] = build()
+      except impls.Unavailable as e:
+        notes[name] = f"unavailable: {e}"
+  return benches, notes
+
+
+def _check(reference: np.ndarray, benches: dict, notes: dict, dtype: str) -> None:
+  """Drops (with a note) any bench whose forward output differs from normlab's."""
+  for name in list(benches):
+    out = benches[name].output()
+    err = float(np.max(np.abs(out - reference))) if out.shape == reference.shape else math.inf
+    if not err <= CHECK_ATOL[dtype]:
+      notes[name] = f"output differs from normlab's (max |diff| {err:.3g}): not timed"
+      del benches[name]
+
+
+def run_suite(config: BenchConfig | None = None, *, log: Callable[[str], None] | None = None) -> BenchReport:
+  """Runs every case of `config`; `log` (e.g. print) gets one line per case."""
+  cfg = (config or BenchConfig()).validate()
+  t_start = time.perf_counter()
+  torch = env_lib.torch_module() if any(p.startswith("torch") for p in cfg.peers) else None
+  tdevice = env_lib.torch_device(torch) if torch is not None else None
+  if torch is not None and tdevice == "cpu":
+    env_lib.setup_torch_threads(torch)
+  results: list[Result] = []
+  for shape in cfg.shapes:
+    shape = tuple(int(d) for d in shape)
+    for dtype in cfg.dtypes:
+      xj, wj, xn, wn = _data(shape, dtype, cfg.seed)
+      ew = impls.elementwise_bench(xj, wj)
+      ew_best = {m: math.inf for m in MODES}
+      for norm in cfg.norms:
+        t_case = time.perf_counter()
+        benches = {NORMLAB: impls.normlab_bench(norm, xj, wj)}
+        peers, notes = _build_peers(cfg, norm, shape, dtype, xj, wj, xn, wn, torch, tdevice)
+        if cfg.check:
+          _check(benches[NORMLAB].output(), peers, notes, dtype)
+        benches.update(peers)
+        fns = {}
+        for name, b in benches.items():
+          fns[(name, "fwd")] = b.fwd
+          fns[(name, "fwd+bwd")] = b.fwd_bwd
+          notes.setdefault(name, b.note)
+        fns[(ELEMENTWISE, "fwd")] = ew.fwd
+        fns[(ELEMENTWISE, "fwd+bwd")] = ew.fwd_bwd
+        best = interleaved_best(fns, repeats=cfg.repeats, warmup=cfg.warmup)
+        for m in MODES:
+          ew_best[m] = min(ew_best[m], best.pop((ELEMENTWISE, m)))
+        for (name, mode), sec in best.items():
+          results.append(Result(norm, shape, dtype, mode, name, sec, notes.get(name, "")))
+        for name, note in notes.items():
+          if name not in benches:
+            for mode in MODES:
+              results.append(Result(norm, shape, dtype, mode, name, None, note))
+        if log:
+          nl = best[(NORMLAB, "fwd+bwd")]
+          peers_fb = {n: best[(n, "fwd+bwd")] for n in benches if n != NORMLAB}
+          peer_txt = " ".join(f"{n}={1e3 * s:.2f}" for n, s in peers_fb.items())
+          log(f"{NORM_TITLES[norm]:14s} {str(shape):18s} {dtype:8s} fwd+bwd ms: normlab={1e3 * nl:.2f} "
+              f"{peer_txt} ({time.perf_counter() - t_case:.1f}s)")
+        del benches, peers, fns
+      for m in MODES:
+        results.append(Result(ELEMENTWISE, shape, dtype, m, ELEMENTWISE, ew_best[m]))
+  env = env_lib.environment(torch)
+  env["torch_device"] = tdevice
+  return BenchReport(env=env, config=cfg.as_dict(), results=results, runtime_s=time.perf_counter() - t_start)
+
+
+def ratio_rows(report: BenchReport) -> list[dict]:
+  """One row per (norm, shape, dtype, mode): times (s), the best peer, normlab/best-peer, normlab/elementwise."""
+  cfg = report.config
+  peers = list(cfg["peers"])
+  rows = []
+  for shape in cfg["shapes"]:
+    shape = tuple(shape)
+    for dtype in cfg["dtypes"]:
+      for norm in cfg["norms"]:
+        for mode in MODES:
+          nl = report.seconds(norm, shape, dtype, mode, NORMLAB)
+          ew = report.seconds(ELEMENTWISE, shape, dtype, mode, ELEMENTWISE)
+          times = {p: report.seconds(norm, shape, dtype, mode, p) for p in peers}
+          ran = {p: t for p, t in times.items() if t is not None}
+          best_peer = min(ran, key=ran.get) if ran else None
+          rows.append({
+              "norm": norm, "shape": list(shape), "dtype": dtype, "mode": mode,
+              "normlab_s": nl, "elementwise_s": ew, **{f"{p}_s": times[p] for p in peers},
+              "best_peer": best_peer, "best_peer_s": ran.get(best_peer) if best_peer else None,
+              "ratio_best_peer": (nl / ran[best_peer]) if (nl and best_peer) else None,
+              "ratio_elementwise": (nl / ew) if (nl and ew) else None,
+          })
+  return rows

@@ -1,0 +1,95 @@
+"""Times normlab's norms against flax.linen and torch.nn.functional (and `x * c`) in one process.
+
+    python scripts/bench.py                        # full table (3 shapes x f32/bf16), ~3 min on 2 CPU cores
+    python scripts/bench.py --quick                # one shape, float32
+    python scripts/bench.py --json=bench.json --markdown=bench.md
+    python scripts/bench.py --train_step           # + a ResNet-20 train step, normlab vs flax BatchNorm
+    python scripts/bench.py --norms=bn,gn --shapes=64x32x32x64 --dtypes=float32 --repeats=9
+
+Prints a table: time per implementation (fwd, and fwd+bwd = gradient of sum(y * w) w.r.t. x and the
+affine parameters), normlab / best peer and normlab / elementwise. Exit status 2 on a bad flag.
+The logic lives in normlab.bench; BENCH.md has the numbers of one full run.
+"""
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from absl import flags  # noqa: E402
+
+FLAGS = flags.FLAGS
+flags.DEFINE_bool("quick", False, "Small subset: the first shape, float32, 3 rounds.")
+flags.DEFINE_list("norms", None, "Norms to time (bn, ln, gn, in, rms); default all.")
+flags.DEFINE_list("shapes", None, "Shapes like 64x32x32x64,8x1024x1024 (channels last); default the 3 standard ones.")
+flags.DEFINE_list("dtypes", None, "float32 and/or bfloat16; default both (--quick: float32).")
+flags.DEFINE_list("peers", None, "Peers to time: flax, torch, torch_cl (channels-last torch); default all.")
+flags.DEFINE_integer("repeats", None, "Interleaved timing rounds per case (best is reported); default 5 (--quick: 3).")
+flags.DEFINE_integer("warmup", None, "Untimed calls per implementation before timing; default 2 (--quick: 1).")
+flags.DEFINE_bool("check", True, "Check every peer's forward output against normlab's before timing it.")
+flags.DEFINE_string("json", None, "Also write the results (all times, ratios, environment) as JSON here.")
+flags.DEFINE_string("markdown", None, "Also write the table as Markdown here.")
+flags.DEFINE_bool("train_step", False, "Also time a ResNet train step: normlab BatchNorm vs flax.linen.BatchNorm.")
+flags.DEFINE_string("train_model", "resnet20", "Model for --train_step (a normlab.models name).")
+flags.DEFINE_integer("train_batch", 64, "Batch size (32x32x3 images) for --train_step.")
+flags.DEFINE_bool("progress", True, "Print one line per case while running (on stderr).")
+
+
+def _shape(text: str) -> tuple[int, ...]:
+  from normlab.errors import UserError
+  try:
+    return tuple(int(d) for d in text.lower().split("x"))
+  except ValueError:
+    raise UserError(f"--shapes: {text!r} is not like 64x32x32x64") from None
+
+
+def _config():
+  from normlab.bench import BenchConfig
+  from normlab.errors import UserError
+  kw = {}
+  if FLAGS.norms:
+    kw["norms"] = tuple(FLAGS.norms)
+  if FLAGS.shapes:
+    kw["shapes"] = tuple(_shape(s) for s in FLAGS.shapes)
+  if FLAGS.dtypes:
+    kw["dtypes"] = tuple(FLAGS.dtypes)
+  if FLAGS.peers is not None:
+    kw["peers"] = tuple(p for p in FLAGS.peers if p)
+  if FLAGS.repeats is not None:
+    kw["repeats"] = FLAGS.repeats
+  if FLAGS.warmup is not None:
+    kw["warmup"] = FLAGS.warmup
+  kw["check"] = FLAGS.check
+  try:
+    return (BenchConfig.quick(**kw) if FLAGS.quick else BenchConfig(**kw)).validate()
+  except ValueError as e:
+    raise UserError(str(e)) from None
+
+
+def main(argv):
+  from absl import logging as absl_logging
+  from normlab.errors import UserError
+  absl_logging.set_verbosity(absl_logging.WARNING)  # jax's backend-probing INFO lines off
+  if len(argv) > 1:
+    raise UserError(f"unexpected arguments: {' '.join(argv[1:])}")
+  cfg = _config()
+  from normlab.bench import format_table, run_suite, to_json, to_markdown
+  log = (lambda line: print(line, file=sys.stderr, flush=True)) if FLAGS.progress else None
+  report = run_suite(cfg, log=log)
+  if FLAGS.train_step:
+    from normlab.bench.train_step import run_train_step
+    if log:
+      log(f"train step: {FLAGS.train_model}, batch {FLAGS.train_batch} (compiles two models first)")
+    report.train_step = run_train_step(model=FLAGS.train_model, batch=FLAGS.train_batch,
+                                       repeats=max(3, cfg.repeats))
+  print(format_table(report))
+  if FLAGS.json:
+    with open(FLAGS.json, "w") as f:
+      f.write(to_json(report))
+  if FLAGS.markdown:
+    with open(FLAGS.markdown, "w") as f:
+      f.write(to_markdown(report))
+
+
+if __name__ == "__main__":
+  from normlab import cli
+  cli.run(main)

@@ -1,0 +1,131 @@
+"""normlab.bench and scripts/bench.py run end to end on tiny shapes and produce ratios.
+
+Only the machinery is tested: no assertion here is about absolute times or speed ratios.
+"""
+import json
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from normlab import bench
+from normlab.bench import impls, suite, timing
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = (2, 4, 4, 32)  # GroupNorm(32) needs channels divisible by 32
+TINY_SEQ = (2, 8, 32)
+
+
+def test_interleaved_best_takes_the_minimum_and_rotates_the_order():
+  ticks = iter(range(1000))
+  calls = []
+  durations = {"a": [5, 3, 4], "b": [2, 2, 1]}
+
+  def make(name):
+    def fn():
+      calls.append(name)
+      for _ in range(durations[name].pop(0) - 1):  # each clock() call advances time by one tick
+        next(ticks)
+    return fn
+
+  best = timing.interleaved_best({"a": make("a"), "b": make("b")}, repeats=3, warmup=0,
+                                 clock=lambda: next(ticks))
+  assert best == {"a": 3, "b": 1}
+  assert calls == ["a", "b", "b", "a", "a", "b"]  # round r starts at implementation r % 2
+  with pytest.raises(ValueError, match="repeats"):
+    timing.interleaved_best({}, repeats=0)
+
+
+def _check_report(report, cfg):
+  rows = bench.ratio_rows(report)
+  assert len(rows) == len(cfg.shapes) * len(cfg.dtypes) * len(cfg.norms) * len(suite.MODES)
+  for row in rows:
+    assert row["normlab_s"] > 0 and row["elementwise_s"] > 0
+    assert row["ratio_elementwise"] > 0 and math.isfinite(row["ratio_elementwise"])
+    assert row["best_peer"] in cfg.peers  # flax always runs, so there is a best peer
+    assert row["ratio_best_peer"] > 0
+    assert row["ratio_best_peer"] == pytest.approx(row["normlab_s"] / row["best_peer_s"])
+  text = bench.format_table(report)
+  for norm in cfg.norms:
+    assert suite.NORM_TITLES[norm] in text
+  md = bench.to_markdown(report)
+  assert md.count("\n| ") == len(rows) + 1  # header + one line per row
+  data = json.loads(bench.to_json(report))
+  assert len(data["ratios"]) == len(rows) and data["env"]["jax"]
+  return rows
+
+
+def test_run_suite_tiny_all_norms_and_peers():
+  cfg = bench.BenchConfig(shapes=(TINY,), dtypes=("float32",), repeats=1, warmup=0)
+  lines = []
+  report = bench.run_suite(cfg, log=lines.append)
+  assert len(lines) == len(cfg.norms)
+  rows = _check_report(report, cfg)
+  if impls.torch_module_available():
+    ran = {(r.norm, r.impl) for r in report.results if r.seconds is not None}
+    for norm in cfg.norms:
+      for peer in impls.torch_layouts(norm):
+        assert (norm, peer) in ran, f"torch peer {peer} did not run for {norm}"
+  assert {r["mode"] for r in rows} == {"fwd", "fwd+bwd"}
+
+
+def test_run_suite_sequences_and_bfloat16():
+  cfg = bench.BenchConfig(norms=("bn", "gn"), shapes=(TINY_SEQ,), dtypes=("bfloat16",),
+                          peers=("flax", "torch_cl"), repeats=1, warmup=0)
+  _check_report(bench.run_suite(cfg), cfg)
+
+
+def test_a_peer_with_a_different_output_is_reported_not_timed():
+  ref = np.zeros((2, 3), np.float32)
+  good = impls.Bench(fwd=lambda: None, fwd_bwd=lambda: None, output=lambda: ref + 1e-4)
+  bad = impls.Bench(fwd=lambda: None, fwd_bwd=lambda: None, output=lambda: ref + 1.0)
+  benches, notes = {"flax": good, "torch": bad}, {}
+  suite._check(ref, benches, notes, "float32")
+  assert list(benches) == ["flax"]
+  assert "differs" in notes["torch"]
+
+
+@pytest.mark.parametrize("kw, match", [
+    ({"norms": ("bn", "nope")}, "unknown norm"),
+    ({"dtypes": ("float16",)}, "unknown dtype"),
+    ({"peers": ("jax",)}, "unknown peer"),
+    ({"shapes": ((4, 4),)}, "want"),
+    ({"shapes": ((2, 4, 4, 30),)}, "divisible by 32"),
+    ({"repeats": 0}, "repeats"),
+])
+def test_config_validation(kw, match):
+  with pytest.raises(ValueError, match=match):
+    bench.BenchConfig(**kw).validate()
+
+
+def test_script_writes_json_and_markdown(tmp_path):
+  out_json, out_md = tmp_path / "b.json", tmp_path / "b.md"
+  cmd = [sys.executable, os.path.join(REPO, "scripts", "bench.py"), "--norms=rms",
+         "--shapes=2x4x4x32", "--dtypes=float32", "--peers=flax", "--repeats=1", "--warmup=0",
+         f"--json={out_json}", f"--markdown={out_md}", "--noprogress"]
+  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+  proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert "nl/best" in proc.stdout and "RMSNorm" in proc.stdout
+  data = json.loads(out_json.read_text())
+  assert {r["norm"] for r in data["ratios"]} == {"rms"}
+  assert all(r["ratio_best_peer"] > 0 for r in data["ratios"])
+  assert "| RMSNorm |" in out_md.read_text()
+
+
+def test_script_rejects_a_bad_flag_with_one_line():
+  cmd = [sys.executable, os.path.join(REPO, "scripts", "bench.py"), "--norms=bn,xx", "--noprogress"]
+  proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 2
+  assert proc.stderr.strip().splitlines()[-1].startswith("error: unknown norm")
+
+
+@pytest.mark.slow
+def test_train_step_comparison_runs():
+  from normlab.bench.train_step import run_train_step
+  out = run_train_step(model="resnet", batch=2, repeats=1, warmup=0,
+                       model_options={"stage_sizes": (1,), "widths": (8,)})
+  assert out["normlab_s"] > 0 and out["flax_s"] > 0 and out["ratio"] > 0
