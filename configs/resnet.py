@@ -24,27 +24,24 @@ _CIFAR = {"optimizer": "momentum", "learning_rate": 0.1, "momentum": 0.9, "neste
           "checkpoint_every": 2000}
 
 PRESETS = {
-    "smoke": {"model_options.stage_sizes": (1, 1), "model_options.widths": (8, 16), "batch_size": 64,
-              "num_steps": 60, "eval_every": 60, "log_every": 20, "checkpoint_every": 30},
+    "smoke": {"model": "resnet", "model_options.stage_sizes": (1,), "model_options.widths": (32,),
+              "model_options.kernel_size": 5, "batch_size": 64, "num_steps": 60, "eval_every": 60,
+              "log_every": 20, "checkpoint_every": 30},
     "cpu": {},
-    "digits": {"model": "resnet20", "dataset": "digits", "model_options.stage_sizes": (1, 1, 1),
-               "model_options.widths": (16, 32, 64), "batch_size": 64, "eval_batch_size": 360,
+    "digits": {"model": "resnet", "dataset": "digits", "model_options.stage_sizes": (1, 1, 1),
+               "model_options.widths": (32, 64, 128), "batch_size": 64, "eval_batch_size": 360,
                "normalize_inputs": True, "num_steps": 1500, "eval_every": 500, "log_every": 100,
                "checkpoint_every": 500},
-    "gpu": {**_CIFAR, "model": "resnet20", "dataset": "cifar10", "model_options.stage_sizes": (3, 3, 3),
-            "model_options.widths": (16, 32, 64), "num_steps": 64000, "weight_decay": 1e-4,
+    "gpu": {**_CIFAR, "model": "resnet20", "dataset": "cifar10", "num_steps": 64000, "weight_decay": 1e-4,
             "nesterov": False},
-    "cifar100": {**_CIFAR, "model": "resnet18", "dataset": "cifar100",
-                 "model_options.stage_sizes": (2, 2, 2, 2), "model_options.widths": (64, 128, 256, 512),
-                 "num_steps": 60000},
+    "cifar100": {**_CIFAR, "model": "resnet", "dataset": "cifar100", "model_options.stage_sizes": (2, 2, 2, 2),
+                 "model_options.widths": (64, 128, 256, 512), "num_steps": 60000},
 }
 
 
 def get_config(arg=None):
   c = common.get_base_config()
-  c.model = "resnet1d"
-  c.model_options.stage_sizes = (2, 2, 2)
-  c.model_options.widths = (16, 32, 64)
+  c.model = "resnet1d"  # 3 stages x 2 basic blocks, 32/64/128 channels, kernel 5
   c.norm = "batch"
   c.dataset = "mnist1d"
   c.batch_size = 128
@@ -52,8 +49,8 @@ def get_config(arg=None):
   c.learning_rate = 0.1
   c.weight_decay = 5e-4
   c.schedule = "cosine"
-  c.num_steps = 1000
-  c.eval_every = 250
+  c.num_steps = 800
+  c.eval_every = 200
   c.log_every = 50
-  c.checkpoint_every = 500
+  c.checkpoint_every = 400
   return common.with_preset(c, PRESETS, arg, "configs/resnet.py")

@@ -38,9 +38,9 @@ def get_config(arg=None):
   c.weight_decay = 1e-4
   c.grad_clip_norm = 1.0
   c.schedule = "warmup_cosine"
-  c.warmup_steps = 100
-  c.num_steps = 3000
-  c.eval_every = 500
-  c.log_every = 100
-  c.checkpoint_every = 1000
+  c.warmup_steps = 50
+  c.num_steps = 1000
+  c.eval_every = 250
+  c.log_every = 50
+  c.checkpoint_every = 500
   return common.with_preset(c, PRESETS, arg, "configs/rnn.py")

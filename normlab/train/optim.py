@@ -11,8 +11,7 @@ from __future__ import annotations
 import jax
 import optax
 
-OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")
-SCHEDULES = ("constant", "cosine", "warmup_cosine")
+from normlab.train.validate import OPTIMIZERS, SCHEDULES
 
 
 def make_schedule(config) -> optax.Schedule:

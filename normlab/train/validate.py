@@ -16,8 +16,9 @@ from typing import Any, Callable
 import ml_collections as mlc
 
 from normlab.train.errors import ConfigError
-from normlab.train.optim import OPTIMIZERS, SCHEDULES
 
+OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")
+SCHEDULES = ("constant", "cosine", "warmup_cosine")
 BN_MODES = ("sync", "local")
 NAN_POLICIES = ("stop", "skip")
 _FALLBACK_PLACEMENTS = ("before_activation", "after_activation")
