@@ -12,11 +12,23 @@ import ml_collections as mlc
 RESULT_KEYS = ("eval_accuracy", "eval_error", "final_train_loss", "steps", "wall_time_s")
 
 
-def collect_results(cells, workdir: str) -> list[dict]:
-  """One row per cell: grid params + figures from its summary.json (status 'pending' if none)."""
+def _config_value(config, dotted: str):
+  node = config
+  for part in dotted.split("."):
+    if not hasattr(node, "get") or part not in node:
+      return None
+    node = node[part]
+  return node
+
+
+def collect_results(cells, workdir: str, extra_columns=()) -> list[dict]:
+  """One row per cell: grid params, `extra_columns` (dotted keys of the cell's config, e.g. the norm a
+  variant sets) and figures from its summary.json (status 'pending' if none)."""
   rows = []
   for c in cells:
     row = dict(c.params)
+    for key in extra_columns:
+      row.setdefault(key, _config_value(c.config, key))
     path = os.path.join(workdir, "cells", c.id, "summary.json")
     if os.path.isfile(path):
       with open(path) as f:
@@ -65,7 +77,8 @@ def _plot(table, x_key: str, line_key: str, path: str, title: str) -> None:
   ax.set_ylabel("eval error (%)")
   ax.set_title(title)
   ax.grid(alpha=0.3)
-  ax.legend()
+  if ax.get_legend_handles_labels()[0]:
+    ax.legend()
   fig.tight_layout()
   fig.savefig(path, dpi=120)
   plt.close(fig)
@@ -73,8 +86,9 @@ def _plot(table, x_key: str, line_key: str, path: str, title: str) -> None:
 
 def write_report(sweep: mlc.ConfigDict, cells, workdir: str) -> dict:
   """Writes results.csv, report.md and error_vs_<x>.png; returns the paths."""
-  rows = collect_results(cells, workdir)
-  grid_keys = list(cells[0].params) if cells else []
+  extra = [k for k in sweep.get("extra_columns", ()) if not cells or k not in cells[0].params]
+  rows = collect_results(cells, workdir, extra)
+  grid_keys = (list(cells[0].params) if cells else []) + extra
   csv_path = os.path.join(workdir, "results.csv")
   with open(csv_path, "w", newline="") as f:
     w = csv.DictWriter(f, fieldnames=grid_keys + list(RESULT_KEYS) + ["status"])
