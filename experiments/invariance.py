@@ -146,7 +146,7 @@ def _plot(results, config, workdir) -> str:
     im = ax.imshow(grid, cmap="viridis", vmin=-8, vmax=1, aspect="auto")
     for i in range(len(norms)):
       for j in range(len(RESCALINGS)):
-        txt = "n/a" if np.isnan(grid[i, j]) else f"{grid[i, j]:.0f}"
+        txt = "n/a" if np.isnan(grid[i, j]) else f"{grid[i, j]:.1f}"
         ax.text(j, i, txt, ha="center", va="center", color="w" if not np.isnan(grid[i, j]) and grid[i, j] < -3 else "k",
                 fontsize=8)
     ax.set_xticks(range(len(RESCALINGS)))

@@ -7,7 +7,7 @@ Each seed trains the same network (same init) with norm 'batch', 'l1_batch', 'l2
 'linf_batch' (normlab.variants.lp_batch_norm: divide x - mu_B by the batch's mean |x - mu|, root mean
 square, or max |x - mu|) on normlab.train's step, evaluating the test set (eval mode) every
 `measure_every` steps. At the end, every norm layer's output on a fixed batch of training examples
-(train mode) is captured with normlab.analysis.capture, and its per-channel shape is measured: excess
+(train mode; the values the models sow) is read, and its per-channel shape is measured: excess
 kurtosis (0 for a Gaussian), skewness, and the fraction of channels with |excess kurtosis| > 1. The
 verdict rules are fixed below, before any numbers.
 """
@@ -21,9 +21,8 @@ import numpy as np
 
 from experiments import _report, main_for
 from experiments._report import fmt
-from experiments.noisy_bn import (cfg_copy, drift, make_distribution_probe, mean_std, moving_average, slim_measured,
-                                  steps_to, tail_mean, train_with_eval)
-from normlab.analysis.capture import cross_entropy, make_capture
+from experiments.noisy_bn import (cfg_copy, drift, make_distribution_probe, mean_std, moving_average, norm_outputs,
+                                  slim_measured, steps_to, tail_mean, train_with_eval)
 
 TITLE = "Santurkar et al. 2018, section 3.3: l1 / l2 / l_inf batch norm"
 AS_WELL = 0.02     # "as well as BN": final accuracy >= BN's - this (train and test)
@@ -50,11 +49,9 @@ def end_probe(config, run, state) -> dict:
   from normlab.data.batching import get_batch
   ds = load(run.config.dataset, "train")
   b = get_batch(ds, np.arange(min(len(ds), int(config.probe_batch))), normalize_inputs=bool(run.config.normalize_inputs))
-  fn = make_capture(run.model, cross_entropy, train=True)
-  key = jax.random.key(0)
-  cap = fn({"params": state.params, "batch_stats": state.batch_stats}, jnp.asarray(b["x"]), jnp.asarray(b["y"]),
-           {"noise": key, "dropout": key})
-  post = jax.device_get(cap.post_norm)
+  fn = norm_outputs(run.model)
+  post = jax.device_get(fn({"params": state.params, "batch_stats": state.batch_stats}, jnp.asarray(b["x"]),
+                           jax.random.key(0)))
   out = {layer: shape_stats(a) for layer, a in post.items()}
   first = next(iter(post))
   sample = np.asarray(post[first], np.float64).reshape(-1, post[first].shape[-1])

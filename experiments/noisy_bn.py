@@ -8,7 +8,7 @@ noise whose per-channel mean and scale are redrawn every step: normlab.variants.
 Training is normlab.train's own step (normlab.analysis.training); every `measure_every` steps the
 test set is evaluated (eval mode: running statistics, no noise) and, on a fixed batch of training
 examples, the per-layer activations that the next layer receives (the norm's output; train mode,
-i.e. with that step's noise) are captured with normlab.analysis.capture. The verdict rules are
+i.e. with that step's noise) are read from what the models sow. The verdict rules are
 fixed below, before any numbers.
 
 This module also holds the small helpers the sibling studies (lp_norms, placement, train_eval_gap)
@@ -27,7 +27,6 @@ import numpy as np
 from experiments import _report, main_for
 from experiments._report import fmt
 from normlab.analysis import training
-from normlab.analysis.capture import cross_entropy, make_capture
 
 TITLE = "Santurkar et al. 2018, section 2.1: noisy batch norm (BN + injected covariate shift)"
 # Verdict rules (fixed before the numbers).
@@ -253,9 +252,25 @@ def mean_std(values) -> str:
 
 # ----------------------------------------------------------------------------- this study
 
+def norm_outputs(model) -> Callable:
+  """A jitted fn(variables, x, key) -> {norm layer: its output}, train mode (batch statistics, the
+  'noise' RNG = key), read from what the models sow (`<name>_normed`, normlab.models.common.norm_act):
+  a forward pass only. (normlab.analysis.capture gives the same values plus gradients, at the cost of
+  a backward pass and a larger compile; these studies need only the values.)"""
+  from normlab.models.common import flatten_intermediates
+
+  def f(variables, x, key):
+    _, state = model.apply(variables, x, train=True, rngs={"noise": key, "dropout": key},
+                           mutable=["batch_stats", "intermediates"])
+    flat = flatten_intermediates(state["intermediates"])
+    return {k[: -len("_normed")]: v for k, v in flat.items() if k.endswith("_normed")}
+  return jax.jit(f)
+
+
 def make_distribution_probe(config) -> Callable:
   """extra(run, step, new_state) -> quantiles of the first `dist_units` units of every norm layer's
-  output on a fixed batch of training examples, train mode with the step's noise."""
+  output on a fixed batch of training examples, train mode with the step's noise; means and stds of
+  all units."""
   from normlab.data import load
   from normlab.data.batching import get_batch
   cache: dict[str, Any] = {}
@@ -265,13 +280,12 @@ def make_distribution_probe(config) -> Callable:
       ds = load(run.config.dataset, "train")
       b = get_batch(ds, np.arange(min(len(ds), int(config.dist_batch))),
                     normalize_inputs=bool(run.config.normalize_inputs))
-      cache["x"], cache["y"] = jnp.asarray(b["x"]), jnp.asarray(b["y"])
-      cache["fn"] = make_capture(run.model, cross_entropy, train=True)
+      cache["x"] = jnp.asarray(b["x"])
+      cache["fn"] = norm_outputs(run.model)
     key = jax.random.fold_in(jax.random.key(int(run.config.seed) + 1000), step)
-    cap = cache["fn"]({"params": new_state.params, "batch_stats": new_state.batch_stats}, cache["x"], cache["y"],
-                      {"noise": key, "dropout": key})
+    outs = cache["fn"]({"params": new_state.params, "batch_stats": new_state.batch_stats}, cache["x"], key)
     out = {}
-    for layer, act in jax.device_get(cap.post_norm).items():
+    for layer, act in jax.device_get(outs).items():
       a = np.asarray(act, np.float64)
       a = a.reshape(-1, a.shape[-1])
       units = range(min(int(config.dist_units), a.shape[-1]))
@@ -484,7 +498,7 @@ for the three norms. Noise options {noise}. "Test acc" is eval mode (standard in
 later layers were trained on noisy inputs, so its eval-mode network is not the function that was trained. "Test acc,
 train mode" evaluates that function: test batches of the training batch size, each with its own batch statistics and
 (noisy BN) fresh noise. Train accuracy is the train-mode accuracy of each step's batch. Activation probes: every {config.measure_every} steps, the output of
-every norm layer on the first {config.dist_batch} training examples (train mode, with that step's noise); drift
+every norm layer on the first {config.dist_batch} training examples (train mode, with that step's noise; the values the models sow); drift
 is averaged over all units of all norm layers. Not the paper's CIFAR-10 VGG (CPU preset). Verdict rules are fixed
 in `experiments/noisy_bn.py`.
 

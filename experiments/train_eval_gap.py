@@ -32,6 +32,10 @@ def _train_all(config, log) -> dict:
     for bs in config.batch_sizes:
       for seed in config.seeds:
         c = cfg_copy(config.train, norm=norm, batch_size=int(bs), seed=int(seed))
+        if int(config.examples_per_run) > 0:  # the same number of examples at every batch size
+          c.num_steps = max(1, int(config.examples_per_run) // int(bs))
+        if config.linear_lr:  # learning rate proportional to the batch size (Goyal et al.; the GN paper)
+          c.learning_rate = float(config.train.learning_rate) * int(bs) / int(config.base_batch_size)
         if norm in config.norm_options:
           c.norm_options = config.norm_options[norm].copy_and_resolve_references()
         log(f"norm={norm} batch={bs} seed={seed}: {c.model} {c.model_options.to_dict()} on {c.dataset}, "
@@ -154,8 +158,14 @@ def run(config, workdir: str, log=print) -> str:
     if r.get("test_batch_sweep"):
       sweep_lines = "\n".join(f"| {t} | {v['train_mode']['accuracy']:.4f} | {v['eval_mode']['accuracy']:.4f} | "
                               f"{v['max_abs_logit_diff']:.3g} |" for t, v in r["test_batch_sweep"].items())
-  notes = f"""Preset `{config.preset}`: `{c.model}` {c.model_options.to_dict()} on `{c.dataset}`, {c.optimizer} lr
-{c.learning_rate}, {c.num_steps} steps at every batch size (so small batches see fewer examples), seeds
+  if int(config.examples_per_run) > 0:
+    budget = (f"{config.examples_per_run} training examples at every batch size (steps = examples / B)")
+  else:
+    budget = f"{c.num_steps} steps at every batch size (so small batches see fewer examples)"
+  lr = (f"lr {c.learning_rate} x B / {config.base_batch_size} (linear scaling, as in the GN paper)" if config.linear_lr
+        else f"lr {c.learning_rate}")
+  notes = f"""Preset `{config.preset}`: `{c.model}` {c.model_options.to_dict()} on `{c.dataset}`, {c.optimizer} {lr},
+{budget}, seeds
 {tuple(config.seeds)}, norm options {config.norm_options.to_dict()}. Train mode on the test set: the test examples in
 consecutive batches of the training batch size B (the remainder dropped; the same examples in eval mode), each
 normalized with its own statistics; running statistics untouched. GN's exact zero is a bitwise comparison of the
