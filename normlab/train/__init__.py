@@ -14,7 +14,7 @@ from normlab.train.errors import ConfigError, TrainingDivergedError, UserError, 
 
 _LAZY = {
     "train_and_evaluate": "normlab.train.loop",
-    "train_and_evaluate_seeds": "normlab.train.loop",
+    "train_and_evaluate_seeds": "normlab.train.seeds",  # S seeds vmapped in one program
     "validate_config": "normlab.train.validate",
 }
 

@@ -180,11 +180,13 @@ def train_and_evaluate_seeds(configs: list[mlc.ConfigDict], workdirs: list[str],
       return jax.tree.map(lambda a, o: jnp.where(on, a, o), new, carry), metrics
     return jax.lax.scan(body, st, (batches, active), unroll=K == 1)
 
+  # check_vma=False as in step.make_data_parallel: train_step pmean's the per-device gradients itself.
   train_c = jax.jit(jax.shard_map(chunk, mesh=mesh, in_specs=(P(), P(None, None, step_lib.DATA_AXIS), P(), P()),
-                                  out_specs=(P(), P())), donate_argnums=(0,))
+                                  out_specs=(P(), P()), check_vma=False), donate_argnums=(0,))
   veval = jax.vmap(functools.partial(step_lib.eval_step, apply_fn=model.apply, num_classes=info.num_classes,
                                      axis_name=step_lib.DATA_AXIS), in_axes=(0, None))
-  eval_c = jax.jit(jax.shard_map(veval, mesh=mesh, in_specs=(P(), P(step_lib.DATA_AXIS)), out_specs=P()))
+  eval_c = jax.jit(jax.shard_map(veval, mesh=mesh, in_specs=(P(), P(step_lib.DATA_AXIS)), out_specs=P(),
+                                 check_vma=False))
   chunk_sharding = NamedSharding(mesh, P(None, None, step_lib.DATA_AXIS))
   batch_sharding = NamedSharding(mesh, P(step_lib.DATA_AXIS))
   seed_arr = jax.device_put(jnp.asarray(run_seeds, jnp.int32), replicated)
