@@ -38,7 +38,8 @@ def _setup_logging() -> None:
   handler = logging.StreamHandler(sys.stderr)
   handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
   logger.addHandler(handler)
-  logger.setLevel(logging.INFO)
+  import jax
+  logger.setLevel(logging.INFO if jax.process_index() == 0 else logging.WARNING)
   logger.propagate = False
 
 

@@ -19,9 +19,10 @@ log = logging.getLogger("normlab.train")
 
 
 class Checkpointer:
-  def __init__(self, directory: str, keep: int):
+  def __init__(self, directory: str, keep: int, *, main: bool = True):
     self.directory = os.path.abspath(directory)
     self.keep = keep
+    self.main = main  # the process that moves unreadable checkpoints aside
     self._manager = self._open()
 
   def _open(self) -> ocp.CheckpointManager:
@@ -61,16 +62,19 @@ class Checkpointer:
 
   def _quarantine(self, steps: list[int]) -> None:
     """Move unreadable step dirs aside so new saves at those steps do not collide."""
+    from normlab.train import distributed
     self._manager.close()
-    aside = os.path.join(os.path.dirname(self.directory), "checkpoints_corrupt")
-    os.makedirs(aside, exist_ok=True)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    for step in steps:
-      src = os.path.join(self.directory, str(step))
-      if os.path.exists(src):
-        dst = os.path.join(aside, f"{step}-{stamp}")
-        shutil.move(src, dst)
-        log.warning("moved unreadable checkpoint %s to %s", src, dst)
+    if self.main:
+      aside = os.path.join(os.path.dirname(self.directory), "checkpoints_corrupt")
+      os.makedirs(aside, exist_ok=True)
+      stamp = time.strftime("%Y%m%d-%H%M%S")
+      for step in steps:
+        src = os.path.join(self.directory, str(step))
+        if os.path.exists(src):
+          dst = os.path.join(aside, f"{step}-{stamp}")
+          shutil.move(src, dst)
+          log.warning("moved unreadable checkpoint %s to %s", src, dst)
+    distributed.barrier("unreadable checkpoints moved")
     self._manager = self._open()
 
   def close(self) -> None:

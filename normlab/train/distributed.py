@@ -1,8 +1,9 @@
 """Devices, the 1-D 'data' mesh, multi-process start-up and feeding each process its slice of a batch.
 
 Multi-host: `maybe_initialize()` calls `jax.distributed.initialize()` when asked (`--multihost`) or
-when the environment names a coordinator (JAX_COORDINATOR_ADDRESS, or a cluster JAX auto-detects
-such as SLURM/Cloud TPU when NORMLAB_MULTIHOST=1). Every process computes the same global batch
+when the environment names a coordinator (JAX_COORDINATOR_ADDRESS with JAX_NUM_PROCESSES and
+JAX_PROCESS_ID; or NORMLAB_MULTIHOST=1 on a cluster JAX auto-detects, such as SLURM or Cloud TPU).
+With JAX_PLATFORMS=cpu it selects gloo CPU collectives (tests run 2 processes on one machine). Every process computes the same global batch
 indices from (seed, step) and feeds only its contiguous slice of rows
 (`jax.make_array_from_process_local_data`); the mesh orders devices by process so those rows land on
 that process's devices.
@@ -29,6 +30,8 @@ def maybe_initialize(multihost: bool = False) -> None:
   global _initialized
   if _initialized or not wants_multihost(multihost):
     return
+  if os.environ.get("JAX_PLATFORMS", "") == "cpu":  # CPU-only processes need CPU collectives
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
   address = os.environ.get("JAX_COORDINATOR_ADDRESS")
   if address:
     jax.distributed.initialize(
@@ -60,6 +63,22 @@ def global_batch(batch: dict[str, np.ndarray], sharding: jax.sharding.NamedShard
   n, p, i = len(next(iter(batch.values()))), jax.process_count(), jax.process_index()
   rows = slice(i * n // p, (i + 1) * n // p)
   return {k: jax.make_array_from_process_local_data(sharding, v[rows], v.shape) for k, v in batch.items()}
+
+
+def replicate(tree, sharding: jax.sharding.NamedSharding):
+  """Put a pytree (the same values on every process) on all devices of `sharding`'s mesh."""
+  if jax.process_count() == 1:
+    return jax.device_put(tree, sharding)
+  host = jax.device_get(tree)
+  return jax.tree.map(
+      lambda a: jax.make_array_from_callback(np.shape(a), sharding, lambda idx: np.asarray(a)[idx]), host)
+
+
+def barrier(name: str) -> None:
+  """Wait for every process (no-op in a single-process run)."""
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+    multihost_utils.sync_global_devices(name)
 
 
 def is_main_process() -> bool:

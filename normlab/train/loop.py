@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import shutil
 import sys
 import time
 from typing import Any
@@ -64,7 +65,10 @@ class _Progress:
     self.bar = None
     if enabled if enabled is not None else sys.stderr.isatty():
       from tqdm import tqdm
-      self.bar = tqdm(total=total, initial=start, unit="step", dynamic_ncols=True, file=sys.stderr)
+      # shutil falls back to 80x24 where a terminal reports a 0 size (tqdm would then draw nothing).
+      size = shutil.get_terminal_size()
+      self.bar = tqdm(total=total, initial=start, unit="step", ncols=size.columns, nrows=size.lines,
+                      file=sys.stderr)
 
   def update(self, n: int = 1) -> None:
     if self.bar is not None:
@@ -102,8 +106,11 @@ def train_and_evaluate(config: mlc.ConfigDict, workdir: str, *, fresh: bool = Fa
   num_devices = validate(config)
   workdir = os.path.abspath(os.path.expanduser(workdir))
   main = distributed.is_main_process()
-  status = workdir_lib.prepare(workdir, resolved_config(config, num_devices), fresh=fresh, log=log.info,
-                               write=main)
+  if main:
+    status = workdir_lib.prepare(workdir, resolved_config(config, num_devices), fresh=fresh, log=log.info)
+  distributed.barrier("workdir prepared")
+  if not main:
+    status = workdir_lib.prepare(workdir, resolved_config(config, num_devices), write=False)
   if status == workdir_lib.DONE:
     summary = read_json(workdir_lib.summary_path(workdir))
     log.info("run in %s is already finished (eval_accuracy=%s after %s steps); nothing to do", workdir,
@@ -132,12 +139,12 @@ def train_and_evaluate(config: mlc.ConfigDict, workdir: str, *, fresh: bool = Fa
   except (ValueError, TypeError) as e:
     raise ConfigError(f"config.model: {config.model!r} with {config.model_options.to_dict()} cannot be "
                       f"built for dataset {config.dataset!r}: {str(e).splitlines()[0]}") from e
-  state = jax.device_put(state_lib.create_state(variables, tx), replicated)
+  state = distributed.replicate(state_lib.create_state(variables, tx), replicated)
   del variables
   state_bytes = state_lib.tree_bytes(state)
   workdir_lib.check_disk(workdir, state_bytes * (config.keep_checkpoints + 2) + workdir_lib.MIN_FREE_BYTES)
 
-  ckpt = Checkpointer(workdir_lib.checkpoint_dir(workdir), config.keep_checkpoints)
+  ckpt = Checkpointer(workdir_lib.checkpoint_dir(workdir), config.keep_checkpoints, main=main)
   state, restored = ckpt.restore_latest(state)
   start = int(restored or 0)
   if restored is not None:
