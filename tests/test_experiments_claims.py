@@ -198,7 +198,7 @@ def test_placement_study_smoke(tmp_path):
   _, data = _check_report(path, str(tmp_path), min_rows=1)
   cell = data["results"]["digits"]["batch"]
   assert len(cell["before_activation"]) == len(cell["after_activation"]) == 2
-  assert data["paired"]["digits/batch"]["n"] == 2
+  assert data["paired"]["digits/batch"]["test_acc"]["n"] == 2
 
 
 def test_studies_print_one_line_errors_for_user_mistakes():
