@@ -184,7 +184,8 @@ def run(config, workdir: str, log=print) -> str:
                                        f" ({fmt(max(e[k].values()))})" for k in RESCALINGS))
     exp = dict(zip(RESCALINGS, EXPECTED[norm]))
     paper = ", ".join(f"{HEADERS[k]} {'✓' if exp[k] else '✗'}" for k in RESCALINGS[:3])
-    paper += f"; single example {'✓' if exp['single_example'] else '✗'} (Ba et al.; per-example statistics)"
+    src1 = "inferred from per-example statistics" if norm in ("instance", "group") else "Ba et al. Table 1"
+    paper += f"; single example {'✓' if exp['single_example'] else '✗'} ({src1})"
     src = "Ba et al. 2016 Table 1" if norm == "weight" else "seed 000 table"
     rows.append({"claim": f"{NAMES[norm]} re-scaling invariances", "paper": f"{src}: {paper}",
                  "ours": "; ".join(got) + " (max relative change of the first normed block's output over phi)",
