@@ -1,0 +1,69 @@
+"""The Group Norm sweep studies (experiments/batch_size.py, group_count.py, remedies.py, sync_bn.py) run end to
+end on their smoke presets: the sweep trains every cell with the real loop, and report.md carries the claim
+table (claim | paper | ours | verdict), its linked PNG, results.csv (one row per run) and results.json.
+The claims' outcomes are not asserted (smoke runs are far too short to mean anything).
+group_count is the quick one (3 cells); the others are marked slow (about a minute each on 2 CPU cores).
+"""
+import csv
+import importlib
+import json
+import os
+import time
+
+import pytest
+
+VERDICTS = ("reproduced", "partly", "not reproduced", "inconclusive")
+
+
+def _check(workdir, report_path, n_runs):
+  assert report_path == os.path.join(workdir, "report.md")
+  text = open(report_path).read()
+  assert "| Claim | Paper | Ours | Verdict |" in text
+  rows = [line for line in text.splitlines() if line.startswith("| ") and line.rstrip().endswith("** |")]
+  assert rows and all(any(f"**{v}**" in line for v in VERDICTS) for line in rows), text
+  pngs = [f for f in os.listdir(workdir) if f.endswith(".png")]
+  assert pngs and all(f"({p})" in text for p in pngs)
+  with open(os.path.join(workdir, "results.csv")) as f:
+    runs = list(csv.DictReader(f))
+  assert len(runs) == n_runs and all(r["status"] == "done" and r["eval_accuracy"] for r in runs)
+  json.load(open(os.path.join(workdir, "results.json")))
+  return text
+
+
+def _run(study, tmp_path, n_runs):
+  module = importlib.import_module(f"experiments.{study}")
+  wd = str(tmp_path / study)
+  text = _check(wd, module.run("smoke", wd, log=lambda *_: None), n_runs)
+  return module, wd, text
+
+
+def test_group_count_smoke_and_rerun_skips(tmp_path):
+  module, wd, text = _run("group_count", tmp_path, 3)
+  assert "G=1" in text and "IN" in text
+  t0 = time.perf_counter()
+  logs = []
+  module.run("smoke", wd, log=logs.append)
+  assert time.perf_counter() - t0 < 15
+  assert any("3/3 cells already finished" in line for line in logs)
+
+
+@pytest.mark.slow
+def test_batch_size_smoke(tmp_path):
+  _, _, text = _run("batch_size", tmp_path, 4)
+  assert "(a) BN error rises" in text and "error_vs_batch.png" in text
+
+
+@pytest.mark.slow
+def test_remedies_smoke(tmp_path):
+  _, _, text = _run("remedies", tmp_path, 4)
+  assert "batch renorm" in text
+
+
+@pytest.mark.slow
+def test_sync_bn_smoke(tmp_path):
+  import jax
+  assert jax.device_count() >= 8  # tests/conftest.py fakes 8 CPU devices
+  _, wd, text = _run("sync_bn", tmp_path, 2)
+  assert "SyncBN" in text
+  with open(os.path.join(wd, "results.csv")) as f:
+    assert {r["bn_mode"] for r in csv.DictReader(f)} == {"sync", "local"}
