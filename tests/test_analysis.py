@@ -42,7 +42,7 @@ def _data(n=12, d=4, seed=0):
 
 
 def _init(model, x):
-  return model.init(jax.random.PRNGKey(0), x, train=False)
+  return jax.jit(lambda x: model.init(jax.random.PRNGKey(0), x, train=False))(x)  # eager init is slow
 
 
 def ce(logits, y):
@@ -57,8 +57,8 @@ def test_capture_values_and_gradients_match_hand_split_model(norm):
   x, y = _data()
   v = _init(model, x)
   c = cap_lib.capture(model, v, x, y, loss_fn=ce)
-  out, state = model.apply(v, x, train=True, mutable=["batch_stats", "intermediates"])
-  np.testing.assert_allclose(c.output, out, rtol=1e-12, atol=1e-14)  # jit vs eager: rounding only
+  out, state = jax.jit(lambda v, x: model.apply(v, x, train=True, mutable=["batch_stats", "intermediates"]))(v, x)
+  np.testing.assert_allclose(c.output, out, rtol=1e-12, atol=1e-14)  # two compilations: rounding only
   assert float(c.loss) == pytest.approx(float(ce(out, y)), rel=1e-14)
   assert c.norm_layers == ("norm0", "norm1")
   assert c.kernel_layers == ("dense0", "dense1", "head")
@@ -67,7 +67,7 @@ def test_capture_values_and_gradients_match_hand_split_model(norm):
   # sown values come back, and are the norm inputs
   assert np.array_equal(c.intermediates["block0_preact"], c.pre_norm["norm0"])
   # kernel grads are the params grads
-  g = jax.grad(lambda p: ce(model.apply({**v, "params": p}, x, train=True, mutable=["batch_stats"])[0], y))(
+  g = jax.jit(jax.grad(lambda p: ce(model.apply({**v, "params": p}, x, train=True, mutable=["batch_stats"])[0], y)))(
       v["params"])
   for k in ("dense0", "dense1", "head"):
     np.testing.assert_allclose(c.kernel_grads[k], g[k]["kernel"], rtol=1e-12, atol=1e-14)
@@ -161,12 +161,12 @@ def test_ics_is_exactly_zero_when_earlier_layers_do_not_move(norm):
   # only the head moves (earlier layers frozen): still exactly 0 for every layer
   labels = {k: ("train" if k == "head" else "frozen") for k in v["params"]}
   tx = optax.multi_transform({"train": optax.sgd(0.5), "frozen": optax.set_to_zero()}, labels)
-  res, new_p, _, _ = ics_lib.ics_step(f, v["params"], tx.init(v["params"]), tx, order)
+  res, new_p, _, _ = jax.jit(lambda p, s: ics_lib.ics_step(f, p, s, tx, order))(v["params"], tx.init(v["params"]))
   assert not np.array_equal(new_p["head"]["kernel"], v["params"]["head"]["kernel"])
   assert np.all(np.asarray(res.l2) == 0.0) and np.all(np.asarray(res.cos) == 1.0)
   # a real step: the first layer has no earlier layers (0), later ones shift
-  tx = optax.sgd(0.5)
-  res, *_ = ics_lib.ics_step(f, v["params"], tx.init(v["params"]), tx, order)
+  tx2 = optax.sgd(0.5)
+  res, *_ = jax.jit(lambda p, s: ics_lib.ics_step(f, p, s, tx2, order))(v["params"], tx2.init(v["params"]))
   assert float(res.l2[0]) == 0.0 and float(res.l2[1]) > 0 and float(res.l2[2]) > 0
   assert np.all(np.asarray(res.cos) <= 1.0 + 1e-12)
 
