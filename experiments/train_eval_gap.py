@@ -23,7 +23,9 @@ from experiments.noisy_bn import Evaluator, cfg_copy, tail_mean, train_loop
 TITLE = "BN's train / inference statistics gap vs batch size, BN vs GN (seed 000, problem 4)"
 GROWS = 2.0        # the gap "grows as the batch shrinks": |loss gap| at the smallest B >= this x at the largest B
 MISMATCH = 1e-3    # "train and eval mode differ": max |logit diff| above this at every B
-DROP = 0.05        # problem 1: BN's eval accuracy drop (largest -> smallest B) exceeds GN's by at least this
+DROP = 0.05        # problem 1: BN's eval accuracy drop (largest -> smallest B) is >= this while GN's is < this
+# (revised after the first cpu run: the earlier rule "BN's drop >= GN's + DROP" passed on GN *improving* at
+# small batch while BN lost 1.4 points; the claim is that BN degrades, so BN's own drop must be material.)
 
 
 def _train_all(config, log) -> dict:
@@ -103,7 +105,11 @@ def _plot(config, results, workdir) -> list[str]:
 
 def run(config, workdir: str, log=print) -> str:
   os.makedirs(workdir, exist_ok=True)
-  results = _train_all(config, log)
+  return write(config, _train_all(config, log), workdir)
+
+
+def write(config, results: dict, workdir: str) -> str:
+  """The report of `results` (as `_train_all` returns them, or as results.json stores them)."""
   bss = [str(int(b)) for b in config.batch_sizes]
   small, large = bss[0], bss[-1]
   rows = []
@@ -143,8 +149,9 @@ def run(config, workdir: str, log=print) -> str:
                  "paper": "BN's error rises sharply below batch ~8 (ImageNet ResNet-50, the GN paper's Fig. 1)",
                  "ours": f"eval-mode test accuracy B={large} -> B={small}: BN {acc['batch'][large]:.3f} -> "
                          f"{acc['batch'][small]:.3f}, GN {acc['group'][large]:.3f} -> {acc['group'][small]:.3f} "
-                         f"[rule: BN's drop >= GN's + {DROP}]",
-                 "verdict": "reproduced" if drop["batch"] >= drop["group"] + DROP else "not reproduced"})
+                         f"[rule: BN's drop >= {DROP} and GN's < {DROP}; revised after the first cpu run, see notes]",
+                 "verdict": "reproduced" if drop["batch"] >= DROP and drop["group"] < DROP else
+                            ("partly" if drop["batch"] >= DROP else "not reproduced")})
   c = config.train
   lines = []
   for norm, by in results.items():
@@ -169,7 +176,11 @@ def run(config, workdir: str, log=print) -> str:
 {tuple(config.seeds)}, norm options {config.norm_options.to_dict()}. Train mode on the test set: the test examples in
 consecutive batches of the training batch size B (the remainder dropped; the same examples in eval mode), each
 normalized with its own statistics; running statistics untouched. GN's exact zero is a bitwise comparison of the
-logits of the two modes. Verdict rules are fixed in `experiments/train_eval_gap.py`.
+logits of the two modes. Verdict rules are fixed in `experiments/train_eval_gap.py`; the problem-1 rule was revised
+once, after the first cpu run (the earlier rule, BN's drop >= GN's + {DROP}, passed because GN *improved* at small
+batch while BN lost only ~1 point). An earlier protocol (a fixed 300 steps and one lr 0.02 at every batch size) left
+GN untrained at B = 2 (test accuracy 0.10, BN 0.76): at small batch the budget and learning rate, not only the
+statistics, decide such comparisons.
 
 | norm | B | final train acc | test acc, train mode | test acc, eval mode | gap | test loss, train mode | test loss, eval mode | max abs logit diff | examples |
 |---|---|---|---|---|---|---|---|---|---|
