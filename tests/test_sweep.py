@@ -135,3 +135,47 @@ def test_cli_user_errors_are_one_line(tmp_path):
   assert r.returncode == 2
   assert r.stderr.strip().startswith("error: config file 'configs/does_not_exist.py' not found")
   assert "Traceback" not in r.stderr
+
+
+def test_variants_set_several_keys_and_open_options(base_path):
+  s = make_sweep(base_path)
+  s.variants = mlc.ConfigDict({"bn": {"norm": "batch"},
+                               "gn": {"norm": "group", "norm_options": {"num_groups": 4, "epsilon": 1e-3}},
+                               "bn8": {"norm": "batch", "batch_size": 8}})
+  s.grid = mlc.ConfigDict({"variant": ("bn", "gn", "bn8"), "seed": (0,)})
+  cells = sweep.expand(s)
+  assert [c.params["variant"] for c in cells] == ["bn", "gn", "bn8"]
+  gn = cells[1].config
+  assert gn.norm == "group" and gn.norm_options.num_groups == 4 and gn.norm_options.epsilon == 1e-3
+  assert cells[0].config.norm_options.to_dict() == {"num_groups": 2}  # the base's, untouched
+  assert cells[2].config.batch_size == 8 and "variant=bn8" in cells[2].id
+  s.grid = mlc.ConfigDict({"variant": ("bn", "ln")})
+  with pytest.raises(sweep.SweepError, match="'ln' are not in sweep.variants; valid variants: bn"):
+    sweep.expand(s)
+  s.grid = mlc.ConfigDict({"variant": ("bn",)})
+  s.variants.bn = {"nrom": "batch"}
+  with pytest.raises(sweep.SweepError, match="'nrom' is not in the base config"):
+    sweep.expand(s)
+
+
+def test_diverged_cells_are_recorded_not_fatal_and_extra_columns(base_path, tmp_path):
+  from normlab.train.errors import TrainingDivergedError
+  calls = []
+  ok = fake_train(calls)
+
+  def train(config, workdir):
+    if config.norm == "group" and config.batch_size == 16:
+      raise TrainingDivergedError(3, "non-finite loss at step 3")
+    return ok(config, workdir)
+
+  wd = str(tmp_path / "wd")
+  s = make_sweep(base_path, extra_columns=("learning_rate",))
+  sweep.run_sweep(s, wd, train_fn=train, log=lambda *_: None)
+  with open(os.path.join(wd, "results.csv")) as f:
+    rows = list(csv.DictReader(f))
+  bad = [r for r in rows if r["status"] == "diverged"]
+  assert len(bad) == 2 and all(r["eval_error"] == "" for r in bad)
+  assert all(r["learning_rate"] == "0.1" for r in rows)
+  n = len(calls)
+  sweep.run_sweep(s, wd, train_fn=train, log=lambda *_: None)
+  assert len(calls) == n  # diverged cells count as finished
