@@ -104,3 +104,13 @@ def test_vmapped_seeds_on_8_devices_equal_separate_runs(tmp_path, bn_mode):
     assert a["num_devices"] == b["num_devices"] == 8
     for key in ("final_train_loss", "eval_loss"):
       assert b[key] == pytest.approx(a[key], rel=1e-4), key
+
+
+def test_vmapped_seeds_record_divergence_instead_of_raising(tmp_path):
+  s = tiny_sweep(True)
+  s.overrides.debug_nan_at_step = 3  # every seed's loss is NaN at step 3 (nan_policy='stop')
+  cells = sweep.expand(s)
+  out = train_and_evaluate_seeds([c.config for c in cells], [str(tmp_path / str(i)) for i in range(len(cells))])
+  assert [o["status"] for o in out] == ["diverged", "diverged"]
+  assert all(o["nonfinite_step"] == 3 and o["eval_accuracy"] is None for o in out)
+  assert not os.path.exists(tmp_path / "0" / "checkpoints" / "10")  # the frozen state is not checkpointed
