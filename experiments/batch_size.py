@@ -14,6 +14,9 @@ The verdict rules are fixed here, before any run (never tuned to the outcome):
       range, partly if < BN's range.
   (c) at batch 32, BN <= GN < LN < IN (means): reproduced if all three hold, partly if two do.
   (d) at the smallest batch GN beats BN: reproduced if by > max(1 pt, 2 s.e.), partly if by > 0.
+  (e) BN's excess error over GN grows as the batch shrinks: (BN - GN at the smallest batch) - (BN - GN at 32),
+      same rule as (a). With equal epochs a small batch also means many more steps; GN sees the same step
+      counts, so (d) and (e) separate BN's batch statistics from the optimization budget better than (a).
 The helpers below (`run_study_sweep`, `error_table`, `study_main`, ...) are shared by the other sweep
 studies (group_count, remedies, sync_bn).
 """
@@ -230,6 +233,17 @@ def run(preset: str, workdir: str, log=print) -> str:
                 "paper": f"by {PAPER_BN[2] - PAPER_GN[2]:.1f} pts at 2 (24.1% vs 34.7%)",
                 "ours": f"by {d:+.1f} pts (GN {show(gn_s)}% vs BN {show(bn_s)}%)",
                 "verdict": significant(d, diff_se(bn_s, gn_s))})
+
+  gn_r = get("GN", ref)
+  if all(v and v[2] for v in (bn_s, bn_r, gn_s, gn_r)):
+    gap_s, gap_r = bn_s[0] - gn_s[0], bn_r[0] - gn_r[0]
+    se = math.sqrt(diff_se(bn_s, gn_s) ** 2 + diff_se(bn_r, gn_r) ** 2)
+    out.append({"claim": f"(e) BN's excess error over GN grows as the batch shrinks (gap at {small} minus gap at "
+                         f"{ref}; GN controls for the step count, which differs between batch sizes)",
+                "paper": f"+{(PAPER_BN[2] - PAPER_GN[2]) - (PAPER_BN[32] - PAPER_GN[32]):.1f} pts "
+                         f"(gap +10.6 at 2, -0.5 at 32)",
+                "ours": f"{gap_s - gap_r:+.1f} pts (gap {gap_s:+.1f} at {small}, {gap_r:+.1f} at {ref})",
+                "verdict": significant(gap_s - gap_r, se)})
 
   fig = _plot(table, norms, batches, workdir)
   header = "| norm | " + " | ".join(f"b={b}" for b in batches) + " |"
