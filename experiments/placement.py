@@ -87,7 +87,12 @@ def _plot(results, workdir) -> str:
 
 def run(config, workdir: str, log=print) -> str:
   os.makedirs(workdir, exist_ok=True)
-  results = _train_all(config, log)
+  return write(config, _train_all(config, log), workdir)
+
+
+def write(config, results: dict, workdir: str) -> str:
+  """The report of `results` (as `_train_all` returns them, or as results.json stores them)."""
+  os.makedirs(workdir, exist_ok=True)
   calls = {}
   for name, by_norm in results.items():
     for norm, cells in by_norm.items():

@@ -113,7 +113,12 @@ def _plot(config, results, workdir) -> str:
 
 def run(config, workdir: str, log=print) -> str:
   os.makedirs(workdir, exist_ok=True)
-  results = _train_all(config, log)
+  return write(config, _train_all(config, log), workdir)
+
+
+def write(config, results: dict, workdir: str) -> str:
+  """The report of `results` (as `_train_all` returns them, or as results.json stores them)."""
+  os.makedirs(workdir, exist_ok=True)
   factors = [str(f) for f in config.factors]
   bss = [str(int(b)) for b in config.batch_sizes]
   small, large = bss[0], bss[-1]

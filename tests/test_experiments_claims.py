@@ -27,6 +27,11 @@ def _smoke(study, **overrides):
   return c
 
 
+def _verdicts(path):
+  return [line.rsplit("|", 2)[-2].strip() for line in open(path).read().splitlines()
+          if line.startswith("| ") and line.rstrip().endswith("** |")]
+
+
 def _check_report(path, workdir, min_rows=1):
   text = open(path).read()
   assert "| Claim | Paper | Ours | Verdict |" in text
@@ -147,6 +152,8 @@ def test_train_eval_gap_is_exactly_zero_for_group_norm(tmp_path):
   for r in data["results"]["group"]["4"]:
     assert r["max_abs_logit_diff"] == 0.0 and r["acc_gap"] == 0.0 and r["loss_gap"] == 0.0
     assert r["train_mode"] == r["eval_mode"]
+  again = train_eval_gap.write(c, data["results"], str(tmp_path / "again"))  # the report from results.json
+  assert _verdicts(again) == _verdicts(path)  # results.json keeps 6 significant digits
   bn = data["results"]["batch"]["4"][0]
   assert bn["max_abs_logit_diff"] > 0.0  # BN's modes differ
   assert bn["examples"] == 360 and set(bn["test_batch_sweep"]) == {"2", "4"}
@@ -187,6 +194,8 @@ def test_rnn_norms_study_smoke(tmp_path):
   _, data = _check_report(path, str(tmp_path), min_rows=2)
   recs = data["results"]["1"]["4"]
   assert set(recs) == {"layer", "batch"} and all(np.isfinite(r[0]["final_test_acc"]) for r in recs.values())
+  again = rnn_norms.write(c, data["results"], str(tmp_path / "again"))
+  assert _verdicts(again) == _verdicts(path)  # results.json keeps 6 significant digits
 
 
 @pytest.mark.slow
@@ -199,6 +208,8 @@ def test_placement_study_smoke(tmp_path):
   cell = data["results"]["digits"]["batch"]
   assert len(cell["before_activation"]) == len(cell["after_activation"]) == 2
   assert data["paired"]["digits/batch"]["test_acc"]["n"] == 2
+  again = placement.write(c, data["results"], str(tmp_path / "again"))
+  assert _verdicts(again) == _verdicts(path)  # results.json keeps 6 significant digits
 
 
 def test_studies_print_one_line_errors_for_user_mistakes():
