@@ -81,7 +81,8 @@ def _plot(results, workdir) -> str:
     lo = min(r["final_test_acc"] for cells in results[name].values() for p in PLACEMENTS for r in cells[p])
     ax.set_ylim(max(0.0, lo - 0.1), 1.0)
     ax.set_title(f"{name}: final test accuracy (mean ± std)", fontsize=9)
-    ax.legend(fontsize=7)
+    if ax.get_legend_handles_labels()[0]:
+      ax.legend(fontsize=7)
   return _report.save_figure(fig, workdir, "placement.png")
 
 
