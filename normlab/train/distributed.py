@@ -19,6 +19,7 @@ from jax.sharding import Mesh
 from normlab.train.step import DATA_AXIS
 
 _initialized = False
+HEARTBEAT_TIMEOUT_S = 60  # jax's default is 100 s; override with NORMLAB_HEARTBEAT_TIMEOUT_S
 
 
 def wants_multihost(flag: bool = False) -> bool:
@@ -32,14 +33,17 @@ def maybe_initialize(multihost: bool = False) -> None:
     return
   if os.environ.get("JAX_PLATFORMS", "") == "cpu":  # CPU-only processes need CPU collectives
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  # If a peer process dies, the coordination service notices the missing heartbeats and aborts the
+  # survivors after this many seconds, instead of leaving them blocked in a collective forever.
+  timeouts = {"heartbeat_timeout_seconds": int(os.environ.get("NORMLAB_HEARTBEAT_TIMEOUT_S", HEARTBEAT_TIMEOUT_S))}
   address = os.environ.get("JAX_COORDINATOR_ADDRESS")
   if address:
     jax.distributed.initialize(
         coordinator_address=address,
         num_processes=int(os.environ["JAX_NUM_PROCESSES"]) if "JAX_NUM_PROCESSES" in os.environ else None,
-        process_id=int(os.environ["JAX_PROCESS_ID"]) if "JAX_PROCESS_ID" in os.environ else None)
+        process_id=int(os.environ["JAX_PROCESS_ID"]) if "JAX_PROCESS_ID" in os.environ else None, **timeouts)
   else:
-    jax.distributed.initialize()  # cluster auto-detection (SLURM, TPU pods, ...)
+    jax.distributed.initialize(**timeouts)  # cluster auto-detection (SLURM, TPU pods, ...)
   _initialized = True
 
 
