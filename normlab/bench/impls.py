@@ -172,8 +172,9 @@ def torch_bench(torch, norm: str, layout: str, x: np.ndarray, w: np.ndarray, dty
   wy, _ = _to_torch_layout(wt_, norm, layout)
   sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
   errors = []
-  # Mixed precision first (float32 params, as the JAX side has), then params in the input dtype.
-  for param_dtype in dict.fromkeys((torch.float32, tdtype)):
+  # Params in the input dtype first (how torch models run in bfloat16, and the dtype its fused CPU
+  # kernels want), then float32 params (mixed precision, as the JAX side has them).
+  for param_dtype in dict.fromkeys((tdtype, torch.float32)):
     try:
       fn, uses_bias = _torch_fn(torch, norm, channels, device, param_dtype)
       weight = torch.ones(channels, device=device, dtype=param_dtype, requires_grad=True)
@@ -200,7 +201,7 @@ def torch_bench(torch, norm: str, layout: str, x: np.ndarray, w: np.ndarray, dty
     except Exception as e:  # noqa: BLE001 (torch raises RuntimeError/TypeError/NotImplementedError)
       errors.append(f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
       continue
-    note = "" if param_dtype == torch.float32 else f"params {dtype}"
+    note = "" if param_dtype == tdtype else "float32 params"
     return Bench(fwd=fwd, fwd_bwd=fwd_bwd, note=note,
                  output=lambda fwd=fwd: back(fwd()).to(torch.float32).cpu().numpy())
   raise Unavailable("; ".join(errors))

@@ -24,7 +24,8 @@ def _header_lines(report: BenchReport) -> list[str]:
       f"jax {e['jax']} / jaxlib {e['jaxlib']}, flax {e['flax']}, {torch}, numpy {e['numpy']}, "
       f"python {e['python']}",
       f"best of {report.config['repeats']} interleaved rounds after {report.config['warmup']} warm-up "
-      f"call(s); times in ms; runtime {report.runtime_s:.0f} s",
+      f"call(s); times in ms; runtime {report.runtime_s:.0f} s"
+      + (f" ({report.cpu_s:.0f} s of CPU time)" if report.cpu_s is not None else ""),
   ]
   if e.get("load_average"):
     lines.append(f"load average at the end (1/5/15 min): {', '.join(map(str, e['load_average']))} "
@@ -99,6 +100,7 @@ def to_json(report: BenchReport) -> str:
       "env": report.env,
       "config": report.config,
       "runtime_s": report.runtime_s,
+      "cpu_s": report.cpu_s,
       "results": [dataclasses.asdict(r) | {"shape": list(r.shape)} for r in report.results],
       "ratios": ratio_rows(report),
       "train_step": report.train_step,

@@ -94,6 +94,7 @@ class BenchReport:
   config: dict
   results: list[Result]
   runtime_s: float
+  cpu_s: float | None = None  # process CPU time, all threads (the runtime a loaded machine stretches)
   train_step: dict | None = None
 
   def seconds(self, norm, shape, dtype, mode, impl) -> float | None:
@@ -150,7 +151,7 @@ def _check(reference: np.ndarray, benches: dict, notes: dict, dtype: str) -> Non
 def run_suite(config: BenchConfig | None = None, *, log: Callable[[str], None] | None = None) -> BenchReport:
   """Runs every case of `config`; `log` (e.g. print) gets one line per case."""
   cfg = (config or BenchConfig()).validate()
-  t_start = time.perf_counter()
+  t_start, cpu_start = time.perf_counter(), time.process_time()
   torch = env_lib.torch_module() if any(p.startswith("torch") for p in cfg.peers) else None
   tdevice = env_lib.torch_device(torch) if torch is not None else None
   if torch is not None and tdevice == "cpu":
@@ -176,6 +177,7 @@ def run_suite(config: BenchConfig | None = None, *, log: Callable[[str], None] |
           notes.setdefault(name, b.note)
         fns[(ELEMENTWISE, "fwd")] = ew.fwd
         fns[(ELEMENTWISE, "fwd+bwd")] = ew.fwd_bwd
+        t_built = time.perf_counter()
         best = interleaved_best(fns, repeats=cfg.repeats, warmup=cfg.warmup)
         for m in MODES:
           ew_best[m] = min(ew_best[m], best.pop((ELEMENTWISE, m)))
@@ -190,13 +192,14 @@ def run_suite(config: BenchConfig | None = None, *, log: Callable[[str], None] |
           peers_fb = {n: best[(n, "fwd+bwd")] for n in benches if n != NORMLAB}
           peer_txt = " ".join(f"{n}={1e3 * s:.2f}" for n, s in peers_fb.items())
           log(f"{NORM_TITLES[norm]:14s} {str(shape):18s} {dtype:8s} fwd+bwd ms: normlab={1e3 * nl:.2f} "
-              f"{peer_txt} ({time.perf_counter() - t_case:.1f}s)")
+              f"{peer_txt} (build {t_built - t_case:.1f}s, timing {time.perf_counter() - t_built:.1f}s)")
         del benches, peers, fns
       for m in MODES:
         results.append(Result(ELEMENTWISE, shape, dtype, m, ELEMENTWISE, ew_best[m]))
   env = env_lib.environment(torch)
   env["torch_device"] = tdevice
-  return BenchReport(env=env, config=cfg.as_dict(), results=results, runtime_s=time.perf_counter() - t_start)
+  return BenchReport(env=env, config=cfg.as_dict(), results=results, runtime_s=time.perf_counter() - t_start,
+                     cpu_s=time.process_time() - cpu_start)
 
 
 def ratio_rows(report: BenchReport) -> list[dict]:
