@@ -94,11 +94,13 @@ def _acc(recs) -> float:
 
 
 def _plot(config, results, workdir) -> str:
-  settings = [(f, b) for f in results for b in results[f]]
+  settings = [(str(f), str(int(b))) for f in config.factors for b in config.batch_sizes
+              if str(int(b)) in results.get(str(f), {})]  # config order (results.json sorts its keys)
   fig, axes = _report.new_figure(ncols=len(settings), size=(3.6, 3.2))
   axes = np.atleast_1d(axes)
   for ax, (f, b) in zip(axes, settings):
-    for i, (norm, recs) in enumerate(results[f][b].items()):
+    for i, norm in enumerate(n for n in config.rnn_norms if n in results[f][b]):
+      recs = results[f][b][norm]
       for j, r in enumerate(recs):
         d = np.array(r["test_curve"])
         if len(d):
@@ -169,7 +171,8 @@ def write(config, results: dict, workdir: str) -> str:
   c = config.train
   lines = []
   for f, b in settings:
-    for n, recs in results[f][b].items():
+    for n in (n for n in config.rnn_norms if n in results[f][b]):
+      recs = results[f][b][n]
       lines.append(f"| {40 * int(f)} | {b} | {LABELS.get(n, n)} | {mean_std(r['final_test_acc'] for r in recs)} | "
                    f"{mean_std(r['best_test_acc'] for r in recs)} | {mean_std(r['final_train_acc'] for r in recs)} | "
                    f"{mean_std(r['final_train_loss'] for r in recs)} | "
@@ -179,8 +182,11 @@ pre-activations, normlab.models.rnn) on `{c.dataset}` as a sequence, {c.optimize
 {c.grad_clip_norm}, {c.num_steps} steps for every setting (small batches see fewer examples), seeds
 {tuple(config.seeds)}. Lengths uniform in [T/2, T] (in units of the original 40 values); the test set's lengths are
 fixed (seed 12345). Test accuracy is eval mode: per-step BN uses each step's running statistics (rows fixed at init:
-T rows), shared BN one row for all steps. The verdicts compare test accuracy after the last step. Verdict rules are
-fixed in `experiments/rnn_norms.py`.
+T rows), shared BN one row for all steps. In training both BN modes normalize each step with that step's batch
+statistics (the cell sees one step at a time, normlab.models.seqnorm): they differ only in the statistics used at
+inference. The verdicts compare test accuracy after the last step{' of a single seed: differences of a few points are within seed-to-seed noise' if len(config.seeds) == 1 else ''}; runs
+that are still improving at the end (see the plot) make them weaker still. Verdict rules are fixed in
+`experiments/rnn_norms.py`.
 
 | T | B | norm | final test acc | best test acc | final train acc | final train loss | diverged at step |
 |---|---|---|---|---|---|---|---|
