@@ -9,6 +9,7 @@ steps k.. exactly as an uninterrupted run would (data and noise depend on (seed,
 """
 from __future__ import annotations
 
+import concurrent.futures
 import logging
 import math
 import os
@@ -185,12 +186,11 @@ def train_and_evaluate(config: mlc.ConfigDict, workdir: str, *, fresh: bool = Fa
   pending: list[tuple[int, dict]] = []  # per-step device metrics since the last log line
   unchecked: list[tuple[int, dict]] = []  # steps whose finiteness is not yet checked
   eval_metrics: dict[str, float] = {}
-  train_time, seen_skipped = 0.0, None
+  train_time = 0.0
   t_segment, steps_segment = time.perf_counter(), 0
 
   def check(upto: int) -> None:
     """Check finiteness of the steps <= `upto` (blocks on them); stop or log skips per nan_policy."""
-    nonlocal seen_skipped
     while unchecked and unchecked[0][0] <= upto:
       s, m = unchecked.pop(0)
       finite, first_bad, skipped, loss = jax.device_get(
@@ -206,12 +206,16 @@ def train_and_evaluate(config: mlc.ConfigDict, workdir: str, *, fresh: bool = Fa
             f"or set nan_policy='skip')")
       progress_.message(f"step {s}: non-finite loss or gradient (train_loss={float(loss)}); update skipped "
                         f"({int(skipped)} skipped so far)")
-      seen_skipped = int(skipped)
 
   step = start
+  prefetch = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="batches")
+  upcoming = prefetch.submit(host_batch, step) if step < config.num_steps else None
   try:
     while step < config.num_steps:
-      batch = distributed.global_batch(host_batch(step), sharded)
+      arrays = upcoming.result()
+      if step + 1 < config.num_steps:  # the next batch is assembled on the host while this step runs
+        upcoming = prefetch.submit(host_batch, step + 1)
+      batch = distributed.global_batch(arrays, sharded)
       state, metrics = train_c(state, batch)
       step += 1
       steps_segment += 1
@@ -254,6 +258,7 @@ def train_and_evaluate(config: mlc.ConfigDict, workdir: str, *, fresh: bool = Fa
         ckpt.save(step, state)
       t_segment = time.perf_counter()
   finally:
+    prefetch.shutdown(wait=True, cancel_futures=True)
     progress_.close()
     if writer is not None:
       writer.close()

@@ -116,6 +116,11 @@ def validate(config: mlc.ConfigDict, *, num_available_devices: int | None = None
   _check_choice("bn_mode", config.bn_mode, BN_MODES, "bn_mode")
   _check_choice("nan_policy", config.nan_policy, NAN_POLICIES, "nan_policy")
 
+  input_shape = data.get_dataset_info(config.dataset).input_shape
+  if config.augment and len(input_shape) != 3:
+    _fail("augment", f"True needs images (H, W, C); dataset {config.dataset!r} has examples of shape "
+          f"{input_shape}")
+
   positive = lambda v: v > 0  # noqa: E731
   for key in ("batch_size", "eval_batch_size", "num_steps", "learning_rate", "eval_every", "log_every",
               "checkpoint_every", "keep_checkpoints"):
