@@ -5,6 +5,7 @@
     python scripts/bench.py --json=bench.json --markdown=bench.md
     python scripts/bench.py --train_step           # + a ResNet-20 train step, normlab vs flax BatchNorm
     python scripts/bench.py --norms=bn,gn --shapes=64x32x32x64 --dtypes=float32 --repeats=9
+    python scripts/bench.py --single_thread        # 1 thread each, CPU time: robust on a busy machine
 
 Prints a table: time per implementation (fwd, and fwd+bwd = gradient of sum(y * w) w.r.t. x and the
 affine parameters), normlab / best peer and normlab / elementwise. Exit status 2 on a bad flag.
@@ -31,6 +32,8 @@ flags.DEFINE_string("markdown", None, "Also write the table as Markdown here.")
 flags.DEFINE_bool("train_step", False, "Also time a ResNet train step: normlab BatchNorm vs flax.linen.BatchNorm.")
 flags.DEFINE_string("train_model", "resnet20", "Model for --train_step (a normlab.models name).")
 flags.DEFINE_integer("train_batch", 64, "Batch size (32x32x3 images) for --train_step.")
+flags.DEFINE_bool("single_thread", False, "One thread for XLA and torch, timed by process CPU time: the work per "
+                  "implementation, robust to other load on the machine (not the multi-core wall-clock target).")
 flags.DEFINE_bool("progress", True, "Print one line per case while running (on stderr).")
 
 
@@ -59,6 +62,7 @@ def _config():
   if FLAGS.warmup is not None:
     kw["warmup"] = FLAGS.warmup
   kw["check"] = FLAGS.check
+  kw["single_thread"] = FLAGS.single_thread
   try:
     return (BenchConfig.quick(**kw) if FLAGS.quick else BenchConfig(**kw)).validate()
   except ValueError as e:
@@ -69,6 +73,9 @@ def main(argv):
   from absl import logging as absl_logging
   from normlab.errors import UserError
   absl_logging.set_verbosity(absl_logging.WARNING)  # jax's backend-probing INFO lines off
+  if FLAGS.single_thread:  # before jax starts its CPU client (normlab.bench imports nothing that runs jax)
+    from normlab.bench.suite import SINGLE_THREAD_XLA_FLAGS
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + SINGLE_THREAD_XLA_FLAGS).strip()
   if len(argv) > 1:
     raise UserError(f"unexpected arguments: {' '.join(argv[1:])}")
   cfg = _config()
@@ -79,8 +86,10 @@ def main(argv):
     from normlab.bench.train_step import run_train_step
     if log:
       log(f"train step: {FLAGS.train_model}, batch {FLAGS.train_batch} (compiles two models first)")
+    import time
     report.train_step = run_train_step(model=FLAGS.train_model, batch=FLAGS.train_batch,
-                                       repeats=max(3, cfg.repeats))
+                                       repeats=max(3, cfg.repeats),
+                                       clock=time.process_time if cfg.single_thread else time.perf_counter)
   print(format_table(report))
   if FLAGS.json:
     with open(FLAGS.json, "w") as f:

@@ -95,6 +95,7 @@ def test_a_peer_with_a_different_output_is_reported_not_timed():
     ({"shapes": ((4, 4),)}, "want"),
     ({"shapes": ((2, 4, 4, 30),)}, "divisible by 32"),
     ({"repeats": 0}, "repeats"),
+    ({"single_thread": True}, "XLA_FLAGS"),  # the test process's XLA runs multi-threaded
 ])
 def test_config_validation(kw, match):
   with pytest.raises(ValueError, match=match):

@@ -55,9 +55,10 @@ def torch_device(torch) -> str | None:
   return None
 
 
-def setup_torch_threads(torch) -> int:
-  """Gives torch as many intra-op threads as XLA's CPU client uses (one per core it may run on)."""
-  n = cpu_count()
+def setup_torch_threads(torch, n: int | None = None) -> int:
+  """Gives torch `n` intra-op threads, by default as many as XLA's CPU client uses (one per core
+  this process may run on)."""
+  n = n or cpu_count()
   torch.set_num_threads(n)
   return n
 

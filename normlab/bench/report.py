@@ -24,7 +24,10 @@ def _header_lines(report: BenchReport) -> list[str]:
       f"jax {e['jax']} / jaxlib {e['jaxlib']}, flax {e['flax']}, {torch}, numpy {e['numpy']}, "
       f"python {e['python']}",
       f"best of {report.config['repeats']} interleaved rounds after {report.config['warmup']} warm-up "
-      f"call(s); times in ms; runtime {report.runtime_s:.0f} s"
+      f"call(s); times in ms"
+      + (" of process CPU time, 1 thread each (XLA and torch)" if report.config.get("single_thread")
+         else " (wall clock)")
+      + f"; runtime {report.runtime_s:.0f} s"
       + (f" ({report.cpu_s:.0f} s of CPU time)" if report.cpu_s is not None else ""),
   ]
   if e.get("load_average"):

@@ -33,6 +33,15 @@ ELEMENTWISE = "elementwise"
 CHECK_ATOL = {"float32": 2e-3, "bfloat16": 8e-2}
 
 
+SINGLE_THREAD_XLA_FLAGS = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+
+
+def single_thread_xla() -> bool:
+  import os
+  flags = os.environ.get("XLA_FLAGS", "")
+  return all(f in flags for f in SINGLE_THREAD_XLA_FLAGS.split())
+
+
 @dataclasses.dataclass(frozen=True)
 class BenchConfig:
   norms: Sequence[str] = NORMS
@@ -43,6 +52,11 @@ class BenchConfig:
   warmup: int = 2
   seed: int = 0
   check: bool = True
+  # One intra-op thread for XLA and torch, timed by process CPU time instead of wall-clock time:
+  # the work each implementation does, robust to other processes on the cores (not the 2-core
+  # wall-clock numbers). XLA's thread count is fixed when its CPU client starts, so the caller
+  # sets SINGLE_THREAD_XLA_FLAGS in XLA_FLAGS before jax runs anything (scripts/bench.py does).
+  single_thread: bool = False
 
   @classmethod
   def quick(cls, **overrides) -> "BenchConfig":
@@ -67,6 +81,9 @@ class BenchConfig:
       if "gn" in self.norms and s[-1] % impls.NUM_GROUPS:
         raise ValueError(f"shape {tuple(s)}: GroupNorm({impls.NUM_GROUPS}) needs channels divisible by "
                          f"{impls.NUM_GROUPS}")
+    if self.single_thread and not single_thread_xla():
+      raise ValueError(f"single_thread needs XLA_FLAGS to contain {SINGLE_THREAD_XLA_FLAGS!r} before jax "
+                       "starts (scripts/bench.py --single_thread sets it)")
     if self.repeats < 1 or self.warmup < 0:
       raise ValueError(f"repeats must be >= 1 and warmup >= 0, got {self.repeats}, {self.warmup}")
     return self
@@ -155,7 +172,8 @@ def run_suite(config: BenchConfig | None = None, *, log: Callable[[str], None] |
   torch = env_lib.torch_module() if any(p.startswith("torch") for p in cfg.peers) else None
   tdevice = env_lib.torch_device(torch) if torch is not None else None
   if torch is not None and tdevice == "cpu":
-    env_lib.setup_torch_threads(torch)
+    env_lib.setup_torch_threads(torch, 1 if cfg.single_thread else None)
+  clock = time.process_time if cfg.single_thread else time.perf_counter
   results: list[Result] = []
   for shape in cfg.shapes:
     shape = tuple(int(d) for d in shape)
@@ -178,7 +196,7 @@ def run_suite(config: BenchConfig | None = None, *, log: Callable[[str], None] |
         fns[(ELEMENTWISE, "fwd")] = ew.fwd
         fns[(ELEMENTWISE, "fwd+bwd")] = ew.fwd_bwd
         t_built = time.perf_counter()
-        best = interleaved_best(fns, repeats=cfg.repeats, warmup=cfg.warmup)
+        best = interleaved_best(fns, repeats=cfg.repeats, warmup=cfg.warmup, clock=clock)
         for m in MODES:
           ew_best[m] = min(ew_best[m], best.pop((ELEMENTWISE, m)))
         for (name, mode), sec in best.items():

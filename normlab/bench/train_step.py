@@ -58,7 +58,7 @@ def _step_fn(model, x, y, num_classes: int):
 
 
 def run_train_step(*, model: str = "resnet20", batch: int = 64, repeats: int = 5, warmup: int = 1,
-                   seed: int = 0, model_options: dict | None = None) -> dict:
+                   seed: int = 0, model_options: dict | None = None, clock=time.perf_counter) -> dict:
   """Seconds per step (best of `repeats` interleaved rounds) for normlab's and flax's BatchNorm.
 
   `model_options` go to `get_model` (e.g. a smaller `stage_sizes` for a quick check).
@@ -79,7 +79,7 @@ def run_train_step(*, model: str = "resnet20", batch: int = 64, repeats: int = 5
       "flax": _step_fn(get_model(model, num_classes=10, norm=flax_batch_norm_factory(), **opts), x, y, 10),
   }
   compile_s = time.perf_counter() - t0
-  best = interleaved_best(fns, repeats=repeats, warmup=warmup)
+  best = interleaved_best(fns, repeats=repeats, warmup=warmup, clock=clock)
   return {"model": model, "batch": batch, "image": list(image), "dtype": "float32",
           "normlab_s": best["normlab"], "flax_s": best["flax"], "ratio": best["normlab"] / best["flax"],
           "compile_s": compile_s, "repeats": repeats}
