@@ -118,8 +118,9 @@ def run(config, workdir: str, log=print) -> str:
   return write(config, _train_all(config, log), workdir)
 
 
-def write(config, results: dict, workdir: str) -> str:
-  """The report of `results` (as `_train_all` returns them, or as results.json stores them)."""
+def write(config, results: dict, workdir: str, note: str = "") -> str:
+  """The report of `results` (as `_train_all` returns them, or as results.json stores them, e.g. merged
+  from runs of different seeds; `note` says how)."""
   os.makedirs(workdir, exist_ok=True)
   factors = [str(f) for f in config.factors]
   bss = [str(int(b)) for b in config.batch_sizes]
@@ -186,7 +187,7 @@ T rows), shared BN one row for all steps. In training both BN modes normalize ea
 statistics (the cell sees one step at a time, normlab.models.seqnorm): they differ only in the statistics used at
 inference. The verdicts compare test accuracy after the last step{' of a single seed: differences of a few points are within seed-to-seed noise' if len(config.seeds) == 1 else ''}; runs
 that are still improving at the end (see the plot) make them weaker still. Verdict rules are fixed in
-`experiments/rnn_norms.py`.
+`experiments/rnn_norms.py`. {note}
 
 | T | B | norm | final test acc | best test acc | final train acc | final train loss | diverged at step |
 |---|---|---|---|---|---|---|---|
