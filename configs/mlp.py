@@ -1,10 +1,11 @@
 """MLP + batch norm on MNIST-1D (flattened 40-sample signals).
 
 Run:  python scripts/train.py --config=configs/mlp.py:cpu --workdir=/tmp/mlp
-Presets (2 CPU cores unless noted):
-  smoke  tiny model, 100 steps: runs end to end in ~10 s; accuracy is meaningless (~35-45%).
-  cpu    2x256 MLP, 3000 steps: test accuracy ~70% (MNIST-1D paper's MLP: 68%) in ~1 min.
-  gpu    same model, 4 seeds' worth of steps (10000), batch 512: ~70% in well under a minute.
+Presets (measured on 2 shared CPU cores, jax 0.10.2; wall = whole process incl. compile):
+  smoke  1x32 MLP, 100 steps: ~8 s wall (compile 2-5 s, ~500 steps/s); ~28% accuracy, meaningless.
+  cpu    2x256 MLP, AdamW lr 1e-2, decoupled wd 1.0, 3000 steps: 77.4% test accuracy (target >= 68%,
+         the MNIST-1D paper's MLP: 68%) in ~20 s (~350 steps/s).
+  gpu    same model, batch 512, 10000 steps: expect ~77%; not measured here (no GPU).
 """
 import os
 import sys

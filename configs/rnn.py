@@ -1,12 +1,12 @@
 """GRU / LSTM + layer norm on MNIST-1D read as a sequence (40 steps of 1 value).
 
 Run:  python scripts/train.py --config=configs/rnn.py:cpu --workdir=/tmp/gru
-Presets (2 CPU cores unless noted):
-  smoke  GRU with 16 units, 60 steps: ~15 s; accuracy meaningless.
-  cpu    GRU with 128 units and layer norm, 3000 steps: test accuracy ~90% (MNIST-1D paper's GRU:
-         91%) in a few minutes.
-  lstm   the same with an LSTM cell.
-  gpu    GRU with 256 units, batch 256, 10000 steps.
+Presets (measured on 2 shared, heavily loaded CPU cores, jax 0.10.2; wall = whole process):
+  smoke  GRU with 16 units, 60 steps: ~12 s wall (compile ~7 s); ~16% accuracy, meaningless.
+  cpu    GRU with 128 units and layer norm, AdamW 3e-3 with warmup, 1000 steps: 92.5% test accuracy
+         (target >= 90%, the MNIST-1D paper's GRU: 91%) in ~3.5 min (5 steps/s).
+  lstm   the same with an LSTM cell: 89.8% test accuracy in ~4 min (4.6 steps/s).
+  gpu    GRU with 256 units, batch 256, 10000 steps: not measured here (no GPU).
 """
 import os
 import sys
@@ -17,8 +17,8 @@ if _ROOT not in sys.path:  # loaded by file path (config_flags, the sweep): make
 from configs import common  # noqa: E402
 
 PRESETS = {
-    "smoke": {"model_options.hidden": 16, "batch_size": 64, "num_steps": 60, "warmup_steps": 10, "eval_every": 60,
-              "log_every": 20, "checkpoint_every": 30},
+    "smoke": {"model_options.hidden": 16, "batch_size": 64, "learning_rate": 1e-2, "num_steps": 60,
+              "warmup_steps": 10, "eval_every": 60, "log_every": 20, "checkpoint_every": 30},
     "cpu": {},
     "lstm": {"model": "lstm"},
     "gpu": {"model_options.hidden": 256, "batch_size": 256, "num_steps": 10000, "eval_every": 1000,
