@@ -111,7 +111,7 @@ class _View:
   broadcasting them back touches only the outer reduced axes."""
 
   def __init__(self, shape: tuple[int, ...], axes: tuple[int, ...]):
-    self.shape, self.axes = tuple(shape), tuple(sorted(axes))
+    self.shape, self.axes = tuple(shape), tuple(sorted(a % len(shape) for a in axes))
     last = len(shape) - 1
     self.inner = 1
     if len(self.axes) > 1 and last in self.axes and last - 1 not in self.axes and shape[last] > 1:
@@ -197,7 +197,8 @@ def _standardize_bwd(axes, eps, axis_name, center, res, cts):
   n_safe = jnp.maximum(n, 1)
   # The module docstring's closed form with r = rstd distributed over the bracket:
   #   dx = r g - m (r sum(g) / n + (x - mean) r^3 sum(g (x - mean)) / n),
-  # where r^3 sum(g (x - mean)) = r sum(g x_hat); per-group factors are computed on the statistics.
+  # as x_hat r sum(g x_hat) = (x - mean) r^3 sum(g (x - mean)); the per-group factors are computed
+  # on the statistics, so the elementwise pass is one multiply-add per term.
   r_sum, r_out = _copy(rstd), _copy(_copy(rstd))
   if center:
     centred_sum, centred_out = xs - _copy(mean), xs - _copy(_copy(mean))

@@ -130,3 +130,40 @@ def test_train_step_comparison_runs():
   out = run_train_step(model="resnet", batch=2, repeats=1, warmup=0,
                        model_options={"stage_sizes": (1,), "widths": (8,)})
   assert out["normlab_s"] > 0 and out["flax_s"] > 0 and out["ratio"] > 0
+
+
+# --- the graph-shaping paths of normlab.core (its performance work) compute the same numbers ----
+
+@pytest.mark.parametrize("axes, center, masked", [
+    ((-1,), True, False), ((1, -1), True, True), ((0, -2), False, False),
+    ((1, 2, 4), True, True), ((0, 1, 2, 4), True, False), ((1, 3), False, True),
+])
+def test_core_view_paths_match_a_plain_two_pass(axes, center, masked):
+  """Group-norm-style split axes (the merged view), negative axes, masks: values and VJP vs jnp."""
+  import jax
+  import jax.numpy as jnp
+
+  from normlab import core
+  shape = (3, 4, 2, 5, 3)
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.normal(size=shape) * 2 + 0.5)
+  ct = jnp.asarray(rng.normal(size=shape))
+  mask = jnp.asarray((rng.uniform(size=(3, 4, 1, 1, 1)) > 0.3).astype(np.float64)) if masked else None
+  pos = tuple(a % len(shape) for a in axes)
+
+  def plain(x):
+    m = jnp.ones_like(x) if mask is None else jnp.broadcast_to(mask, x.shape)
+    n = jnp.maximum(jnp.sum(m, pos, keepdims=True), 1)
+    mu = jnp.sum(x * m, pos, keepdims=True) / n if center else 0.0
+    var = jnp.sum((x - mu) ** 2 * m, pos, keepdims=True) / n
+    return (x - mu) / jnp.sqrt(var + 1e-3)
+
+  def value_and_vjp(f):
+    return jax.jit(lambda x, ct: (lambda y, vjp: (y, vjp(ct)[0]))(*jax.vjp(f, x)))(x, ct)
+
+  ours, ours_dx = value_and_vjp(lambda x: core.standardize(x, axes, eps=1e-3, mask=mask, center=center)[0])
+  ref, ref_dx = value_and_vjp(plain)
+  np.testing.assert_allclose(ours, ref, atol=1e-12)
+  np.testing.assert_allclose(ours_dx, ref_dx, atol=1e-11)
+  (mean, var), _ = core.moments(x, axes, mask=mask, center=center)
+  assert mean.shape == var.shape == tuple(1 if a in pos else d for a, d in enumerate(shape))
