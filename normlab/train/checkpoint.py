@@ -7,6 +7,8 @@ workdir/checkpoints_corrupt/<step>-<time> (never deleted) and the next older one
 """
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 import os
 import shutil
@@ -18,6 +20,26 @@ import orbax.checkpoint as ocp
 log = logging.getLogger("normlab.train")
 
 
+@contextlib.contextmanager
+def _quiet():
+  """Orbax logs every save/restore step at INFO through absl: raise that logger to WARNING meanwhile."""
+  absl_logger = logging.getLogger("absl")
+  old = absl_logger.level
+  absl_logger.setLevel(max(old, logging.WARNING))
+  try:
+    yield
+  finally:
+    absl_logger.setLevel(old)
+
+
+def _quietly(fn):
+  @functools.wraps(fn)
+  def wrapper(*args, **kwargs):
+    with _quiet():
+      return fn(*args, **kwargs)
+  return wrapper
+
+
 class Checkpointer:
   def __init__(self, directory: str, keep: int, *, main: bool = True):
     self.directory = os.path.abspath(directory)
@@ -25,6 +47,7 @@ class Checkpointer:
     self.main = main  # the process that moves unreadable checkpoints aside
     self._manager = self._open()
 
+  @_quietly
   def _open(self) -> ocp.CheckpointManager:
     options = ocp.CheckpointManagerOptions(max_to_keep=self.keep, create=True,
                                            enable_async_checkpointing=False, cleanup_tmp_directories=True)
@@ -33,12 +56,14 @@ class Checkpointer:
   def all_steps(self) -> list[int]:
     return sorted(self._manager.all_steps())
 
+  @_quietly
   def save(self, step: int, state: Any) -> None:
     if step in self._manager.all_steps():
       return
     self._manager.save(step, args=ocp.args.StandardSave(state), force=True)
     self._manager.wait_until_finished()
 
+  @_quietly
   def restore_latest(self, target: Any, on_fallback: Callable[[str], None] | None = None
                      ) -> tuple[Any, int | None]:
     """(state, step) from the newest readable checkpoint, or (target, None) when there is none."""
@@ -77,5 +102,6 @@ class Checkpointer:
     distributed.barrier("unreadable checkpoints moved")
     self._manager = self._open()
 
+  @_quietly
   def close(self) -> None:
     self._manager.close()
