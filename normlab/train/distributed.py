@@ -3,10 +3,10 @@
 Multi-host: `maybe_initialize()` calls `jax.distributed.initialize()` when asked (`--multihost`) or
 when the environment names a coordinator (JAX_COORDINATOR_ADDRESS with JAX_NUM_PROCESSES and
 JAX_PROCESS_ID; or NORMLAB_MULTIHOST=1 on a cluster JAX auto-detects, such as SLURM or Cloud TPU).
-With JAX_PLATFORMS=cpu it selects gloo CPU collectives (tests run 2 processes on one machine). Every process computes the same global batch
-indices from (seed, step) and feeds only its contiguous slice of rows
-(`jax.make_array_from_process_local_data`); the mesh orders devices by process so those rows land on
-that process's devices.
+With JAX_PLATFORMS=cpu it selects gloo CPU collectives (tests run 2 processes on one machine).
+Every process computes the same global batch indices from (seed, step) and feeds only its contiguous
+slice of rows (`jax.make_array_from_process_local_data`); the mesh orders devices by process so those
+rows land on that process's devices. Process 0 alone writes metrics, summary and config.json.
 """
 from __future__ import annotations
 
