@@ -108,8 +108,9 @@ def run(config, workdir: str, log=print) -> str:
   return write(config, _train_all(config, log), workdir)
 
 
-def write(config, results: dict, workdir: str) -> str:
-  """The report of `results` (as `_train_all` returns them, or as results.json stores them)."""
+def write(config, results: dict, workdir: str, note: str = "") -> str:
+  """The report of `results` (as `_train_all` returns them, or as results.json stores them, e.g. merged
+  from runs of different seeds; `note` says how)."""
   bss = [str(int(b)) for b in config.batch_sizes]
   small, large = bss[0], bss[-1]
   rows = []
@@ -180,7 +181,7 @@ logits of the two modes. Verdict rules are fixed in `experiments/train_eval_gap.
 once, after the first cpu run (the earlier rule, BN's drop >= GN's + {DROP}, passed because GN *improved* at small
 batch while BN lost only ~1 point). An earlier protocol (a fixed 300 steps and one lr 0.02 at every batch size) left
 GN untrained at B = 2 (test accuracy 0.10, BN 0.76): at small batch the budget and learning rate, not only the
-statistics, decide such comparisons.
+statistics, decide such comparisons. {note}
 
 | norm | B | final train acc | test acc, train mode | test acc, eval mode | gap | test loss, train mode | test loss, eval mode | max abs logit diff | examples |
 |---|---|---|---|---|---|---|---|---|---|
