@@ -54,11 +54,22 @@ def load_sweep(name: str, preset: str):
   return load_config_file(os.path.join(REPO_ROOT, "configs", "sweeps", f"{name}.py:{preset}"))
 
 
-def run_study_sweep(name: str, preset: str, workdir: str, log=print):
-  """Runs configs/sweeps/<name>.py:<preset> into workdir/sweep; returns (sweep config, rows per run)."""
+def run_study_sweep(name: str, preset: str, workdir: str, log=print, reduced: dict | None = None):
+  """Runs configs/sweeps/<name>.py:<preset> into workdir/sweep; returns (sweep config, rows per run).
+
+  `reduced` ({sweep key: value}, e.g. {"grid.variant": (...), "budget_examples": ...}) trims the sweep when
+  the full preset cannot finish in the time available; the report says so (`sweep.reduced`)."""
   from normlab.sweep import run_sweep
   from normlab.sweep.report import collect_results
   sweep = load_sweep(name, preset)
+  sweep.reduced = ""
+  for key, value in (reduced or {}).items():
+    node = sweep
+    *parents, last = key.split(".")
+    for part in parents:
+      node = node[part]
+    node[last] = value
+    sweep.reduced += f"{key}={value}; "
   sweep_dir = os.path.join(workdir, "sweep")
   t0 = time.time()
   cells = run_sweep(sweep, sweep_dir, log=log)
@@ -116,6 +127,12 @@ def significant(delta: float, se: float, floor: float = 1.0) -> str:
   return "partly" if delta > 0 else "not reproduced"
 
 
+def reduced_note(sweep) -> str:
+  r = sweep.get("reduced", "")
+  return (f"\n\n**Reduced run**: the full preset did not fit in the time available; this report comes from the "
+          f"preset trimmed to {r.strip()} (other settings as in the preset).") if r else ""
+
+
 def seeds_note(rows) -> str:
   seeds = sorted({r.get("seed") for r in rows if r.get("seed") is not None})
   return f"{len(seeds)} seed(s) per cell" + (" (mean ± std over seeds)" if len(seeds) > 1 else "")
@@ -129,6 +146,8 @@ def study_main(study: str, run: Callable) -> None:
   from normlab.errors import UserError
   flags.DEFINE_enum("preset", None, PRESETS, "configs/sweeps/<study>.py preset")
   flags.DEFINE_string("workdir", None, "output directory (report.md, plots, results.csv/json; cells in sweep/)")
+  flags.DEFINE_bool("reduced", False, "run the study's REDUCED trim of the preset (when the full one cannot "
+                    "finish in time); the report says so")
   FLAGS = flags.FLAGS
 
   def main(argv):
@@ -137,7 +156,8 @@ def study_main(study: str, run: Callable) -> None:
     if not FLAGS.workdir or not FLAGS.preset:
       raise UserError(f"give --preset={{{','.join(PRESETS)}}} and --workdir=DIR")
     t0 = time.time()
-    path = run(FLAGS.preset, FLAGS.workdir)
+    path = run(FLAGS.preset, FLAGS.workdir, reduced=FLAGS.reduced) if FLAGS.reduced else run(FLAGS.preset,
+                                                                                              FLAGS.workdir)
     print(f"{study}: report in {path} ({time.time() - t0:.0f} s)")
 
   cli.run(main)
@@ -272,6 +292,7 @@ step count at large batches. Seeds are few ({seeds_note(rows)}), so differences 
 Cells: DIR/sweep/cells/<id>/ (config.json, metrics.jsonl, summary.json); per-run numbers: results.csv."""
   data = {"preset": preset, "table": {f"{k[0]}@{k[1]}": v for k, v in table.items()}, "rows": rows,
           "paper": {"BN": PAPER_BN, "GN": PAPER_GN, "batch32": PAPER_B32}}
+  notes += reduced_note(sweep)
   return _report.write_report(workdir, TITLE, out, notes, [fig], data=data)
 
 
