@@ -20,7 +20,6 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("victim", [1, 0], ids=["worker_dies", "coordinator_dies"])
 def test_survivor_exits_when_a_process_dies(tmp_path, victim):
   import normlab.data

@@ -1,8 +1,8 @@
 """Training loop: end-to-end smoke runs, outputs, resume (exact), refusals, NaN handling, checkpoint
 fallback, data parallelism. conftest.py gives 8 fake CPU devices, so batch sizes are multiples of 8.
 
-Fast tests train a tiny MLP in-process; `@pytest.mark.slow` ones run scripts/train.py as a
-subprocess (kill -9 and resume) or train the heavier smoke presets.
+Most tests train a tiny MLP in-process; the script tests run scripts/train.py as a subprocess (kill -9
+and resume, exit codes, two processes); `@pytest.mark.slow` ones train the heavier smoke presets.
 """
 import glob
 import importlib.util
@@ -270,7 +270,7 @@ def test_noise_rng_reaches_the_model_and_is_reproducible(tmp_path):
   assert np.isfinite(a["final_train_loss"])
 
 
-# --- slow: presets end to end, kill -9 and resume through the script ----------------------------
+# --- presets end to end (heavier ones slow), kill -9 and resume through the script ----------------------------
 
 
 @pytest.mark.parametrize("name", [
@@ -302,7 +302,6 @@ def script(workdir, *args):
   return [sys.executable, SCRIPT, f"--workdir={workdir}", *args]
 
 
-@pytest.mark.slow
 def test_kill_9_and_resume_matches_an_uninterrupted_run(tmp_path):
   ref = subprocess.run(script(tmp_path / "ref", *KILL_ARGS), capture_output=True, text=True, cwd=REPO_ROOT,
                        timeout=300)
@@ -334,7 +333,6 @@ def test_kill_9_and_resume_matches_an_uninterrupted_run(tmp_path):
   assert json.load(open(work / "summary.json")) == b
 
 
-@pytest.mark.slow
 def test_script_nan_exits_3_and_other_config_exits_2(tmp_path):
   nan = subprocess.run(script(tmp_path / "nan", "--config=configs/mlp.py:smoke", "--config.debug_nan_at_step=5"),
                        capture_output=True, text=True, cwd=REPO_ROOT, timeout=300)
@@ -351,7 +349,6 @@ def test_script_nan_exits_3_and_other_config_exits_2(tmp_path):
   assert "tfds build cifar10" in prep.stderr and "Traceback" not in prep.stderr
 
 
-@pytest.mark.slow
 def test_two_processes_match_one_process_with_as_many_devices(tmp_path):
   """2 processes x 2 CPU devices (jax.distributed, gloo) == 1 process x 4 devices."""
   import socket
