@@ -7,7 +7,8 @@ A sweep config has `base` ("configs/NAME.py:PRESET", relative to the repo root o
 `budget_examples`: a fixed number of training examples per cell (num_steps = budget // batch_size), so
 that every batch size sees the same number of epochs, as in the Group Norm paper (then each cell
 evaluates at its end and checkpoints `checkpoints_per_cell` times, default 4). `vmap_seeds=True` trains
-the cells that differ only in `seed` together (normlab.train.train_and_evaluate_seeds).
+the cells that differ only in `seed` together (normlab.train.train_and_evaluate_seeds). up to
+`vmap_seeds_max_batch` examples per device (0: no limit); larger batches run one seed at a time.
 
 Keys under an `*_options` dict of the base (`norm_options.num_groups`, `model_options.widths`) may be
 new: those dicts are open (the train config's validation checks them against the norm/model).

@@ -86,6 +86,10 @@ def run_sweep(sweep: mlc.ConfigDict, workdir: str, *, cell_index: int | None = N
     log(f"sweep: {skipped}/{len(cells)} cells already finished, skipping them")
   vmap_seeds = bool(sweep.get("vmap_seeds", False))
   groups = _seed_groups(todo) if vmap_seeds else [[c] for c in todo]
+  max_batch = int(sweep.get("vmap_seeds_max_batch", 0) or 0)  # per device; 0 = no limit
+  if max_batch:  # on CPU, vmapped convs (grouped) get slower than S separate runs at larger batches
+    per_device = lambda c: c.config.batch_size // max(1, c.config.get("num_devices", 1) or 1)  # noqa: E731
+    groups = [part for g in groups for part in ([g] if per_device(g[0]) <= max_batch else [[c] for c in g])]
   for group in groups:
     if len(group) > 1 and train_fn is None:
       from normlab.train import train_and_evaluate_seeds
