@@ -38,6 +38,21 @@ class _ChannelAffine(nn.Module):
       new = norms.update_running_stats(Moments(mean.value, var.value), batch, momentum)
       mean.value, var.value = new.mean, new.var
 
+  def batch_statistics_norm(self, x, train: bool, batch_fn, eval_fn=None, use_scale=True, use_bias=True):
+    """The shared shape of the batch-statistics norms: eval mode normalizes with the running moments
+    (`eval_fn(scale, bias, running)`, default plain BN); train mode calls
+    `batch_fn(scale, bias, running) -> (y, batch moments)` and updates the running moments."""
+    scale, bias = self.affine_params(x, use_scale, use_bias)
+    mean, var = self.running_stats(x.shape[-1])
+    running = Moments(mean.value, var.value)
+    if not train:
+      if eval_fn is not None:
+        return eval_fn(scale, bias, running)
+      return norms.batch_norm(x, scale, bias, eps=self.epsilon, running=running)
+    y, batch = batch_fn(scale, bias, running)
+    self.maybe_update(mean, var, batch, self.momentum, train)
+    return y
+
 
 class Identity(nn.Module):
   """The 'none' norm, for ablations."""
@@ -58,14 +73,10 @@ class BatchNorm(_ChannelAffine):
 
   @nn.compact
   def __call__(self, x, train: bool = True, mask=None):
-    scale, bias = self.affine_params(x, self.use_scale, self.use_bias)
-    mean, var = self.running_stats(x.shape[-1])
-    if not train:
-      return norms.batch_norm(x, scale, bias, eps=self.epsilon, running=Moments(mean.value, var.value))
-    y, batch = norms.batch_norm(x, scale, bias, eps=self.epsilon, axis_name=self.axis_name, mask=mask,
-                                return_stats=True)
-    self.maybe_update(mean, var, batch, self.momentum, train)
-    return y
+    return self.batch_statistics_norm(
+        x, train, lambda s, b, _: norms.batch_norm(x, s, b, eps=self.epsilon, axis_name=self.axis_name,
+                                                   mask=mask, return_stats=True),
+        use_scale=self.use_scale, use_bias=self.use_bias)
 
 
 class GhostBatchNorm(_ChannelAffine):
@@ -76,15 +87,9 @@ class GhostBatchNorm(_ChannelAffine):
 
   @nn.compact
   def __call__(self, x, train: bool = True, mask=None):
-    scale, bias = self.affine_params(x)
-    mean, var = self.running_stats(x.shape[-1])
-    if not train:
-      return norms.batch_norm(x, scale, bias, eps=self.epsilon, running=Moments(mean.value, var.value))
     v = min(self.virtual_batch_size, x.shape[0])
-    y, batch = variants.ghost_batch_norm(x, scale, bias, virtual_batch_size=v, eps=self.epsilon,
-                                         return_stats=True)
-    self.maybe_update(mean, var, batch, self.momentum, train)
-    return y
+    return self.batch_statistics_norm(x, train, lambda s, b, _: variants.ghost_batch_norm(
+        x, s, b, virtual_batch_size=v, eps=self.epsilon, return_stats=True))
 
 
 class BatchRenorm(_ChannelAffine):
@@ -97,16 +102,9 @@ class BatchRenorm(_ChannelAffine):
 
   @nn.compact
   def __call__(self, x, train: bool = True, mask=None):
-    scale, bias = self.affine_params(x)
-    mean, var = self.running_stats(x.shape[-1])
-    running = Moments(mean.value, var.value)
-    if not train:
-      return norms.batch_norm(x, scale, bias, eps=self.epsilon, running=running)
-    y, batch = variants.batch_renorm(x, scale, bias, running=running, r_max=self.r_max, d_max=self.d_max,
-                                     eps=self.epsilon, axis_name=self.axis_name, mask=mask,
-                                     return_stats=True)
-    self.maybe_update(mean, var, batch, self.momentum, train)
-    return y
+    return self.batch_statistics_norm(x, train, lambda s, b, running: variants.batch_renorm(
+        x, s, b, running=running, r_max=self.r_max, d_max=self.d_max, eps=self.epsilon,
+        axis_name=self.axis_name, mask=mask, return_stats=True))
 
 
 class FrozenBatchNorm(_ChannelAffine):
@@ -129,15 +127,11 @@ class LpBatchNorm(_ChannelAffine):
 
   @nn.compact
   def __call__(self, x, train: bool = True, mask=None):
-    scale, bias = self.affine_params(x)
-    mean, var = self.running_stats(x.shape[-1])
-    if not train:
-      y = (x - mean.value) / (jnp.sqrt(var.value) + self.epsilon)
-      return (y * scale + bias).astype(x.dtype)
-    y, batch = variants.lp_batch_norm(x, scale, bias, p=self.p, eps=self.epsilon, axis_name=self.axis_name,
-                                      mask=mask, return_stats=True)
-    self.maybe_update(mean, var, batch, self.momentum, train)
-    return y
+    def eval_fn(s, b, running):  # the running `var` holds scale^2 of the l_p scale
+      return ((x - running.mean) / (jnp.sqrt(running.var) + self.epsilon) * s + b).astype(x.dtype)
+
+    return self.batch_statistics_norm(x, train, lambda s, b, _: variants.lp_batch_norm(
+        x, s, b, p=self.p, eps=self.epsilon, axis_name=self.axis_name, mask=mask, return_stats=True), eval_fn)
 
 
 class NoisyBatchNorm(_ChannelAffine):
@@ -150,15 +144,9 @@ class NoisyBatchNorm(_ChannelAffine):
 
   @nn.compact
   def __call__(self, x, train: bool = True, mask=None):
-    scale, bias = self.affine_params(x)
-    mean, var = self.running_stats(x.shape[-1])
-    if not train:
-      return norms.batch_norm(x, scale, bias, eps=self.epsilon, running=Moments(mean.value, var.value))
-    y, batch = variants.noisy_batch_norm(x, self.make_rng("noise"), scale, bias, mean_range=self.mean_range,
-                                         std_range=self.std_range, eps=self.epsilon, axis_name=self.axis_name,
-                                         mask=mask, return_stats=True)
-    self.maybe_update(mean, var, batch, self.momentum, train)
-    return y
+    return self.batch_statistics_norm(x, train, lambda s, b, _: variants.noisy_batch_norm(
+        x, self.make_rng("noise"), s, b, mean_range=self.mean_range, std_range=self.std_range,
+        eps=self.epsilon, axis_name=self.axis_name, mask=mask, return_stats=True))
 
 
 class LayerNorm(nn.Module):
@@ -232,15 +220,12 @@ class EvoNormB0(_ChannelAffine):
 
   @nn.compact
   def __call__(self, x, train: bool = True, mask=None):
-    scale, bias = self.affine_params(x)
     v = self.param("v", nn.initializers.ones, (x.shape[-1],), jnp.float32)
-    mean, var = self.running_stats(x.shape[-1])
-    if not train:
-      return variants.evonorm_b0(x, scale, bias, v, eps=self.epsilon, running=Moments(mean.value, var.value))
-    y, batch = variants.evonorm_b0(x, scale, bias, v, eps=self.epsilon, axis_name=self.axis_name,
-                                   return_stats=True)
-    self.maybe_update(mean, var, batch, self.momentum, train)
-    return y
+    return self.batch_statistics_norm(
+        x, train,
+        lambda s, b, _: variants.evonorm_b0(x, s, b, v, eps=self.epsilon, axis_name=self.axis_name,
+                                            return_stats=True),
+        lambda s, b, running: variants.evonorm_b0(x, s, b, v, eps=self.epsilon, running=running))
 
 
 class EvoNormS0(_ChannelAffine):
@@ -265,17 +250,13 @@ class SwitchableNorm(_ChannelAffine):
 
   @nn.compact
   def __call__(self, x, train: bool = True, mask=None):
-    scale, bias = self.affine_params(x)
     wm = self.param("mean_logits", nn.initializers.zeros, (3,), jnp.float32)
     wv = self.param("var_logits", nn.initializers.zeros, (3,), jnp.float32)
-    mean, var = self.running_stats(x.shape[-1])
-    if not train:
-      return variants.switchable_norm(x, scale, bias, wm, wv, eps=self.epsilon,
-                                      running=Moments(mean.value, var.value))
-    y, batch = variants.switchable_norm(x, scale, bias, wm, wv, eps=self.epsilon, axis_name=self.axis_name,
-                                        return_stats=True)
-    self.maybe_update(mean, var, batch, self.momentum, train)
-    return y
+    return self.batch_statistics_norm(
+        x, train,
+        lambda s, b, _: variants.switchable_norm(x, s, b, wm, wv, eps=self.epsilon, axis_name=self.axis_name,
+                                                 return_stats=True),
+        lambda s, b, running: variants.switchable_norm(x, s, b, wm, wv, eps=self.epsilon, running=running))
 
 
 class LocalResponseNorm(nn.Module):
