@@ -167,3 +167,85 @@ def test_core_view_paths_match_a_plain_two_pass(axes, center, masked):
   np.testing.assert_allclose(ours_dx, ref_dx, atol=1e-11)
   (mean, var), _ = core.moments(x, axes, mask=mask, center=center)
   assert mean.shape == var.shape == tuple(1 if a in pos else d for a, d in enumerate(shape))
+
+
+@pytest.mark.parametrize("axes, masked, center, scale_shape", [
+    ((0, 1, 2), False, True, (6,)),    # batch norm: fused path
+    ((0, 1, 2), True, False, (6,)),
+    ((1, 2), True, True, (6,)),        # instance norm: fused path, parameter grads summed over N too
+    ((0, 1, 2), False, True, ()),      # a scalar scale is constant over S as well
+    ((-1,), False, True, (6,)),        # layer norm: scale varies over S -> the composition
+    ((0, 3), True, True, (6,)),        # staged (view) reduction -> the composition
+])
+def test_standardize_affine_equals_the_composition(axes, masked, center, scale_shape):
+  import jax
+  import jax.numpy as jnp
+
+  from normlab import core
+  rng = np.random.default_rng(1)
+  x = jnp.asarray(rng.normal(size=(4, 3, 5, 6)) * 2 + 0.5)
+  ct = jnp.asarray(rng.normal(size=x.shape))
+  s = jnp.asarray(rng.normal(size=scale_shape))
+  b = jnp.asarray(rng.normal(size=scale_shape))
+  mask = jnp.asarray((rng.uniform(size=(4, 1, 1, 1)) > 0.3).astype(np.float64)) if masked else None
+
+  def composed(x, s, b):
+    x_hat, stats = core.standardize(x, axes, eps=1e-3, mask=mask, center=center)
+    return core.affine(x_hat, s, b, x.dtype), stats
+
+  def fused(x, s, b):
+    return core.standardize_affine(x, axes, s, b, eps=1e-3, mask=mask, center=center)
+
+  def run(f):
+    def go(x, s, b, ct):
+      (y, stats), vjp = jax.vjp(f, x, s, b)
+      return y, stats, vjp((ct, jax.tree.map(jnp.zeros_like, stats)))
+    return jax.jit(go)(x, s, b, ct)
+
+  (ya, sa, ga), (yb, sb, gb) = run(composed), run(fused)
+  np.testing.assert_allclose(yb, ya, atol=1e-12)
+  for p, q in zip(jax.tree.leaves(sb), jax.tree.leaves(sa)):
+    np.testing.assert_allclose(p, q, atol=1e-12)
+  for p, q in zip(gb, ga):
+    assert p.shape == q.shape
+    np.testing.assert_allclose(p, q, atol=1e-11)
+
+
+def test_standardize_affine_across_devices_matches_the_composition():
+  """SyncBN-style psum over a named axis: the input gradient uses global sums, the parameter
+  gradients this device's own (as the composition's autodiff gives them)."""
+  import jax
+  import jax.numpy as jnp
+
+  from normlab import core
+  rng = np.random.default_rng(2)
+  x = jnp.asarray(rng.normal(size=(4, 3, 5, 6)))  # 4 "devices" on the vmapped axis
+  ct = jnp.asarray(rng.normal(size=x.shape))
+  s, b = jnp.asarray(rng.normal(size=(6,))), jnp.asarray(rng.normal(size=(6,)))
+
+  def per_device(fused):
+    def f(x, s, b):
+      if fused:
+        return core.standardize_affine(x, (0, 1), s, b, eps=1e-3, axis_name="d")[0]
+      return core.affine(core.standardize(x, (0, 1), eps=1e-3, axis_name="d")[0], s, b, x.dtype)
+    return lambda x, s, b: jax.vmap(f, in_axes=(0, None, None), axis_name="d")(x, s, b)
+
+  ya, va = jax.vjp(per_device(False), x, s, b)
+  yb, vb = jax.vjp(per_device(True), x, s, b)
+  np.testing.assert_allclose(yb, ya, atol=1e-12)
+  for p, q in zip(vb(ct), va(ct)):
+    np.testing.assert_allclose(p, q, atol=1e-11)
+
+
+def test_standardize_affine_second_order_gradients():
+  import jax
+  import jax.numpy as jnp
+  from jax.test_util import check_grads
+
+  from normlab import core
+  rng = np.random.default_rng(3)
+  x = jnp.asarray(rng.normal(size=(6, 3, 4)))
+  s, b = jnp.asarray(rng.normal(size=(4,))), jnp.asarray(rng.normal(size=(4,)))
+  m = jnp.asarray([1., 1., 0., 1., 1., 0.])[:, None, None]
+  f = jax.jit(lambda x, s, b: core.standardize_affine(x, (0, 1), s, b, eps=1e-5, mask=m)[0])
+  check_grads(f, (x, s, b), order=2, modes=["rev"], atol=1e-6, rtol=1e-6, eps=1e-4)
