@@ -92,14 +92,20 @@ def count(x_shape, axes: tuple[int, ...], mask, axis_name: AxisName, dtype) -> j
 #   normalized output (whose only reader in a training step is the affine parameters' gradient)
 #   by `(x - mean) * rstd`, and the backward pass by `_copy`-ed statistics. These are the same
 #   numbers (IEEE x + (-m) == x - m), only different expressions.
-# - A library fusion also grows from a reduction into the elementwise pass that consumes its
-#   result. For the one-stage reductions that big fusion is as fast as the parts, but with a staged
-#   (group norm) reduction inside it is 1.5-2x slower, so there the per-group factors of the input
-#   gradient go through `_copy`, an op YNNPACK does not take, which keeps the two apart.
+# - A library fusion also grows from a reduction into the elementwise pass that consumes its result
+#   when the statistics have >= 4096 elements (YNNPACK's size threshold; per-channel batch norm
+#   statistics never do). Such a fusion does the same work but runs poorly on several threads.
+#   `_copy`, an op YNNPACK does not take, keeps them apart where that measured faster on 2 cores:
+#   after the variance in the forward rule of the VJP (layer/instance/RMS norm fwd+bwd ~25%
+#   faster; the plain forward, used without differentiation, keeps the single fusion, which is
+#   faster there), and before the input gradient's per-group factors of a staged reduction.
 # - `standardize` then `affine` are two VJPs: the affine one reduces gy and gy * x_hat for the
 #   parameter gradients, the standardize one reduces g = gy * scale and g * x_hat again. When scale
 #   is constant over S (batch and instance norm) `standardize_affine` does both from one set of
 #   per-group sums: batch norm's fwd+bwd drops from 13 to 8 passes over memory (~1.9x faster).
+
+
+_LIBRARY_FUSION_MIN_SIZE = 4096
 
 
 def _copy(t: jax.Array) -> jax.Array:
@@ -182,10 +188,12 @@ def moments(x, axes: tuple[int, ...], *, axis_name: AxisName = None, mask=None,
   return Moments(mean, view.kept(var)), (n if mask is None else view.kept(n))
 
 
-def _standardize_fwd(x, mask, axes, eps, axis_name, center):
+def _standardize_fwd(x, mask, axes, eps, axis_name, center, under_vjp=True):
   view = _View(x.shape, axes)
   xs, _, mean, var, n = _view_moments(view, x, mask, axis_name, center)
   rstd = lax.rsqrt(var + eps)
+  if under_vjp and rstd.size >= _LIBRARY_FUSION_MIN_SIZE:
+    rstd = _copy(rstd)  # keep the variance reduction and the normalize pass apart: see the notes
   x_hat = (xs - mean) * rstd if center else xs * rstd
   stats = Moments(jnp.zeros(view.kshape, var.dtype) if mean is None else view.kept(mean), view.kept(var))
   return (view.back(x_hat), stats), (x, mask, mean, rstd, n)
@@ -208,7 +216,8 @@ def _standardize_bwd(axes, eps, axis_name, center, res, cts):
     centred_sum, centred_out = xs - _copy(mean), xs - _copy(_copy(mean))
   else:
     centred_sum = centred_out = xs
-  # After a staged (group norm) reduction, keep the per-group factors out of the elementwise pass.
+  # After a staged (group norm) reduction, keep the per-group factors out of the elementwise pass
+  # (after a one-stage reduction the fused form measured faster).
   apart = _copy if view.inner > 1 else (lambda t: t)
   s_gx = view.sum(g * centred_sum, axis_name)
   inner = centred_out * apart(r_sum * (r_sum * (r_sum * s_gx / n_safe)))
@@ -222,7 +231,7 @@ def _standardize_bwd(axes, eps, axis_name, center, res, cts):
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5))
 def _standardize(x, mask, axes, eps, axis_name, center):
-  return _standardize_fwd(x, mask, axes, eps, axis_name, center)[0]
+  return _standardize_fwd(x, mask, axes, eps, axis_name, center, under_vjp=False)[0]
 
 
 _standardize.defvjp(_standardize_fwd, _standardize_bwd)
@@ -248,8 +257,8 @@ def _broadcast_axes(param, x_shape) -> tuple[tuple[int, ...], tuple[int, ...]]:
   return aligned, tuple(a for a, (p, d) in enumerate(zip(aligned, x_shape)) if p == 1 and d != 1)
 
 
-def _fused_affine_fwd(x, mask, scale, bias, axes, eps, axis_name, center, out_dtype):
-  (x_hat, stats), (_, _, mean, rstd, n) = _standardize_fwd(x, mask, axes, eps, axis_name, center)
+def _fused_affine_fwd(x, mask, scale, bias, axes, eps, axis_name, center, out_dtype, under_vjp=True):
+  (x_hat, stats), (_, _, mean, rstd, n) = _standardize_fwd(x, mask, axes, eps, axis_name, center, under_vjp)
   y = affine(x_hat, scale, bias, out_dtype)
   return (y, stats), (x, mask, mean, rstd, n, scale, bias)
 
@@ -287,7 +296,7 @@ def _fused_affine_bwd(axes, eps, axis_name, center, out_dtype, res, cts):
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6, 7, 8))
 def _fused_affine(x, mask, scale, bias, axes, eps, axis_name, center, out_dtype):
-  return _fused_affine_fwd(x, mask, scale, bias, axes, eps, axis_name, center, out_dtype)[0]
+  return _fused_affine_fwd(x, mask, scale, bias, axes, eps, axis_name, center, out_dtype, under_vjp=False)[0]
 
 
 _fused_affine.defvjp(_fused_affine_fwd, _fused_affine_bwd)
