@@ -198,7 +198,7 @@ def torch_bench(torch, norm: str, layout: str, x: np.ndarray, w: np.ndarray, dty
       fwd_bwd()
     except Unavailable:
       raise
-    except Exception as e:  # noqa: BLE001 (torch raises RuntimeError/TypeError/NotImplementedError)
+    except Exception as e:  # noqa: BLE001 (torch raises RuntimeError, TypeError or its not-implemented error)
       errors.append(f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
       continue
     note = "" if param_dtype == tdtype else "float32 params"
