@@ -102,7 +102,8 @@ def count(x_shape, axes: tuple[int, ...], mask, axis_name: AxisName, dtype) -> j
 # - `standardize` then `affine` are two VJPs: the affine one reduces gy and gy * x_hat for the
 #   parameter gradients, the standardize one reduces g = gy * scale and g * x_hat again. When scale
 #   is constant over S (batch and instance norm) `standardize_affine` does both from one set of
-#   per-group sums: batch norm's fwd+bwd drops from 13 to 8 passes over memory (~1.9x faster).
+#   per-group sums: batch norm's fwd+bwd drops from 13 to 8 passes over memory (1.5-2.2x faster
+#   on 2 cores). `norms.py` does not call it yet (BENCH.md, section 5).
 
 
 _LIBRARY_FUSION_MIN_SIZE = 4096
@@ -310,7 +311,7 @@ def standardize_affine(x, axes: tuple[int, ...], scale, bias, *, eps: float, axi
   `scale` and `bias` are constant over S (batch and instance norm's per-channel parameters), the
   backward pass derives the parameter gradients from the per-group sums the input gradient needs,
   instead of reducing over the activations again: 8 passes over memory for batch norm's
-  fwd+bwd instead of 13 (BENCH.md). Otherwise it is the composition.
+  fwd+bwd instead of 13, 1.5-2.2x faster on 2 CPU cores (BENCH.md). Otherwise it is the composition.
   """
   axis_name = tuple(_names(axis_name)) or None
   axes = tuple(sorted(a % x.ndim for a in axes))
