@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import time
 from typing import Callable, Sequence
 
@@ -37,7 +38,6 @@ SINGLE_THREAD_XLA_FLAGS = "--xla_cpu_multi_thread_eigen=false intra_op_paralleli
 
 
 def single_thread_xla() -> bool:
-  import os
   flags = os.environ.get("XLA_FLAGS", "")
   return all(f in flags for f in SINGLE_THREAD_XLA_FLAGS.split())
 
