@@ -16,7 +16,6 @@ share: `train_with_eval`, `Evaluator`, `tail_mean`, `steps_to`.
 """
 from __future__ import annotations
 
-import functools
 import os
 from typing import Any, Callable
 
@@ -47,79 +46,6 @@ def cfg_copy(cfg, **overrides):
   return c
 
 
-def setup_run(config, *, batch_fn: Callable | None = None) -> training.Run:
-  """normlab.analysis.training.setup, plus: the norm placement (`config.norm_placement`, default
-  before the activation), the 'noise' RNG at init (noisy BN needs it), `batch_fn(run, step) ->
-  {'x', 'y'}` replacing the default batches, and inputs x = {'x': (N, T, F), 'mask': (N, T)} (the
-  RNNs' padding masks), passed to the model as `model(x['x'], mask=x['mask'])`. `run.apply` is the
-  apply function the steps use."""
-  from normlab.data import get_dataset_info, load
-  from normlab.models import get_model
-  from normlab.registry import make_norm
-  from normlab.train.optim import make_optimizer, make_schedule
-  from normlab.train.state import create_state, init_variables
-  from normlab.train.step import train_step
-
-  info = get_dataset_info(config.dataset)
-  model = get_model(config.model, num_classes=info.num_classes,
-                    norm=make_norm(config.norm, **training._options(config.get("norm_options"))),
-                    placement=str(config.get("norm_placement", "before_activation")),
-                    **training._options(config.get("model_options")))
-  train_ds = load(config.dataset, "train")
-  tx, schedule = make_optimizer(config), make_schedule(config)
-  run = training.Run(config, model, tx, schedule, None, train_ds, info.num_classes, (), None)
-  if batch_fn is not None:
-    run.batch = lambda step: batch_fn(run, step)  # instance attribute shadows the method
-  x0 = run.batch(0)["x"]
-  if isinstance(x0, dict):
-    def apply(variables, inp, **kw):
-      return model.apply(variables, inp["x"], mask=inp["mask"], **kw)
-
-    from normlab.train.state import make_key  # the keys normlab.train.state.init_variables uses
-    keys = jax.random.split(jax.random.fold_in(make_key(int(config.seed)), 2**31 - 1), 3)
-    rngs = {"params": keys[0], "noise": keys[1], "dropout": keys[2]}
-    variables = jax.jit(lambda r, inp: model.init(r, inp["x"], mask=inp["mask"], train=False))(
-        rngs, jax.tree.map(jnp.asarray, x0))
-  else:
-    apply = model.apply
-    variables = init_variables(model, x0, int(config.seed))
-  run.state = create_state(variables, tx)
-  run.step_fn = jax.jit(functools.partial(
-      train_step, apply_fn=apply, tx=tx, schedule=schedule, num_classes=info.num_classes,
-      seed=int(config.seed), nan_policy="stop", axis_name=None))
-  run.apply = apply
-  return run
-
-
-def train_loop(config, measure: Callable | None = None, *, measure_every: int = 0, log: Callable = print,
-               batch_fn: Callable | None = None):
-  """normlab.analysis.training.train on `setup_run`: (history, run); history = {'measured': rows of
-  `measure(run, step, state, batch, new_state)` every `measure_every` steps and at the last,
-  'curve': per-step train loss/accuracy}. Stops at the first non-finite step (recorded)."""
-  import time
-  run = setup_run(config, batch_fn=batch_fn)
-  history, curve = [], []
-  t0 = time.time()
-  steps = int(config.num_steps)
-  diverged = None
-  for step in range(steps):
-    batch = run.batch(step)
-    new_state, metrics = run.step_fn(run.state, jax.tree.map(jnp.asarray, batch))
-    if int(new_state.nonfinite_step) >= 0:
-      log(f"  step {step}: non-finite loss/gradient, stopping")
-      diverged = step
-      break
-    loss, acc = float(metrics["train_loss"]), float(metrics["train_accuracy"])
-    curve.append({"step": step, "train_loss": loss, "train_accuracy": acc})
-    if measure is not None and measure_every > 0 and (step % measure_every == 0 or step == steps - 1):
-      rec = {"step": step, "train_loss": loss, "train_accuracy": acc}
-      rec.update(measure(run, step, run.state, batch, new_state))
-      history.append(rec)
-      log(f"  step {step:5d} loss {loss:.4f} acc {acc:.3f} ({time.time() - t0:.0f} s)")
-    run.state = new_state
-  return {"measured": history, "curve": curve, "diverged_at": diverged}, run
-
-
 class Evaluator:
   """Accuracy / loss of a run's state on fixed inputs (default: the config's test split).
 
@@ -141,7 +67,7 @@ class Evaluator:
       inputs, labels = b["x"], b["y"]
     self.x, self.y = inputs, np.asarray(labels)
     self.batch_size = int(batch_size)
-    apply = getattr(run, "apply", None) or run.model.apply
+    apply = run.apply
     self._eval = jax.jit(lambda st, batch: eval_step(st, batch, apply_fn=apply, num_classes=run.num_classes,
                                                      axis_name=None))
 
@@ -198,7 +124,7 @@ class Evaluator:
 def train_with_eval(config, *, measure_every: int, extra: Callable | None = None, log: Callable = print,
                     eval_batch_size: int = 512, evaluator: Callable | None = None,
                     batch_fn: Callable | None = None) -> tuple[dict, training.Run]:
-  """`train_loop` with, every `measure_every` steps (and at the end), the test metrics of the state
+  """`normlab.analysis.training.train` with, every `measure_every` steps (and at the end), the test metrics of the state
   *after* the step (eval mode) and `extra(run, step, new_state)` merged in. Rows get 'done' = the
   number of completed steps. `evaluator(run) -> Evaluator` overrides the default test-split one."""
   cache: dict[str, Any] = {}
@@ -211,7 +137,7 @@ def train_with_eval(config, *, measure_every: int, extra: Callable | None = None
     if extra is not None:
       rec.update(extra(run, step, new_state))
     return rec
-  return train_loop(config, measure, measure_every=measure_every, log=log, batch_fn=batch_fn)
+  return training.train(config, measure, measure_every=measure_every, log=log, batch_fn=batch_fn)
 
 
 def tail_mean(curve: list[dict], key: str, frac: float = 0.1) -> float:

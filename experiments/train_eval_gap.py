@@ -18,7 +18,8 @@ import numpy as np
 
 from experiments import _report, main_for
 from experiments._report import fmt
-from experiments.noisy_bn import Evaluator, cfg_copy, tail_mean, train_loop
+from experiments.noisy_bn import Evaluator, cfg_copy, tail_mean
+from normlab.analysis import training
 
 TITLE = "BN's train / inference statistics gap vs batch size, BN vs GN (seed 000, problem 4)"
 GROWS = 2.0        # the gap "grows as the batch shrinks": |loss gap| at the smallest B >= this x at the largest B
@@ -42,7 +43,7 @@ def _train_all(config, log) -> dict:
           c.norm_options = config.norm_options[norm].copy_and_resolve_references()
         log(f"norm={norm} batch={bs} seed={seed}: {c.model} {c.model_options.to_dict()} on {c.dataset}, "
             f"{c.optimizer} lr={c.learning_rate}, {c.num_steps} steps")
-        hist, run = train_loop(c, log=log)
+        hist, run = training.train(c, log=log)
         ev = Evaluator(run, "test")
         both = ev.both(run.state, int(bs), seed=int(seed))
         rec = {"final_train_acc": tail_mean(hist["curve"], "train_accuracy"),

@@ -301,3 +301,36 @@ def test_initialization_identity_and_scaled_distance():
   # a negative inner product: the best positive scale is k -> 0, distance ||w0||
   w0 = jnp.asarray([1.0, 0.0])
   assert float(T.scaled_distance(w0, -w0)) == pytest.approx(1.0)
+
+
+# ----------------------------------------------------------------------------- training (the studies' loop)
+
+def _train_config(**overrides):
+  from configs.experiments._common import train_defaults
+  return train_defaults(model_options={"widths": (16,)}, batch_size=16, num_steps=3, **overrides)
+
+
+def test_training_runs_noisy_bn_with_the_train_steps_noise():
+  """train runs noisy BN (it needs a 'noise' RNG at every train-mode call, the layer-order probe
+  included), and `batch_loss(run, step)` uses the noise of normlab.train's step at that step: it
+  reproduces the step's loss exactly, and another step's noise gives another loss."""
+  from normlab.analysis import training
+
+  def measure(run, step, state, batch, new_state):
+    x, y = jnp.asarray(batch["x"]), jnp.asarray(batch["y"])
+    return {"order": len(run.order),
+            "same": float(training.batch_loss(run, step)(state.params, state.batch_stats, x, y)),
+            "other": float(training.batch_loss(run, step + 1)(state.params, state.batch_stats, x, y))}
+  hist, _ = training.train(_train_config(norm="noisy_batch"), measure, measure_every=1, log=lambda *_: None)
+  assert len(hist["measured"]) == 3 and hist["diverged_at"] is None
+  for r in hist["measured"]:
+    assert r["order"] == 3  # dense0, its norm, the head
+    assert r["same"] == pytest.approx(r["train_loss"], rel=1e-6)
+    assert abs(r["other"] - r["train_loss"]) > 1e-4
+
+
+def test_training_honours_norm_placement():
+  from normlab.analysis import training
+  assert training.setup(_train_config(norm="batch")).model.placement == "before_activation"
+  run = training.setup(_train_config(norm="batch", norm_placement="after_activation"))
+  assert run.model.placement == "after_activation"
