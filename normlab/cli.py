@@ -1,10 +1,51 @@
-"""Entry-point wrapper for scripts/: user mistakes become one `error: ...` line and exit status 2."""
+"""Command-line helpers for scripts/ and experiments/: every user mistake becomes one line.
+
+A user mistake (a `normlab.errors.UserError`, data not prepared, a bad config value, a bad flag)
+prints `error: <one line>` on stderr and exits with status 2, without a traceback:
+
+* `run(main)` wraps `absl.app.run`, turning the user errors that `main` raises into that line;
+* `parse_or_exit(argv)` parses the flags of a `config_flags` entry point (scripts/train.py).
+  config_flags reports problems in several shapes (a flags.Error whose message embeds a traceback,
+  an AttributeError for an unknown `--config.KEY`, an IOError deferred until the config is first
+  read); each becomes the one line.
+
+Imports only absl here (the data and train packages load when an error is checked), so the
+entry points start without jax.
+"""
 from __future__ import annotations
 
+import importlib.util
+import os
 import sys
-from typing import Callable
+from typing import Callable, NoReturn, Sequence
 
-from absl import app
+from absl import app, flags
+
+USER_ERROR_EXIT = 2
+_EXC_PREFIXES = ("ValueError: ", "TypeError: ", "KeyError: ", "AttributeError: ", "OSError: ", "IOError: ")
+
+
+def fail(message: str, code: int = USER_ERROR_EXIT) -> NoReturn:
+  print(f"error: {message}", file=sys.stderr)
+  sys.exit(code)
+
+
+def first_line(error: BaseException) -> str:
+  """The first line of an error's message (user errors are one line), or its type's name."""
+  text = str(error)
+  return text.splitlines()[0] if text else type(error).__name__
+
+
+def last_line(error: BaseException) -> str:
+  """The informative last line of an error message (config_flags embeds whole tracebacks)."""
+  lines = [ln.strip() for ln in str(error).splitlines() if ln.strip()]
+  if not lines:
+    return type(error).__name__
+  last = lines[-1]
+  for prefix in _EXC_PREFIXES:
+    if last.startswith(prefix):
+      last = last[len(prefix):]
+  return last
 
 
 def user_error_types() -> tuple[type[BaseException], ...]:
@@ -24,12 +65,85 @@ def user_error_types() -> tuple[type[BaseException], ...]:
   return tuple(types)
 
 
-def run(main: Callable) -> None:
-  """absl.app.run(main), printing user errors as one line on stderr and exiting 2."""
+def run(main: Callable, **app_run_kwargs) -> None:
+  """absl.app.run(main, ...), printing user errors as one line on stderr and exiting 2."""
   def wrapped(argv):
     try:
       return main(argv)
     except user_error_types() as e:  # noqa: B030 (a tuple computed at call time)
-      print(f"error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
-      sys.exit(2)
-  app.run(wrapped)
+      fail(first_line(e))
+  app.run(wrapped, **app_run_kwargs)
+
+
+# ----------------------------------------------------------------------------- config_flags entry points
+
+def _load_config(spec: str):
+  path, _, preset = spec.partition(":")
+  module_spec = importlib.util.spec_from_file_location("_train_config_probe", path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  return module.get_config(preset) if preset else module.get_config()
+
+
+def _has_key(config, dotted: str) -> bool:
+  node = config
+  for part in dotted.split("."):
+    if not hasattr(node, "keys") or part not in node.keys():
+      return False
+    node = node[part]
+  return True
+
+
+def _valid_here(config, dotted: str) -> str:
+  """The keys next to the missing one, for the message."""
+  node = config
+  for part in dotted.split(".")[:-1]:
+    if not hasattr(node, "keys") or part not in node.keys():
+      break
+    node = node[part]
+  keys = sorted(node.keys()) if hasattr(node, "keys") else []
+  return ", ".join(keys) or "(none)"
+
+
+def _flag_value(argv: Sequence[str], flag_name: str) -> str | None:
+  return next((a.split("=", 1)[1] for a in argv if a.startswith(f"--{flag_name}=")), None)
+
+
+def unknown_override(argv: Sequence[str], flag_name: str = "config") -> str | None:
+  """A message for the first `--config.KEY=...` whose KEY the (locked) config does not have."""
+  spec = _flag_value(argv, flag_name)
+  if spec is None or not os.path.isfile(spec.partition(":")[0]):
+    return None
+  try:
+    config = _load_config(spec)
+  except Exception:  # noqa: BLE001 (the config's own error is reported elsewhere)
+    return None
+  for arg in argv:
+    if arg.startswith(f"--{flag_name}."):
+      key = arg[len(flag_name) + 3:].split("=", 1)[0]
+      if not _has_key(config, key):
+        return (f"unknown config key {key!r} in {arg}; new keys cannot be added to a locked config; "
+                f"valid keys here: {_valid_here(config, key)}")
+  return None
+
+
+def parse_or_exit(argv: Sequence[str], flag_name: str = "config") -> list[str]:
+  """FLAGS(argv) with one-line errors; also forces loading the config so a bad path fails here."""
+  FLAGS = flags.FLAGS
+  try:
+    rest = FLAGS(argv)
+  except (flags.Error, AttributeError, KeyError, TypeError, ValueError, OSError) as e:
+    fail(unknown_override(argv, flag_name) or last_line(e))
+  config = getattr(FLAGS, flag_name)
+  if config is None:
+    fail(f"--{flag_name} is required: --{flag_name}=configs/NAME.py[:PRESET]")
+  try:
+    config.keys()
+  except OSError as e:  # config_flags defers a missing/unreadable file until first use
+    spec = _flag_value(argv, flag_name) or "?"
+    cause = e.__cause__ or e
+    fail(f"cannot load config file {spec.partition(':')[0]!r}: "
+         f"{getattr(cause, 'strerror', None) or last_line(cause)}")
+  if len(rest) > 1:
+    fail(f"unexpected arguments: {' '.join(rest[1:])}")
+  return rest

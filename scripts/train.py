@@ -12,11 +12,11 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from absl import app, flags  # noqa: E402
+from absl import flags  # noqa: E402
 from absl import logging as absl_logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from normlab.train import cli  # noqa: E402
+from normlab import cli  # noqa: E402
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Experiment config: configs/NAME.py[:PRESET].", lock_config=True)
@@ -45,17 +45,14 @@ def _setup_logging() -> None:
 
 def main(argv):
   del argv
-  from normlab import cli as normlab_cli
   from normlab.train import TrainingDivergedError, distributed, train_and_evaluate
   distributed.maybe_initialize(FLAGS.multihost)
   _setup_logging()
   try:
     train_and_evaluate(FLAGS.config, FLAGS.workdir, fresh=FLAGS.fresh)
-  except normlab_cli.user_error_types() as e:
-    cli.fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
   except TrainingDivergedError as e:
     cli.fail(str(e), code=3)
 
 
 if __name__ == "__main__":
-  app.run(main, flags_parser=parse_flags)
+  cli.run(main, flags_parser=parse_flags)

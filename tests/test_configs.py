@@ -159,7 +159,7 @@ def test_cli_user_errors_exit_2_with_one_line(tmp_path, args, expected):
 
 
 def test_unknown_override_message_names_key_and_valid_keys():
-  from normlab.train import cli
+  from normlab import cli
   argv = ["train.py", "--config=configs/mlp.py:smoke", "--config.model_options.depth=3"]
   old = os.getcwd()
   os.chdir(REPO_ROOT)
@@ -171,7 +171,7 @@ def test_unknown_override_message_names_key_and_valid_keys():
 
 
 def test_last_line_strips_embedded_traceback():
-  from normlab.train import cli
+  from normlab import cli
   error = ValueError("Error whilst parsing config file:\n\nTraceback (most recent call last):\n  File x\n"
                      "ValueError: unknown preset 'x' for configs/mlp.py; valid presets: smoke, cpu, gpu")
   assert cli.last_line(error) == "unknown preset 'x' for configs/mlp.py; valid presets: smoke, cpu, gpu"
