@@ -1,11 +1,12 @@
 """Shared defaults of every experiment config, and the preset machinery.
 
-An experiment config (configs/mlp.py, ...) starts from `get_base_config()`, sets its model/dataset
-defaults and declares presets; `get_config(arg)` picks one with `with_preset`:
+An experiment config (configs/mlp.py, ...) declares its model/dataset defaults and its presets, both
+as {dotted.key: value} overrides of `get_base_config()`; `get_config(arg)` builds it with `build`:
 
-    PRESETS = {"smoke": {"num_steps": 50, "model_options.widths": (32,)}, "cpu": {...}, "gpu": {...}}
+    DEFAULTS = {"model": "mlp", "model_options.widths": (256, 256), "num_steps": 3000, ...}
+    PRESETS = {"smoke": {"num_steps": 50, "model_options.widths": (32,)}, "cpu": {}, "gpu": {...}}
     def get_config(arg=None):
-      return common.with_preset(base(), PRESETS, arg, "configs/mlp.py")
+      return common.build(DEFAULTS, PRESETS, arg, "configs/mlp.py")
 
 Every key here is checked by `normlab.train.validate` (types, ranges, names); a key not listed here
 is an error there. Keys that do not change the result (how often to log, checkpoint, keep) are the
@@ -70,12 +71,23 @@ def _set(config: mlc.ConfigDict, dotted: str, value: Any) -> None:
   node[last] = value
 
 
+def override(config: mlc.ConfigDict, values: Mapping[str, Any]) -> mlc.ConfigDict:
+  """Set {dotted.key: value} `values` on `config`."""
+  for key, value in values.items():
+    _set(config, key, value)
+  return config
+
+
 def with_preset(config: mlc.ConfigDict, presets: Mapping[str, Mapping[str, Any]], arg: str | None,
                 source: str) -> mlc.ConfigDict:
   """Apply preset `arg` (default 'cpu'): its {dotted.key: value} overrides; unknown preset -> ValueError."""
   preset = arg or DEFAULT_PRESET
   if preset not in presets:
     raise ValueError(f"unknown preset {preset!r} for {source}; valid presets: {', '.join(presets)}")
-  for key, value in presets[preset].items():
-    _set(config, key, value)
-  return config
+  return override(config, presets[preset])
+
+
+def build(defaults: Mapping[str, Any], presets: Mapping[str, Mapping[str, Any]], arg: str | None,
+          source: str) -> mlc.ConfigDict:
+  """`get_base_config()` with a model family's `defaults`, then preset `arg` (see `with_preset`)."""
+  return with_preset(override(get_base_config(), defaults), presets, arg, source)

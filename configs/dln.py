@@ -16,6 +16,22 @@ if _ROOT not in sys.path:  # loaded by file path (config_flags, the sweep): make
   sys.path.insert(0, _ROOT)
 from configs import common  # noqa: E402
 
+DEFAULTS = {
+    "model": "dln",
+    "model_options.depth": 8,
+    "model_options.width": 64,
+    "norm": "batch",
+    "dataset": "mnist1d",
+    "batch_size": 128,
+    "optimizer": "momentum",
+    "learning_rate": 0.02,
+    "schedule": "cosine",
+    "num_steps": 3000,
+    "eval_every": 500,
+    "log_every": 100,
+    "checkpoint_every": 1000,
+}
+
 PRESETS = {
     "smoke": {"model_options.depth": 3, "model_options.width": 16, "batch_size": 64, "num_steps": 100,
               "eval_every": 100, "log_every": 25, "checkpoint_every": 50},
@@ -26,18 +42,4 @@ PRESETS = {
 
 
 def get_config(arg=None):
-  c = common.get_base_config()
-  c.model = "dln"
-  c.model_options.depth = 8
-  c.model_options.width = 64
-  c.norm = "batch"
-  c.dataset = "mnist1d"
-  c.batch_size = 128
-  c.optimizer = "momentum"
-  c.learning_rate = 0.02
-  c.schedule = "cosine"
-  c.num_steps = 3000
-  c.eval_every = 500
-  c.log_every = 100
-  c.checkpoint_every = 1000
-  return common.with_preset(c, PRESETS, arg, "configs/dln.py")
+  return common.build(DEFAULTS, PRESETS, arg, "configs/dln.py")

@@ -15,6 +15,22 @@ if _ROOT not in sys.path:  # loaded by file path (config_flags, the sweep): make
   sys.path.insert(0, _ROOT)
 from configs import common  # noqa: E402
 
+DEFAULTS = {
+    "model": "mlp",
+    "model_options.widths": (256, 256),
+    "norm": "batch",
+    "dataset": "mnist1d",
+    "batch_size": 128,
+    "optimizer": "adamw",
+    "learning_rate": 1e-2,
+    "weight_decay": 1.0,  # decoupled (AdamW), on kernels: lr * wd = 1% shrink per step; 4000 examples overfit
+    "schedule": "cosine",
+    "num_steps": 3000,
+    "eval_every": 500,
+    "log_every": 100,
+    "checkpoint_every": 1000,
+}
+
 PRESETS = {
     "smoke": {"model_options.widths": (32,), "batch_size": 64, "num_steps": 100, "eval_every": 100,
               "log_every": 25, "checkpoint_every": 50},
@@ -25,18 +41,4 @@ PRESETS = {
 
 
 def get_config(arg=None):
-  c = common.get_base_config()
-  c.model = "mlp"
-  c.model_options.widths = (256, 256)
-  c.norm = "batch"
-  c.dataset = "mnist1d"
-  c.batch_size = 128
-  c.optimizer = "adamw"
-  c.learning_rate = 1e-2
-  c.weight_decay = 1.0  # decoupled (AdamW), on kernels: lr * wd = 1% shrink per step; 4000 examples overfit
-  c.schedule = "cosine"
-  c.num_steps = 3000
-  c.eval_every = 500
-  c.log_every = 100
-  c.checkpoint_every = 1000
-  return common.with_preset(c, PRESETS, arg, "configs/mlp.py")
+  return common.build(DEFAULTS, PRESETS, arg, "configs/mlp.py")

@@ -23,6 +23,21 @@ if _ROOT not in sys.path:  # loaded by file path (config_flags, the sweep): make
   sys.path.insert(0, _ROOT)
 from configs import common  # noqa: E402
 
+DEFAULTS = {
+    "model": "resnet1d",  # 3 stages x 2 basic blocks, 32/64/128 channels, kernel 5
+    "norm": "batch",
+    "dataset": "mnist1d",
+    "batch_size": 128,
+    "optimizer": "momentum",
+    "learning_rate": 0.1,
+    "weight_decay": 5e-4,
+    "schedule": "cosine",
+    "num_steps": 800,
+    "eval_every": 200,
+    "log_every": 50,
+    "checkpoint_every": 400,
+}
+
 _CIFAR = {"optimizer": "momentum", "learning_rate": 0.1, "momentum": 0.9, "nesterov": True,
           "schedule": "cosine", "weight_decay": 5e-4, "batch_size": 128, "eval_batch_size": 1000,
           "augment": True, "normalize_inputs": True, "eval_every": 2000, "log_every": 200,
@@ -45,17 +60,4 @@ PRESETS = {
 
 
 def get_config(arg=None):
-  c = common.get_base_config()
-  c.model = "resnet1d"  # 3 stages x 2 basic blocks, 32/64/128 channels, kernel 5
-  c.norm = "batch"
-  c.dataset = "mnist1d"
-  c.batch_size = 128
-  c.optimizer = "momentum"
-  c.learning_rate = 0.1
-  c.weight_decay = 5e-4
-  c.schedule = "cosine"
-  c.num_steps = 800
-  c.eval_every = 200
-  c.log_every = 50
-  c.checkpoint_every = 400
-  return common.with_preset(c, PRESETS, arg, "configs/resnet.py")
+  return common.build(DEFAULTS, PRESETS, arg, "configs/resnet.py")

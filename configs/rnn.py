@@ -16,6 +16,24 @@ if _ROOT not in sys.path:  # loaded by file path (config_flags, the sweep): make
   sys.path.insert(0, _ROOT)
 from configs import common  # noqa: E402
 
+DEFAULTS = {
+    "model": "gru",
+    "model_options.hidden": 128,
+    "norm": "layer",
+    "dataset": "mnist1d",
+    "batch_size": 128,
+    "optimizer": "adamw",
+    "learning_rate": 3e-3,
+    "weight_decay": 1e-4,
+    "grad_clip_norm": 1.0,
+    "schedule": "warmup_cosine",
+    "warmup_steps": 50,
+    "num_steps": 1000,
+    "eval_every": 250,
+    "log_every": 50,
+    "checkpoint_every": 500,
+}
+
 PRESETS = {
     "smoke": {"model_options.hidden": 16, "batch_size": 64, "learning_rate": 1e-2, "num_steps": 60,
               "warmup_steps": 10, "eval_every": 60, "log_every": 20, "checkpoint_every": 30},
@@ -27,20 +45,4 @@ PRESETS = {
 
 
 def get_config(arg=None):
-  c = common.get_base_config()
-  c.model = "gru"
-  c.model_options.hidden = 128
-  c.norm = "layer"
-  c.dataset = "mnist1d"
-  c.batch_size = 128
-  c.optimizer = "adamw"
-  c.learning_rate = 3e-3
-  c.weight_decay = 1e-4
-  c.grad_clip_norm = 1.0
-  c.schedule = "warmup_cosine"
-  c.warmup_steps = 50
-  c.num_steps = 1000
-  c.eval_every = 250
-  c.log_every = 50
-  c.checkpoint_every = 500
-  return common.with_preset(c, PRESETS, arg, "configs/rnn.py")
+  return common.build(DEFAULTS, PRESETS, arg, "configs/rnn.py")

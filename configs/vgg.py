@@ -16,6 +16,22 @@ if _ROOT not in sys.path:  # loaded by file path (config_flags, the sweep): make
   sys.path.insert(0, _ROOT)
 from configs import common  # noqa: E402
 
+DEFAULTS = {
+    "model": "vgg11",
+    "model_options.width": 1 / 8,
+    "norm": "batch",
+    "dataset": "mnist1d",
+    "batch_size": 128,
+    "optimizer": "momentum",
+    "learning_rate": 0.05,
+    "weight_decay": 5e-4,
+    "schedule": "cosine",
+    "num_steps": 2000,
+    "eval_every": 500,
+    "log_every": 100,
+    "checkpoint_every": 1000,
+}
+
 PRESETS = {
     "smoke": {"model": "vgg", "model_options.config": (16, "M", 32, "M", 64, "M"), "model_options.width": 1.0,
               "batch_size": 64, "num_steps": 40, "eval_every": 40, "log_every": 10, "checkpoint_every": 20},
@@ -27,18 +43,4 @@ PRESETS = {
 
 
 def get_config(arg=None):
-  c = common.get_base_config()
-  c.model = "vgg11"
-  c.model_options.width = 1 / 8
-  c.norm = "batch"
-  c.dataset = "mnist1d"
-  c.batch_size = 128
-  c.optimizer = "momentum"
-  c.learning_rate = 0.05
-  c.weight_decay = 5e-4
-  c.schedule = "cosine"
-  c.num_steps = 2000
-  c.eval_every = 500
-  c.log_every = 100
-  c.checkpoint_every = 1000
-  return common.with_preset(c, PRESETS, arg, "configs/vgg.py")
+  return common.build(DEFAULTS, PRESETS, arg, "configs/vgg.py")
