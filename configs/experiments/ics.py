@@ -20,19 +20,15 @@ import ml_collections as mlc  # noqa: E402
 
 from configs.experiments import _common  # noqa: E402
 
-VGG4 = (16, "M", 32, "M", 64, 64, "M")
-
 
 def get_config(arg=None):
-  preset = _common.check_preset(arg, "configs/experiments/ics.py")
-  c = mlc.ConfigDict()
-  c.preset = preset
+  c = _common.study_config(arg, "configs/experiments/ics.py")
+  preset = c.preset
   c.norms = ("batch", "none")
   c.measure_every = 25
   c.runs = mlc.ConfigDict()
-  # VGG-style (1-D on mnist1d): 4 conv layers. Plain VGG-11 (8 convs, lecun-normal init) does not train
-  # with SGD in 300 steps on the small CPU datasets (loss stays at ln 10), so the CPU presets use this one.
-  c.runs.vgg = _common.train_defaults(model="vgg", model_options={"config": VGG4}, learning_rate=0.05)
+  # VGG-style (1-D on mnist1d): 4 conv layers (plain VGG-11 does not train with SGD here: see _common.VGG4).
+  c.runs.vgg = _common.train_defaults(model="vgg", model_options={"config": _common.VGG4}, learning_rate=0.05)
   c.runs.resnet20 = _common.train_defaults(model="resnet20", model_options={"width": 0.5, "conv_dims": 1},
                                            learning_rate=0.02)
   c.runs.dln = _common.train_defaults(model="dln", model_options={"depth": 10, "width": 32},
@@ -49,6 +45,6 @@ def get_config(arg=None):
     c.runs.vgg11 = _common.train_defaults(model="vgg11", learning_rate=0.1)
     c.runs.resnet20.model_options = mlc.ConfigDict({"width": 1.0})
     c.runs.dln.model_options.depth = 25
-    _common.set_all_runs(c, {"num_steps": 3000, "batch_size": 128, "dataset": "cifar10", "normalize_inputs": True})
+    _common.set_all_runs(c, {"num_steps": 3000, "batch_size": 128, **_common.CIFAR10})
     c.measure_every = 100
   return c

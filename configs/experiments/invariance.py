@@ -20,9 +20,8 @@ from configs.experiments import _common  # noqa: E402
 
 
 def get_config(arg=None):
-  preset = _common.check_preset(arg, "configs/experiments/invariance.py")
-  c = mlc.ConfigDict()
-  c.preset = preset
+  c = _common.study_config(arg, "configs/experiments/invariance.py")
+  preset = c.preset
   c.norms = ("batch", "layer", "instance", "group", "weight")
   c.norm_options = mlc.ConfigDict({"group": {"num_groups": 2}})
   c.models = mlc.ConfigDict({

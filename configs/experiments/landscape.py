@@ -22,16 +22,14 @@ from configs.experiments import _common  # noqa: E402
 
 
 def get_config(arg=None):
-  preset = _common.check_preset(arg, "configs/experiments/landscape.py")
-  c = mlc.ConfigDict()
-  c.preset = preset
+  c = _common.study_config(arg, "configs/experiments/landscape.py")
+  preset = c.preset
   c.norms = ("batch", "none")
   c.measure_every = 20
   c.step_multipliers = (0.0, 0.5, 1.0, 2.0, 4.0)
   c.runs = mlc.ConfigDict()
-  # VGG-style, 4 convs, 1-D on mnist1d (plain VGG-11 does not train with SGD here: see configs/experiments/ics.py)
-  c.runs.vgg = _common.train_defaults(model="vgg", model_options={"config": (16, "M", 32, "M", 64, 64, "M")},
-                                      learning_rate=0.05)
+  # VGG-style, 4 convs, 1-D on mnist1d (plain VGG-11 does not train with SGD here: see _common.VGG4)
+  c.runs.vgg = _common.train_defaults(model="vgg", model_options={"config": _common.VGG4}, learning_rate=0.05)
   c.runs.mlp = _common.train_defaults(model="mlp", model_options={"widths": (128, 128, 128)}, learning_rate=0.05)
   _common.set_all_runs(c, {"num_steps": 300, **_common.MNIST1D})
   if preset == "smoke":
@@ -42,6 +40,6 @@ def get_config(arg=None):
   elif preset == "gpu":  # the paper's setting: VGG-11 on CIFAR-10 (needs a prepared TFDS dir; untested here)
     del c.runs["vgg"]
     c.runs.vgg11 = _common.train_defaults(model="vgg11", learning_rate=0.1)
-    _common.set_all_runs(c, {"num_steps": 3000, "batch_size": 128, "dataset": "cifar10", "normalize_inputs": True})
+    _common.set_all_runs(c, {"num_steps": 3000, "batch_size": 128, **_common.CIFAR10})
     c.measure_every = 50
   return c

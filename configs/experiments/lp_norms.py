@@ -16,17 +16,12 @@ import sys
 _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 if _ROOT not in sys.path:
   sys.path.insert(0, _ROOT)
-import ml_collections as mlc  # noqa: E402
-
 from configs.experiments import _common  # noqa: E402
-
-VGG4 = (16, "M", 32, "M", 64, 64, "M")
 
 
 def get_config(arg=None):
-  preset = _common.check_preset(arg, "configs/experiments/lp_norms.py")
-  c = mlc.ConfigDict()
-  c.preset = preset
+  c = _common.study_config(arg, "configs/experiments/lp_norms.py")
+  preset = c.preset
   c.norms = ("none", "batch", "l1_batch", "l2_batch", "linf_batch")
   c.seeds = (0, 1)
   c.measure_every = 50
@@ -34,19 +29,13 @@ def get_config(arg=None):
   c.dist_batch = 256   # the activation-drift probe every measure_every steps (as in noisy_bn)
   c.dist_units = 2
   c.threshold = 0.9
-  c.train = _common.train_defaults(model="vgg", model_options={"config": VGG4}, dataset="digits",
-                                   learning_rate=0.05, batch_size=64, num_steps=500)
+  c.train = _common.vgg_train(preset)
   if preset == "smoke":
     c.seeds = (0,)
-    c.train.model_options.config = (8, "M", 16, "M")
-    c.train.num_steps = 30
-    c.train.batch_size = 32
     c.measure_every = 15
     c.probe_batch = 64
     c.dist_batch = 64
   elif preset == "gpu":
     c.seeds = (0, 1, 2)
-    c.train = _common.train_defaults(model="vgg11", dataset="cifar10", learning_rate=0.1, batch_size=128,
-                                     num_steps=10000)
     c.measure_every = 250
   return c

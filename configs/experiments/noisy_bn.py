@@ -20,13 +20,10 @@ import ml_collections as mlc  # noqa: E402
 
 from configs.experiments import _common  # noqa: E402
 
-VGG4 = (16, "M", 32, "M", 64, 64, "M")
-
 
 def get_config(arg=None):
-  preset = _common.check_preset(arg, "configs/experiments/noisy_bn.py")
-  c = mlc.ConfigDict()
-  c.preset = preset
+  c = _common.study_config(arg, "configs/experiments/noisy_bn.py")
+  preset = c.preset
   c.norms = ("none", "batch", "noisy_batch")
   c.norm_options = mlc.ConfigDict()  # per norm name, e.g. {"noisy_batch": {"mean_range": 1.0, "std_range": 2.0}}
   c.seeds = (0, 1)
@@ -34,18 +31,12 @@ def get_config(arg=None):
   c.dist_batch = 256  # the fixed batch of training examples the activation probes use
   c.dist_units = 3    # quantiles kept for this many units per layer (means/stds for all units)
   c.threshold = 0.9   # "speed": steps until the 20-step average train accuracy reaches this
-  c.train = _common.train_defaults(model="vgg", model_options={"config": VGG4}, dataset="digits",
-                                   learning_rate=0.05, batch_size=64, num_steps=500)
+  c.train = _common.vgg_train(preset)
   if preset == "smoke":
     c.seeds = (0,)
-    c.train.model_options.config = (8, "M", 16, "M")
-    c.train.num_steps = 30
-    c.train.batch_size = 32
     c.measure_every = 10
     c.dist_batch = 64
   elif preset == "gpu":  # the paper's setting (needs a prepared TFDS cifar10)
     c.seeds = (0, 1, 2)
-    c.train = _common.train_defaults(model="vgg11", dataset="cifar10", learning_rate=0.1, batch_size=128,
-                                     num_steps=10000)
     c.measure_every = 250
   return c

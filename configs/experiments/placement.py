@@ -18,20 +18,18 @@ import ml_collections as mlc  # noqa: E402
 
 from configs.experiments import _common  # noqa: E402
 
-VGG4 = (16, "M", 32, "M", 64, 64, "M")
 VGG1D = (32, "M", 64, "M", 64, "M")
 
 
 def get_config(arg=None):
-  preset = _common.check_preset(arg, "configs/experiments/placement.py")
-  c = mlc.ConfigDict()
-  c.preset = preset
+  c = _common.study_config(arg, "configs/experiments/placement.py")
+  preset = c.preset
   c.norms = ("batch", "group")
   c.norm_options = mlc.ConfigDict({"group": {"num_groups": 4}})
   c.seeds = (0, 1, 2)
   c.measure_every = 100
   c.runs = mlc.ConfigDict()
-  c.runs.digits = _common.train_defaults(model="vgg", model_options={"config": VGG4}, dataset="digits",
+  c.runs.digits = _common.train_defaults(model="vgg", model_options={"config": _common.VGG4}, dataset="digits",
                                          learning_rate=0.05, batch_size=64, num_steps=300,
                                          norm_placement="before_activation")
   c.runs.mnist1d = _common.train_defaults(model="vgg", model_options={"config": VGG1D}, dataset="mnist1d",
@@ -40,7 +38,7 @@ def get_config(arg=None):
   if preset == "smoke":
     del c.runs["mnist1d"]
     c.seeds = (0, 1)
-    c.runs.digits.model_options.config = (8, "M", 16, "M")
+    c.runs.digits.model_options.config = _common.VGG2
     c.runs.digits.num_steps = 20
     c.measure_every = 10
   elif preset == "gpu":

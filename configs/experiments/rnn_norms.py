@@ -15,15 +15,12 @@ import sys
 _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 if _ROOT not in sys.path:
   sys.path.insert(0, _ROOT)
-import ml_collections as mlc  # noqa: E402
-
 from configs.experiments import _common  # noqa: E402
 
 
 def get_config(arg=None):
-  preset = _common.check_preset(arg, "configs/experiments/rnn_norms.py")
-  c = mlc.ConfigDict()
-  c.preset = preset
+  c = _common.study_config(arg, "configs/experiments/rnn_norms.py")
+  preset = c.preset
   c.rnn_norms = ("none", "layer", "batch", "batch_shared")
   c.batch_sizes = (8, 64)  # ascending: the first is "small", the last "large"
   c.factors = (1, 2)       # sequence length 40 x factor (each value repeated factor times)

@@ -22,9 +22,8 @@ from configs.experiments import _common  # noqa: E402
 
 
 def get_config(arg=None):
-  preset = _common.check_preset(arg, "configs/experiments/theory.py")
-  c = mlc.ConfigDict()
-  c.preset = preset
+  c = _common.study_config(arg, "configs/experiments/theory.py")
+  preset = c.preset
   c.seed = 0
   c.bn_grad = mlc.ConfigDict({"shape": (32, 8), "eps": 1e-5, "trials": 50})
   c.survey = mlc.ConfigDict({"m": 8, "n": 250, "eps": 0.0, "kinds": ("isotropic", "psd", "indefinite", "network")})

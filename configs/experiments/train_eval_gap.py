@@ -19,13 +19,10 @@ import ml_collections as mlc  # noqa: E402
 
 from configs.experiments import _common  # noqa: E402
 
-VGG4 = (16, "M", 32, "M", 64, 64, "M")
-
 
 def get_config(arg=None):
-  preset = _common.check_preset(arg, "configs/experiments/train_eval_gap.py")
-  c = mlc.ConfigDict()
-  c.preset = preset
+  c = _common.study_config(arg, "configs/experiments/train_eval_gap.py")
+  preset = c.preset
   c.norms = ("batch", "group")
   c.norm_options = mlc.ConfigDict({"group": {"num_groups": 4}})
   c.batch_sizes = (2, 4, 8, 32, 128)  # ascending
@@ -38,12 +35,12 @@ def get_config(arg=None):
   c.examples_per_run = 9600
   c.linear_lr = True
   c.base_batch_size = 32
-  c.train = _common.train_defaults(model="vgg", model_options={"config": VGG4}, dataset="digits",
+  c.train = _common.train_defaults(model="vgg", model_options={"config": _common.VGG4}, dataset="digits",
                                    learning_rate=0.02, num_steps=300)
   if preset == "smoke":
     c.batch_sizes = (4, 32)
     c.test_batch_sizes = (4, 32)
-    c.train.model_options.config = (8, "M", 16, "M")
+    c.train.model_options.config = _common.VGG2
     c.train.num_steps = 20
     c.examples_per_run = 0
   elif preset == "gpu":
