@@ -21,8 +21,8 @@ import numpy as np
 
 from experiments import _report, main_for
 from experiments._report import fmt
-from experiments.noisy_bn import (cfg_copy, drift, make_distribution_probe, mean_std, moving_average, norm_outputs,
-                                  slim_measured, steps_to, tail_mean, train_with_eval)
+from experiments._training import (cfg_copy, drift, make_distribution_probe, mean_std, moving_average, norm_outputs,
+                                   slim_measured, steps_to, tail_mean, train_with_eval)
 
 TITLE = "Santurkar et al. 2018, section 3.3: l1 / l2 / l_inf batch norm"
 AS_WELL = 0.02     # "as well as BN": final accuracy >= BN's - this (train and test)

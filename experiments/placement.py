@@ -17,7 +17,7 @@ import numpy as np
 
 from experiments import _report, main_for
 from experiments._report import fmt
-from experiments.noisy_bn import cfg_copy, mean_std, tail_mean, train_with_eval
+from experiments._training import cfg_copy, mean_std, tail_mean, train_with_eval
 
 TITLE = "Normalization before vs after the activation (seed 000)"
 PLACEMENTS = ("before_activation", "after_activation")

@@ -18,8 +18,7 @@ import os
 import numpy as np
 
 from experiments import _report, main_for
-from experiments._report import fmt
-from experiments.noisy_bn import Evaluator, cfg_copy, mean_std, moving_average, tail_mean, train_with_eval
+from experiments._training import Evaluator, cfg_copy, mean_std, tail_mean, train_with_eval
 
 TITLE = "Normalization in RNNs with variable-length sequences: LN vs per-step BN vs shared BN (seed 000, problem 3)"
 LN_WORKS = 0.05   # "LN works": LN's test accuracy >= no norm's - this, at every batch size and length

@@ -18,7 +18,7 @@ import numpy as np
 
 from experiments import _report, main_for
 from experiments._report import fmt
-from experiments.noisy_bn import Evaluator, cfg_copy, tail_mean
+from experiments._training import Evaluator, cfg_copy, tail_mean
 from normlab.analysis import training
 
 TITLE = "BN's train / inference statistics gap vs batch size, BN vs GN (seed 000, problem 4)"

@@ -58,7 +58,7 @@ def test_configs_load_for_every_preset_and_are_locked():
 # ----------------------------------------------------------------------------- helpers, no training
 
 def test_steps_to_moving_average_and_tail_mean():
-  from experiments.noisy_bn import moving_average, steps_to, tail_mean
+  from experiments._training import moving_average, steps_to, tail_mean
   curve = [{"a": float(i >= 5)} for i in range(20)]
   assert steps_to(curve, "a", 1.0, window=3) == 8  # the 3-step average first reaches 1 after step index 7
   assert steps_to(curve, "a", 2.0) is None
@@ -67,7 +67,7 @@ def test_steps_to_moving_average_and_tail_mean():
 
 
 def test_drift_is_zero_for_a_stationary_distribution_and_grows_with_shifts():
-  from experiments.noisy_bn import drift
+  from experiments._training import drift
   still = [{"dist": {"l": {"mean": [0.0, 1.0], "std": [1.0, 2.0]}}} for _ in range(4)]
   assert drift(still)["l"] == {"location": 0.0, "log_scale": 0.0}
   moving = [{"dist": {"l": {"mean": [float(i), 1.0], "std": [1.0, 2.0 ** i]}}} for i in range(4)]

@@ -1,0 +1,234 @@
+"""What the training studies share (noisy_bn, lp_norms, placement, rnn_norms, train_eval_gap).
+
+Training with test evaluation on normlab.analysis.training (`train_with_eval`, `Evaluator`,
+`cfg_copy`), statistics of the per-step curves (`tail_mean`, `moving_average`, `steps_to`,
+`mean_std`), and probes of the norm layers' outputs over training (`norm_outputs`,
+`make_distribution_probe`, `drift`, `slim_measured`).
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from experiments._report import fmt
+from normlab.analysis import training
+
+QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)  # of each probed unit's values (make_distribution_probe)
+
+
+# ----------------------------------------------------------------------------- training with test evaluation
+
+def cfg_copy(cfg, **overrides):
+  """An unlocked deep copy of a ConfigDict with `overrides` set."""
+  c = cfg.copy_and_resolve_references()
+  c.unlock()
+  for k, v in overrides.items():
+    c[k] = v
+  return c
+
+
+class Evaluator:
+  """Accuracy / loss of a run's state on fixed inputs (default: the config's test split).
+
+  `__call__`: eval mode (running statistics) through normlab.train's own eval step, padded batches.
+  `both(state, batch_size)`: train mode (each batch of `batch_size` normalized with its own batch
+  statistics; running statistics untouched) and eval mode on exactly the same full batches, plus
+  max |logits_train - logits_eval|. `inputs` may be an array or a dict of arrays (leading axis N).
+  """
+
+  def __init__(self, run: training.Run, split: str = "test", batch_size: int = 512, *, inputs=None,
+               labels=None):
+    from normlab.train.step import eval_step
+    c = run.config
+    if inputs is None:
+      from normlab.data import load
+      from normlab.data.batching import get_batch
+      ds = load(c.dataset, split)
+      b = get_batch(ds, np.arange(len(ds)), normalize_inputs=bool(c.normalize_inputs))
+      inputs, labels = b["x"], b["y"]
+    self.x, self.y = inputs, np.asarray(labels)
+    self.batch_size = int(batch_size)
+    apply = run.apply
+    self._eval = jax.jit(lambda st, batch: eval_step(st, batch, apply_fn=apply, num_classes=run.num_classes,
+                                                     axis_name=None))
+
+    def logits_train(params, batch_stats, x, key):
+      out, _ = apply({"params": params, "batch_stats": batch_stats}, x, train=True,
+                     rngs={"noise": key, "dropout": key}, mutable=["batch_stats"])
+      return out
+
+    def logits_eval(params, batch_stats, x):
+      return apply({"params": params, "batch_stats": batch_stats}, x, train=False)
+    self._logits_train = jax.jit(logits_train)
+    self._logits_eval = jax.jit(logits_eval)
+
+  def _take(self, idx):
+    return jax.tree.map(lambda a: jnp.asarray(np.asarray(a)[idx]), self.x)
+
+  def __call__(self, state) -> dict[str, float]:
+    n, bs = len(self.y), self.batch_size
+    tot = {"loss_sum": 0.0, "correct": 0.0, "count": 0.0}
+    for s in range(0, n, bs):
+      k = min(n, s + bs) - s
+      idx = np.zeros(bs, np.int64)
+      idx[:k] = np.arange(s, s + k)
+      mask = (np.arange(bs) < k).astype(np.float32)
+      out = jax.device_get(self._eval(state, {"x": self._take(idx), "y": jnp.asarray(self.y[idx]),
+                                              "mask": jnp.asarray(mask)}))
+      for key in tot:
+        tot[key] += float(out[key])
+    return {"loss": tot["loss_sum"] / tot["count"], "accuracy": tot["correct"] / tot["count"]}
+
+  def both(self, state, batch_size: int, seed: int = 0) -> dict[str, Any]:
+    n = (len(self.y) // batch_size) * batch_size
+    out = {"train_mode": [], "eval_mode": []}
+    max_diff = 0.0
+    for i, s in enumerate(range(0, n, batch_size)):
+      x = self._take(np.arange(s, s + batch_size))
+      key = jax.random.fold_in(jax.random.key(seed), i)
+      lt = np.asarray(self._logits_train(state.params, state.batch_stats, x, key), np.float64)
+      le = np.asarray(self._logits_eval(state.params, state.batch_stats, x), np.float64)
+      max_diff = max(max_diff, float(np.max(np.abs(lt - le))))
+      out["train_mode"].append(lt)
+      out["eval_mode"].append(le)
+    y = self.y[:n]
+    res = {"examples": n, "max_abs_logit_diff": max_diff}
+    for mode, parts in out.items():
+      logits = np.concatenate(parts)
+      logp = logits - logits.max(1, keepdims=True)
+      logp = logp - np.log(np.exp(logp).sum(1, keepdims=True))
+      res[mode] = {"loss": float(-np.mean(logp[np.arange(n), y])),
+                   "accuracy": float(np.mean(np.argmax(logits, 1) == y))}
+    return res
+
+
+def train_with_eval(config, *, measure_every: int, extra: Callable | None = None, log: Callable = print,
+                    eval_batch_size: int = 512, evaluator: Callable | None = None,
+                    batch_fn: Callable | None = None) -> tuple[dict, training.Run]:
+  """`normlab.analysis.training.train` with, every `measure_every` steps (and at the end), the test metrics of the state
+  *after* the step (eval mode) and `extra(run, step, new_state)` merged in. Rows get 'done' = the
+  number of completed steps. `evaluator(run) -> Evaluator` overrides the default test-split one."""
+  cache: dict[str, Any] = {}
+
+  def measure(run, step, state, batch, new_state):
+    if "ev" not in cache:
+      cache["ev"] = evaluator(run) if evaluator is not None else Evaluator(run, "test", eval_batch_size)
+    m = cache["ev"](new_state)
+    rec = {"done": step + 1, "test_loss": m["loss"], "test_accuracy": m["accuracy"]}
+    if extra is not None:
+      rec.update(extra(run, step, new_state))
+    return rec
+  return training.train(config, measure, measure_every=measure_every, log=log, batch_fn=batch_fn)
+
+
+# ----------------------------------------------------------------------------- curve statistics
+
+def tail_mean(curve: list[dict], key: str, frac: float = 0.1) -> float:
+  """Mean of `key` over the last `frac` of the per-step curve (at least one step)."""
+  if not curve:
+    return float("nan")
+  k = max(1, int(round(len(curve) * frac)))
+  return float(np.mean([c[key] for c in curve[-k:]]))
+
+
+def moving_average(values, window: int) -> np.ndarray:
+  v = np.asarray(values, np.float64)
+  if len(v) == 0:
+    return v
+  w = max(1, min(int(window), len(v)))
+  c = np.cumsum(np.insert(v, 0, 0.0))
+  out = np.empty_like(v)
+  out[w - 1:] = (c[w:] - c[:-w]) / w
+  out[: w - 1] = c[1:w] / np.arange(1, w)
+  return out
+
+
+def steps_to(curve: list[dict], key: str, threshold: float, window: int = 20) -> int | None:
+  """First step count at which the `window`-step moving average of `key` reaches `threshold`."""
+  ma = moving_average([c[key] for c in curve], window)
+  hits = np.nonzero(ma >= threshold)[0]
+  return int(hits[0]) + 1 if len(hits) else None
+
+
+def mean_std(values) -> str:
+  v = np.asarray([x for x in values if x is not None and np.isfinite(x)], np.float64)
+  if len(v) == 0:
+    return "n/a"
+  if len(v) == 1:
+    return fmt(v[0])
+  return f"{fmt(v.mean())} ± {fmt(v.std(ddof=1))}"
+
+
+# ----------------------------------------------------------------------------- activation probes
+
+def norm_outputs(model) -> Callable:
+  """A jitted fn(variables, x, key) -> {norm layer: its output}, train mode (batch statistics, the
+  'noise' RNG = key), read from what the models sow (`<name>_normed`, normlab.models.common.norm_act):
+  a forward pass only. (normlab.analysis.capture gives the same values plus gradients, at the cost of
+  a backward pass and a larger compile; these studies need only the values.)"""
+  from normlab.models.common import flatten_intermediates
+
+  def f(variables, x, key):
+    _, state = model.apply(variables, x, train=True, rngs={"noise": key, "dropout": key},
+                           mutable=["batch_stats", "intermediates"])
+    flat = flatten_intermediates(state["intermediates"])
+    return {k[: -len("_normed")]: v for k, v in flat.items() if k.endswith("_normed")}
+  return jax.jit(f)
+
+
+def make_distribution_probe(config) -> Callable:
+  """extra(run, step, new_state) -> quantiles of the first `dist_units` units of every norm layer's
+  output on a fixed batch of training examples, train mode with the step's noise; means and stds of
+  all units."""
+  from normlab.data import load
+  from normlab.data.batching import get_batch
+  cache: dict[str, Any] = {}
+
+  def extra(run, step, new_state):
+    if "fn" not in cache:
+      ds = load(run.config.dataset, "train")
+      b = get_batch(ds, np.arange(min(len(ds), int(config.dist_batch))),
+                    normalize_inputs=bool(run.config.normalize_inputs))
+      cache["x"] = jnp.asarray(b["x"])
+      cache["fn"] = norm_outputs(run.model)
+    key = jax.random.fold_in(jax.random.key(int(run.config.seed) + 1000), step)
+    outs = cache["fn"]({"params": new_state.params, "batch_stats": new_state.batch_stats}, cache["x"], key)
+    out = {}
+    for layer, act in jax.device_get(outs).items():
+      a = np.asarray(act, np.float64)
+      a = a.reshape(-1, a.shape[-1])
+      units = range(min(int(config.dist_units), a.shape[-1]))
+      out[layer] = {"q": [np.quantile(a[:, u], QUANTILES).tolist() for u in units],
+                    "mean": a.mean(0).tolist(), "std": a.std(0).tolist()}
+    return {"dist": out}
+  return extra
+
+
+def drift(measured: list[dict]) -> dict[str, float]:
+  """Distributional instability per layer: over the measured steps, the std of each unit's mean divided
+  by the unit's average std (how far the unit's location wanders, in units of its spread), plus the
+  std of log(unit std); averaged over all units of the layer. Step 0's probe (after one step) included."""
+  layers = list(measured[0]["dist"]) if measured else []
+  out = {}
+  for layer in layers:
+    means = np.array([m["dist"][layer]["mean"] for m in measured])  # (checkpoints, C)
+    stds = np.array([m["dist"][layer]["std"] for m in measured])
+    loc = np.std(means, 0) / np.maximum(np.mean(stds, 0), 1e-12)
+    scale = np.std(np.log(np.maximum(stds, 1e-12)), 0)
+    out[layer] = {"location": float(np.mean(loc)), "log_scale": float(np.mean(scale))}
+  return out
+
+
+def slim_measured(measured: list[dict]) -> list[dict]:
+  """The measured rows without the per-unit means/stds of every channel (kept: the quantiles of the
+  probed units), so results.json stays small."""
+  out = []
+  for r in measured:
+    r = dict(r)
+    if "dist" in r:
+      r["dist"] = {layer: {"q": d["q"]} for layer, d in r["dist"].items()}
+    out.append(r)
+  return out
