@@ -139,14 +139,31 @@ class _View:
   def back(self, t):
     return t.reshape(self.shape)
 
-  def sum(self, t, axis_name: AxisName = None):
-    """Sum over S (kept dims, view layout), over devices too."""
-    s = jnp.sum(t, self.vaxes, keepdims=True)
+  def partial(self, t):
+    """Sum over the outer reduced axes only (view layout, kept dims): per (kept, merged) entry."""
+    return jnp.sum(t, self.vaxes, keepdims=True)
+
+  def stage(self, s):
+    """Partial sums -> sums over S on this device, expanded over the merged axis again."""
     if self.inner > 1:
       vk = s.shape
       s = jnp.sum(s.reshape(vk[:-1] + (vk[-1] // self.inner, self.inner)), -1, keepdims=True)
       s = jnp.broadcast_to(s, s.shape[:-1] + (self.inner,)).reshape(vk)
-    return psum(s, axis_name)
+    return s
+
+  def sum(self, t, axis_name: AxisName = None):
+    """Sum over S (kept dims, view layout), over devices too."""
+    return psum(self.stage(self.partial(t)), axis_name)
+
+  def to_kept(self, param):
+    """A parameter broadcastable to x -> view layout with the outer reduced axes kept at size 1,
+    or None when it varies along one of them."""
+    aligned = _broadcast_axes(param, self.shape)[0]
+    if any(aligned[a] != 1 and self.shape[a] != 1 for a in self.vaxes):
+      return None
+    full = tuple(1 if a in self.vaxes else d for a, d in enumerate(self.shape))
+    t = jnp.broadcast_to(jnp.reshape(param, aligned), full)
+    return t.reshape(full[:-2] + (full[-2] * full[-1],)) if self.inner > 1 else t
 
   def kept(self, t):
     """A statistic in view layout -> kept dims of the input's shape."""
@@ -267,32 +284,37 @@ def _fused_affine_fwd(x, mask, scale, bias, axes, eps, axis_name, center, out_dt
 def _fused_affine_bwd(axes, eps, axis_name, center, out_dtype, res, cts):
   x, mask, mean, rstd, n, scale, bias = res
   gy, _ = cts  # statistics: stop-gradient'ed by `standardize_affine`
+  view = _View(x.shape, axes)
   dt = rstd.dtype
-  gy = gy.astype(dt)
-  xs = x.astype(dt)
+  gy = view.to(gy).astype(dt)
+  xs = view.to(x).astype(dt)
   n_safe = jnp.maximum(n, 1)
-  s = jnp.asarray(scale, dt).reshape(_broadcast_axes(scale, x.shape)[0])
-  # Per-group sums of this device's gy and gy (x - mean); with g = s gy (s constant over S) the
-  # input gradient needs s * their sums over all devices, the parameters their local sums.
+  s = view.to_kept(jnp.asarray(scale, dt))
+  # Partial sums of this device's gy and gy (x - mean) over the outer reduced axes, one per kept
+  # entry (and channel of a merged group): the parameter gradients add them up over the other kept
+  # axes; the input gradient, with g = s gy, needs sum(g) and sum(g (x - mean)) over S, which add
+  # s times them up over the group's channels (`stage`) and over devices.
   centred_sum, centred_out = (xs - _copy(mean), xs - _copy(_copy(mean))) if center else (xs, xs)
-  local_g = jnp.sum(gy, axes, keepdims=True)
-  local_gx = jnp.sum(gy * centred_sum, axes, keepdims=True)
-  s_g, s_gx = psum(local_g, axis_name), psum(local_gx, axis_name)
+  p_g = view.partial(gy)
+  p_gx = view.partial(gy * centred_sum)
+  s_gx = psum(view.stage(s * p_gx), axis_name)
+  apart = _copy if view.inner > 1 else (lambda t: t)  # as in `_standardize_bwd`
   r = _copy(rstd)
-  k = _copy(s) * r  # s r, per group (and per channel)
-  inner = centred_out * (k * (r * (r * s_gx / n_safe)))
+  inner = centred_out * apart(r * (r * (r * s_gx / n_safe)))
   if center:
-    inner = inner + k * s_g / n_safe
+    inner = inner + apart(r * psum(view.stage(s * p_g), axis_name) / n_safe)
   if mask is not None:
-    inner = inner * jnp.broadcast_to(mask, x.shape).astype(dt)
-  dx = (gy * k - inner).astype(x.dtype)
+    inner = inner * view.to(jnp.broadcast_to(mask, x.shape)).astype(dt)
+  dx = gy * apart(_copy(s) * r) - inner
 
-  def param_grad(param, per_group):
-    aligned, bcast = _broadcast_axes(param, x.shape)
-    rest = tuple(a for a in bcast if a not in axes)
-    return jnp.sum(per_group, rest, keepdims=True).reshape(jnp.shape(param)).astype(jnp.result_type(param))
+  def param_grad(param, per_entry):
+    full = tuple(1 if a in view.vaxes else d for a, d in enumerate(x.shape))
+    aligned = _broadcast_axes(param, x.shape)[0]
+    rest = tuple(a for a in range(x.ndim) if aligned[a] == 1 and full[a] != 1)
+    t = jnp.sum(per_entry.reshape(full), rest, keepdims=True)
+    return t.reshape(jnp.shape(param)).astype(jnp.result_type(param))
 
-  return dx, None, param_grad(scale, rstd * local_gx), param_grad(bias, local_g)
+  return (view.back(dx).astype(x.dtype), None, param_grad(scale, rstd * p_gx), param_grad(bias, p_g))
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6, 7, 8))
@@ -301,6 +323,25 @@ def _fused_affine(x, mask, scale, bias, axes, eps, axis_name, center, out_dtype)
 
 
 _fused_affine.defvjp(_fused_affine_fwd, _fused_affine_bwd)
+
+
+def _varying_axes(t) -> frozenset:
+  """The manual mesh axes t's type says it varies over (`vma`; jax 0.10 spells it
+  `manual_axis_type.varying`); empty outside shard_map or with check_vma=False."""
+  aval = jax.typeof(t)
+  if hasattr(aval, "vma"):
+    return frozenset(aval.vma)
+  mat = getattr(aval, "manual_axis_type", None)
+  return frozenset(getattr(mat, "varying", ()))
+
+
+def _vary_like(param, x):
+  """`param`, typed as varying over the mesh axes x varies over (under shard_map's default
+  check_vma=True; a no-op elsewhere). A replicated parameter meeting per-device activations gets
+  per-device gradients from the VJP below; the cast makes that their declared type, and autodiff
+  transposes the cast into the psum over devices, as it does for the unfused composition."""
+  missing = tuple(sorted(_varying_axes(x) - _varying_axes(param)))
+  return lax.pcast(param, missing, to="varying") if missing else param
 
 
 def standardize_affine(x, axes: tuple[int, ...], scale, bias, *, eps: float, axis_name: AxisName = None,
@@ -316,11 +357,11 @@ def standardize_affine(x, axes: tuple[int, ...], scale, bias, *, eps: float, axi
   axis_name = tuple(_names(axis_name)) or None
   axes = tuple(sorted(a % x.ndim for a in axes))
   out_dtype = x.dtype if out_dtype is None else out_dtype
-  fused = scale is not None and bias is not None and all(
-      a in _broadcast_axes(p, x.shape)[1] or x.shape[a] == 1 for p in (scale, bias) for a in axes)
-  if not fused or _View(x.shape, axes).inner > 1:
+  view = _View(x.shape, axes)
+  if scale is None or bias is None or view.to_kept(scale) is None or view.to_kept(bias) is None:
     x_hat, stats = standardize(x, axes, eps=eps, axis_name=axis_name, mask=mask, center=center)
     return affine(x_hat, scale, bias, out_dtype), stats
+  scale, bias = _vary_like(scale, x), _vary_like(bias, x)
   y, stats = _fused_affine(x, mask, scale, bias, axes, float(eps), axis_name, bool(center), out_dtype)
   return y, Moments(lax.stop_gradient(stats.mean), lax.stop_gradient(stats.var))
 

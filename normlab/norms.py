@@ -11,7 +11,8 @@ import jax
 import jax.numpy as jnp
 
 from normlab import checks
-from normlab.core import AxisName, Moments, affine, check_axis_name, normalize_with, standardize
+from normlab.core import (AxisName, Moments, affine, check_axis_name, normalize_with, standardize,
+                          standardize_affine)
 
 
 def _squeeze(stats: Moments, axes: tuple[int, ...]) -> Moments:
@@ -51,8 +52,7 @@ def batch_norm(x, scale=None, bias=None, *, eps: float = 1e-5, feature_axes: int
   check_axis_name(axis_name, fn=fn)
   if mask is not None:
     checks.check_mask(jnp.shape(mask), x.shape, fn=fn)
-  x_hat, stats = standardize(x, axes, eps=eps, axis_name=axis_name, mask=mask)
-  y = affine(x_hat, scale, bias, x.dtype)
+  y, stats = standardize_affine(x, axes, scale, bias, eps=eps, axis_name=axis_name, mask=mask)
   return (y, _squeeze(stats, axes)) if return_stats else y
 
 
@@ -97,8 +97,7 @@ def instance_norm(x, scale=None, bias=None, *, eps: float = 1e-5, mask=None):
   axes = spatial_axes(x.ndim, fn=fn)
   if mask is not None:
     checks.check_mask(jnp.shape(mask), x.shape, fn=fn)
-  x_hat, _ = standardize(x, axes, eps=eps, mask=mask)
-  return affine(x_hat, scale, bias, x.dtype)
+  return standardize_affine(x, axes, scale, bias, eps=eps, mask=mask)[0]
 
 
 def group_norm(x, scale=None, bias=None, *, num_groups: int | None = None,
@@ -113,11 +112,21 @@ def group_norm(x, scale=None, bias=None, *, num_groups: int | None = None,
   checks.check_min_rank(x.ndim, 2, fn=fn, layout="(N, ..., C)")
   channels = x.shape[-1]
   groups = checks.check_groups(channels, num_groups, group_size, fn=fn)
-  xg = x.reshape(*x.shape[:-1], groups, channels // groups)
+  split = lambda t: t.reshape(*t.shape[:-1], groups, t.shape[-1] // groups)
+  xg = split(x)
   axes = tuple(range(1, x.ndim - 1)) + (x.ndim,)
   mg = None
   if mask is not None:
     checks.check_mask(jnp.shape(mask), x.shape, fn=fn)
-    mg = jnp.broadcast_to(mask, x.shape).reshape(xg.shape)
-  x_hat, _ = standardize(xg, axes, eps=eps, mask=mg)
-  return affine(x_hat.reshape(x.shape), scale, bias, x.dtype)
+    mg = split(jnp.broadcast_to(mask, x.shape))
+  y, _ = standardize_affine(xg, axes, _split_param(scale, x.shape, split), _split_param(bias, x.shape, split),
+                            eps=eps, mask=mg)
+  return y.reshape(x.shape)
+
+
+def _split_param(param, x_shape, split):
+  """A parameter broadcastable to (N, ..., C) -> broadcastable to (N, ..., G, C/G)."""
+  if param is None:
+    return None
+  aligned = jnp.reshape(param, (1,) * (len(x_shape) - jnp.ndim(param)) + jnp.shape(param))
+  return split(jnp.broadcast_to(aligned, aligned.shape[:-1] + x_shape[-1:]))
