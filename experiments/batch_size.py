@@ -25,13 +25,11 @@ from __future__ import annotations
 import math
 import os
 import shutil
-import sys
 import time
 from collections import defaultdict
 from typing import Callable
 
 from experiments import REPO_ROOT, _report
-from experiments._report import fmt
 
 TITLE = "Wu & He 2018 (Group Norm): error vs per-device batch size, BN vs GN/LN/IN"
 PRESETS = ("smoke", "cpu", "gpu")
@@ -55,12 +53,15 @@ def load_sweep(name: str, preset: str):
 
 
 def run_study_sweep(name: str, preset: str, workdir: str, log=print, reduced: dict | None = None):
-  """Runs configs/sweeps/<name>.py:<preset> into workdir/sweep; returns (sweep config, rows per run).
+  """Runs configs/sweeps/<name>.py:<preset> into workdir/sweep (orbax's and absl's INFO logs off);
+  returns (sweep config, rows per run).
 
   `reduced` ({sweep key: value}, e.g. {"grid.variant": (...), "budget_examples": ...}) trims the sweep when
   the full preset cannot finish in the time available; the report says so (`sweep.reduced`)."""
   from normlab.sweep import run_sweep
   from normlab.sweep.report import collect_results
+  quiet_logs()
+  os.makedirs(workdir, exist_ok=True)
   sweep = load_sweep(name, preset)
   sweep.reduced = ""
   for key, value in (reduced or {}).items():
@@ -101,6 +102,11 @@ def error_table(rows, *keys) -> dict:
     s = math.sqrt(sum((x - m) ** 2 for x in v) / (len(v) - 1)) if len(v) > 1 else 0.0
     out[k if len(keys) > 1 else k[0]] = (m, s, len(v), div.get(k, 0))
   return out
+
+
+def variant_lines(table: dict, names) -> list[str]:
+  """A markdown table (as lines) of the error of each variant in `names` (`table` from error_table)."""
+  return ["| variant | error (%) |", "|---|---|"] + [f"| {n} | {show(table.get(n))} |" for n in names]
 
 
 def show(entry) -> str:
@@ -193,8 +199,6 @@ def _plot(table, norms, batches, workdir) -> str:
 
 
 def run(preset: str, workdir: str, log=print) -> str:
-  quiet_logs()
-  os.makedirs(workdir, exist_ok=True)
   sweep, rows = run_study_sweep("batch_size", preset, workdir, log)
   table = error_table(rows, "variant", "batch_size")
   norms = list(sweep.grid.variant)

@@ -15,10 +15,9 @@ Verdict rule (fixed before running): reproduced if the best intermediate G beats
 """
 from __future__ import annotations
 
-import os
-
 from experiments import _report
-from experiments.batch_size import reduced_note, diff_se, error_table, quiet_logs, run_study_sweep, seeds_note, show, study_main
+from experiments.batch_size import (diff_se, error_table, reduced_note, run_study_sweep, seeds_note, show, study_main,
+                                    variant_lines)
 
 TITLE = "Wu & He 2018 (Group Norm), Table 3: error vs number of groups at batch 32"
 
@@ -28,8 +27,6 @@ REDUCED = {"grid.variant": ("G=1", "G=2", "G=4", "G=8", "IN")}
 
 
 def run(preset: str, workdir: str, log=print, reduced: bool = False) -> str:
-  quiet_logs()
-  os.makedirs(workdir, exist_ok=True)
   sweep, rows = run_study_sweep("group_count", preset, workdir, log, REDUCED if reduced else None)
   table = error_table(rows, "variant")
   names = list(sweep.grid.variant)
@@ -78,14 +75,13 @@ def run(preset: str, workdir: str, log=print, reduced: bool = False) -> str:
   ax.legend(fontsize=8)
   png = _report.save_figure(fig, workdir, "error_vs_groups.png")
   widths = tuple(sweep.overrides.model_options.widths)
-  lines = ["| variant | error (%) |", "|---|---|"] + [f"| {n} | {show(table.get(n))} |" for n in names]
   notes = f"""Preset `{preset}`: ResNet-1D (blocks {tuple(sweep.overrides.model_options.stage_sizes)}, widths {widths})
 on mnist1d, batch 32 on one device, {sorted({r['epochs'] for r in rows})[0]} epochs, SGD momentum 0.9, lr 0.1,
 weight decay 5e-4, cosine; {seeds_note(rows)}. G=k: k groups in every norm layer, so channels per group grow
 with the width (e.g. G={groups[-1][2:] if groups else '?'} is {widths[0] // int(groups[-1][2:]) if groups else '?'}
 channel(s) per group in the first stage); IN = one channel per group everywhere.
 
-{chr(10).join(lines)}
+{chr(10).join(variant_lines(table, names))}
 
 With few epochs and few seeds, differences under ~2 std are noise; the paper's differences between intermediate
 G (24.1-24.7%) are below what this setup can resolve, so only the extremes vs the middle are judged."""

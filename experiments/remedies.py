@@ -18,11 +18,9 @@ Verdict rules (fixed before running), at each small batch b:
 """
 from __future__ import annotations
 
-import os
-
 from experiments import _report
-from experiments.batch_size import (reduced_note, diff_se, error_table, quiet_logs, run_study_sweep, seeds_note, show,
-                                    significant, study_main)
+from experiments.batch_size import (diff_se, error_table, reduced_note, run_study_sweep, seeds_note, show, significant,
+                                    study_main, variant_lines)
 
 TITLE = "Small-batch remedies for BN: batch renorm and ghost BN vs GN and large-batch BN"
 
@@ -32,8 +30,6 @@ REDUCED = {"grid.variant": ("BN/b=2", "BRN/b=2", "GN/b=2", "ghostBN/b=32,v=2", "
 
 
 def run(preset: str, workdir: str, log=print, reduced: bool = False) -> str:
-  quiet_logs()
-  os.makedirs(workdir, exist_ok=True)
   sweep, rows = run_study_sweep("remedies", preset, workdir, log, REDUCED if reduced else None)
   t = error_table(rows, "variant")
   names = list(sweep.grid.variant)
@@ -85,7 +81,6 @@ def run(preset: str, workdir: str, log=print, reduced: bool = False) -> str:
   ax.set_title("small-batch remedies (ResNet-1D, mnist1d)")
   ax.grid(alpha=0.3, axis="y")
   png = _report.save_figure(fig, workdir, "remedies.png")
-  lines = ["| variant | error (%) |", "|---|---|"] + [f"| {n} | {show(t.get(n))} |" for n in names]
   notes = f"""Preset `{preset}`: ResNet-1D (blocks {tuple(sweep.overrides.model_options.stage_sizes)}, widths
 {tuple(sweep.overrides.model_options.widths)}) on mnist1d, one device, bn_mode=local, lr 0.1 x batch/32, the same
 {sorted({r['epochs'] for r in rows})[0]} epochs per cell; {seeds_note(rows)}. BRN: normlab's batch_renorm with fixed
@@ -93,7 +88,7 @@ r_max=3, d_max=5 from the first step and running-average momentum 0.99 (the BRN 
 0->5 and starts with plain BN; ours is the harsher fixed setting). Ghost BN: batch 32 per step, statistics over
 virtual batches of v examples (eval uses running statistics).
 
-{chr(10).join(lines)}"""
+{chr(10).join(variant_lines(t, names))}"""
   notes += reduced_note(sweep)
   return _report.write_report(workdir, TITLE, out, notes, [png], data={"preset": preset, "table": t, "rows": rows})
 

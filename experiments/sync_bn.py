@@ -21,7 +21,7 @@ if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", "")
   os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
 
 from experiments import _report  # noqa: E402
-from experiments.batch_size import (reduced_note, diff_se, error_table, quiet_logs, run_study_sweep, seeds_note, show,  # noqa: E402
+from experiments.batch_size import (diff_se, error_table, reduced_note, run_study_sweep, seeds_note, show,  # noqa: E402
                                     significant, study_main)
 
 TITLE = "SyncBN vs local BN at small per-device batch (8 devices)"
@@ -38,8 +38,6 @@ def run(preset: str, workdir: str, log=print, reduced: bool = False) -> str:
   if jax.device_count() < NUM_DEVICES:
     raise UserError(f"sync_bn needs {NUM_DEVICES} devices, found {jax.device_count()}: set XLA_FLAGS="
                     f"--xla_force_host_platform_device_count={NUM_DEVICES} before jax is imported")
-  quiet_logs()
-  os.makedirs(workdir, exist_ok=True)
   sweep, rows = run_study_sweep("sync_bn", preset, workdir, log, REDUCED if reduced else None)
   for r in rows:
     r["per_device_batch"] = r["batch_size"] // NUM_DEVICES
