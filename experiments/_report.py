@@ -22,6 +22,14 @@ def _cell(value: Any) -> str:
   return str(value).replace("|", "\\|").replace("\n", " ")
 
 
+def verdict_of(holds) -> str:
+  """'reproduced' if every check in `holds` holds, 'partly' if some do, else 'not reproduced'."""
+  holds = [bool(h) for h in holds]
+  if all(holds):
+    return "reproduced"
+  return "partly" if any(holds) else "not reproduced"
+
+
 def format_table(rows: Sequence[dict]) -> str:
   """A markdown table of `rows` (dicts with keys claim, paper, ours, verdict; extra keys are refused)."""
   lines = ["| Claim | Paper | Ours | Verdict |", "|---|---|---|---|"]

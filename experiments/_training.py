@@ -1,9 +1,9 @@
 """What the training studies share (noisy_bn, lp_norms, placement, rnn_norms, train_eval_gap).
 
 Training with test evaluation on normlab.analysis.training (`train_with_eval`, `Evaluator`,
-`cfg_copy`), statistics of the per-step curves (`tail_mean`, `moving_average`, `steps_to`,
-`mean_std`), and probes of the norm layers' outputs over training (`norm_outputs`,
-`make_distribution_probe`, `drift`, `slim_measured`).
+`cfg_copy`; `train_each_norm`: the seeds x norms grid of noisy_bn and lp_norms), statistics of the
+per-step curves (`tail_mean`, `moving_average`, `steps_to`, `mean_std`), and probes of the norm
+layers' outputs over training (`norm_outputs`, `make_distribution_probe`, `drift`, `slim_results`).
 """
 from __future__ import annotations
 
@@ -124,6 +124,28 @@ def train_with_eval(config, *, measure_every: int, extra: Callable | None = None
   return training.train(config, measure, measure_every=measure_every, log=log, batch_fn=batch_fn)
 
 
+def train_each_norm(config, *, log: Callable = print, finish: Callable | None = None) -> dict:
+  """For every seed in `config.seeds` and norm in `config.norms`: `config.train` with that norm (and
+  `config.norm_options[norm]` where given) and seed, trained by `train_with_eval` with the test set
+  and `make_distribution_probe(config)` every `config.measure_every` steps. `finish(c, run, history)
+  -> dict` adds to each history. Returns {norm: {seed: history}}."""
+  results: dict[str, dict] = {}
+  options = config.get("norm_options") or {}
+  for seed in config.seeds:
+    for norm in config.norms:
+      c = cfg_copy(config.train, norm=norm, seed=int(seed))
+      if norm in options:
+        c.norm_options = options[norm].copy_and_resolve_references()
+      log(f"seed {seed} norm={norm}: {c.model} {c.model_options.to_dict()} on {c.dataset}, {c.optimizer} "
+          f"lr={c.learning_rate}, batch {c.batch_size}, {c.num_steps} steps")
+      hist, run = train_with_eval(c, measure_every=int(config.measure_every), extra=make_distribution_probe(config),
+                                  log=log)
+      if finish is not None:
+        hist.update(finish(c, run, hist))
+      results.setdefault(norm, {})[int(seed)] = hist
+  return results
+
+
 # ----------------------------------------------------------------------------- curve statistics
 
 def tail_mean(curve: list[dict], key: str, frac: float = 0.1) -> float:
@@ -232,3 +254,11 @@ def slim_measured(measured: list[dict]) -> list[dict]:
       r["dist"] = {layer: {"q": d["q"]} for layer, d in r["dist"].items()}
     out.append(r)
   return out
+
+
+def slim_results(results: dict) -> dict:
+  """{norm: {seed: history}} of `train_each_norm` for results.json: each per-step curve thinned to
+  every max(1, n // 200)-th step, the measured rows through `slim_measured`."""
+  def slim(h):
+    return {"curve": h["curve"][:: max(1, len(h["curve"]) // 200)], "measured": slim_measured(h["measured"])}
+  return {norm: {seed: slim(h) for seed, h in by_seed.items()} for norm, by_seed in results.items()}

@@ -98,12 +98,6 @@ def _plot(results, workdir) -> list[str]:
   return paths
 
 
-def _verdict(flags: list[bool]) -> str:
-  if all(flags):
-    return "reproduced"
-  return "partly" if any(flags) else "not reproduced"
-
-
 def run(config, workdir: str, log=print) -> str:
   os.makedirs(workdir, exist_ok=True)
   results = training.train_grid(config, make_measure, log=log)
@@ -121,19 +115,19 @@ def write(config, results: dict, workdir: str) -> str:
   rows.append({"claim": "BN does not reduce ICS (||G - G'||): BN networks have similar or larger ICS",
                "paper": "VGG / DLN on CIFAR-10: ICS with BN similar or worse (Fig. 5)",
                "ours": ours + f" [rule: BN/plain >= {fmt(SIMILAR_OR_LARGER)}]",
-               "verdict": _verdict([ratios[n] >= SIMILAR_OR_LARGER for n in have])})
+               "verdict": _report.verdict_of([ratios[n] >= SIMILAR_OR_LARGER for n in have])})
   ours = "; ".join(f"{n}: BN {fmt(summ[n]['batch']['cos'])} (min {fmt(summ[n]['batch']['cos_min'])}) vs plain "
                    f"{fmt(summ[n]['none']['cos'])} (min {fmt(summ[n]['none']['cos_min'])})" for n in have)
   rows.append({"claim": "BN does not make G' better aligned with G: cos(G, G') with BN not higher",
                "paper": "cos with BN similar or lower (Fig. 5)",
                "ours": ours + " [rule: BN mean cos <= plain mean cos + 0.02]",
-               "verdict": _verdict([summ[n]["batch"]["cos"] <= summ[n]["none"]["cos"] + 0.02 for n in have])})
+               "verdict": _report.verdict_of([summ[n]["batch"]["cos"] <= summ[n]["none"]["cos"] + 0.02 for n in have])})
   ours = "; ".join(f"{n}: BN {fmt(summ[n]['batch']['final_loss'])} vs plain {fmt(summ[n]['none']['final_loss'])} "
                    f"({100 * (summ[n]['batch']['final_loss'] / summ[n]['none']['final_loss'] - 1):+.1f}%)" for n in have)
   rows.append({"claim": "...while BN trains faster (lower training loss at equal steps and learning rate)",
                "paper": "BN networks reach lower loss / higher accuracy",
                "ours": "final train loss (mean of last 10% of steps): " + ours + " [rule: BN at least 5% lower]",
-               "verdict": _verdict([summ[n]["batch"]["final_loss"] < 0.95 * summ[n]["none"]["final_loss"]
+               "verdict": _report.verdict_of([summ[n]["batch"]["final_loss"] < 0.95 * summ[n]["none"]["final_loss"]
                                     for n in have])})
   if have:
     lo, hi = min(ratios.values()), max(ratios.values())

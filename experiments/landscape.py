@@ -105,10 +105,9 @@ def write(config, results: dict, workdir: str) -> str:
   for key, label, fig in METRICS:
     flags = [summ[n]["batch"][key] < summ[n]["none"][key] for n in have]
     ours = "; ".join(f"{n}: BN {fmt(summ[n]['batch'][key])} vs plain {fmt(summ[n]['none'][key])}" for n in have)
-    verdict = "reproduced" if all(flags) else ("partly" if any(flags) else "not reproduced")
     rows.append({"claim": f"BN lowers the {label}", "paper": f"lower with BN throughout training ({fig}, VGG on CIFAR-10)",
                  "ours": "median over measured steps: " + ours + " [rule: BN median < plain median]",
-                 "verdict": verdict})
+                 "verdict": _report.verdict_of(flags)})
   run_lines = "\n".join(
       f"- **{n}**: `{c.model}` {c.model_options.to_dict()} on `{c.dataset}`, {c.optimizer} lr {c.learning_rate}, "
       f"batch {c.batch_size}, {c.num_steps} steps; measured every {config.measure_every} steps"

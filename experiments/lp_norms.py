@@ -21,8 +21,8 @@ import numpy as np
 
 from experiments import _report, main_for
 from experiments._report import fmt
-from experiments._training import (cfg_copy, drift, make_distribution_probe, mean_std, moving_average, norm_outputs,
-                                   slim_measured, steps_to, tail_mean, train_with_eval)
+from experiments._training import (drift, mean_std, moving_average, norm_outputs, slim_results, steps_to, tail_mean,
+                                   train_each_norm)
 
 TITLE = "Santurkar et al. 2018, section 3.3: l1 / l2 / l_inf batch norm"
 AS_WELL = 0.02     # "as well as BN": final accuracy >= BN's - this (train and test)
@@ -59,17 +59,7 @@ def end_probe(config, run, state) -> dict:
 
 
 def _train_all(config, log) -> dict:
-  results: dict[str, dict] = {}
-  for seed in config.seeds:
-    for norm in config.norms:
-      c = cfg_copy(config.train, norm=norm, seed=int(seed))
-      log(f"seed {seed} norm={norm}: {c.model} {c.model_options.to_dict()} on {c.dataset}, {c.optimizer} "
-          f"lr={c.learning_rate}, batch {c.batch_size}, {c.num_steps} steps")
-      hist, run = train_with_eval(c, measure_every=int(config.measure_every), log=log,
-                                  extra=make_distribution_probe(config))
-      hist["probe"] = end_probe(config, run, run.state)
-      results.setdefault(norm, {})[int(seed)] = hist
-  return results
+  return train_each_norm(config, log=log, finish=lambda c, run, hist: {"probe": end_probe(config, run, run.state)})
 
 
 def summarize(config, results) -> dict:
@@ -147,14 +137,13 @@ def run(config, workdir: str, log=print) -> str:
                  "paper": "VGG on CIFAR-10: l_p variants match or beat BN in accuracy (Sec. 3.3 and its appendix figure)",
                  "ours": ours + f" (final accuracies, mean ± std over seeds) [rule: >= BN - {AS_WELL} in train "
                                 f"and test, per variant]",
-                 "verdict": "reproduced" if all(ok.values()) else ("partly" if any(ok.values()) else "not reproduced")})
+                 "verdict": _report.verdict_of(ok.values())})
     thr = float(config.threshold)
     speed = {n: float(np.mean([r["steps_to_threshold"] if r["steps_to_threshold"] is not None else np.inf
                                 for r in summ[n]])) for n in ["batch"] + lp}
     show = lambda s: "never" if not np.isfinite(s) else f"{s:.0f}"  # noqa: E731
     fast = {n: speed[n] <= speed["batch"] * 1.25 for n in lp}
-    speed_verdict = ("inconclusive" if not np.isfinite(speed["batch"]) else "reproduced" if all(fast.values())
-                     else ("partly" if any(fast.values()) else "not reproduced"))
+    speed_verdict = "inconclusive" if not np.isfinite(speed["batch"]) else _report.verdict_of(fast.values())
     rows.append({"claim": "...with similar training speed",
                  "paper": "l_p variants converge comparably to BN (Sec. 3.3)",
                  "ours": "steps to a " + f"{thr:.0%} train accuracy (20-step average): " +
@@ -169,8 +158,7 @@ def run(config, workdir: str, log=print) -> str:
                           "are not why normalization helps)",
                  "paper": "the issue's reading of Sec. 3.3 (the paper itself states larger distributional shift, next row)",
                  "ours": ours + f" [rule: l1 and l_inf mean |excess kurtosis| >= {NON_GAUSS}]",
-                 "verdict": "reproduced" if gauss and all(gauss.values()) else
-                            ("partly" if any(gauss.values()) else "not reproduced")})
+                 "verdict": _report.verdict_of(gauss.values()) if gauss else "not reproduced"})
   if "none" in summ and lp:
     larger = {n: avg(n, "drift_location") > avg("none", "drift_location") for n in lp}
     ours = "; ".join(f"{LABELS[n]}: location {fmt(avg(n, 'drift_location'))}, log-scale "
@@ -180,8 +168,7 @@ def run(config, workdir: str, log=print) -> str:
                  "paper": "qualitatively larger distributional shift than vanilla networks (Sec. 3.3)",
                  "ours": "activation drift over training (as in noisy_bn: std over checkpoints of each unit's mean / "
                          "its spread; std of log unit std): " + ours + " [rule: l_p location drift > no norm's]",
-                 "verdict": "reproduced" if all(larger.values()) else ("partly" if any(larger.values())
-                                                                        else "not reproduced")})
+                 "verdict": _report.verdict_of(larger.values())})
   c = config.train
   table = "\n".join(
       f"| {norm} | {r['seed']} | {fmt(r['final_train_acc'])} | {fmt(r['final_train_loss'])} | {fmt(r['final_test_acc'])} | "
@@ -201,10 +188,8 @@ sanity check. Not the paper's CIFAR-10 VGG (CPU preset). Verdict rules are fixed
 {table}
 """
   figures = _plot(results, workdir)
-  slim = {norm: {s: {"curve": h["curve"][:: max(1, len(h["curve"]) // 200)], "measured": slim_measured(h["measured"])}
-                 for s, h in by.items()} for norm, by in results.items()}
   return _report.write_report(workdir, TITLE, rows, notes, figures,
-                              data={"summary": summ, "results": slim, "config": config.to_dict()})
+                              data={"summary": summ, "results": slim_results(results), "config": config.to_dict()})
 
 
 if __name__ == "__main__":

@@ -19,8 +19,8 @@ import numpy as np
 
 from experiments import _report, main_for
 from experiments._report import fmt
-from experiments._training import (Evaluator, cfg_copy, drift, make_distribution_probe, mean_std, moving_average,
-                                   slim_measured, steps_to, tail_mean, train_with_eval)
+from experiments._training import (Evaluator, drift, mean_std, moving_average, slim_results, steps_to, tail_mean,
+                                   train_each_norm)
 
 TITLE = "Santurkar et al. 2018, section 2.1: noisy batch norm (BN + injected covariate shift)"
 # Verdict rules (fixed before the numbers).
@@ -30,21 +30,11 @@ UNSTABLE_FACTOR = 5.0  # "far more distributional instability": drift(noisy) >= 
 
 
 def _train_all(config, log) -> dict:
-  results: dict[str, dict] = {}
-  for seed in config.seeds:
-    for norm in config.norms:
-      c = cfg_copy(config.train, norm=norm, seed=int(seed))
-      if norm in config.norm_options:
-        c.norm_options = config.norm_options[norm].copy_and_resolve_references()
-      log(f"seed {seed} norm={norm}: {c.model} {c.model_options.to_dict()} on {c.dataset}, {c.optimizer} "
-          f"lr={c.learning_rate}, batch {c.batch_size}, {c.num_steps} steps")
-      hist, run = train_with_eval(c, measure_every=int(config.measure_every), extra=make_distribution_probe(config),
-                                  log=log)
-      # The trained function itself on the test set: train mode (batch statistics of test batches of the
-      # training batch size, and noisy BN's noise), next to the eval-mode (inference) numbers.
-      hist["test_train_mode"] = Evaluator(run, "test").both(run.state, int(c.batch_size), seed=int(seed))
-      results.setdefault(norm, {})[int(seed)] = hist
-  return results
+  def finish(c, run, hist):
+    # The trained function itself on the test set: train mode (batch statistics of test batches of the
+    # training batch size, and noisy BN's noise), next to the eval-mode (inference) numbers.
+    return {"test_train_mode": Evaluator(run, "test").both(run.state, int(c.batch_size), seed=int(c.seed))}
+  return train_each_norm(config, log=log, finish=finish)
 
 
 def summarize(config, results) -> dict:
@@ -190,7 +180,7 @@ def run(config, workdir: str, log=print) -> str:
                 f"BN {show(s_bn)}, noisy BN {show(s_noisy)}; final train loss no BN "
                 f"{fmt(a('none', 'final_train_loss'))}, BN {fmt(a('batch', 'final_train_loss'))}, noisy "
                 f"{fmt(a('noisy_batch', 'final_train_loss'))}",
-        "verdict": "reproduced" if all(faster) else ("partly" if any(faster) else "not reproduced")})
+        "verdict": _report.verdict_of(faster)})
   c = config.train
   table = "\n".join(
       f"| {norm} | {r['seed']} | {r['steps']} | {fmt(r['final_train_acc'])} | {fmt(r['final_train_loss'])} | "
@@ -214,10 +204,8 @@ in `experiments/noisy_bn.py`.
 {table}
 """
   figures = [_plot_curves(config, results, workdir), _plot_distributions(config, results, workdir)]
-  slim = {norm: {s: {"curve": h["curve"][:: max(1, len(h["curve"]) // 200)], "measured": slim_measured(h["measured"])}
-                 for s, h in by.items()} for norm, by in results.items()}
   return _report.write_report(workdir, TITLE, rows, notes, figures,
-                              data={"summary": summ, "results": slim, "config": config.to_dict()})
+                              data={"summary": summ, "results": slim_results(results), "config": config.to_dict()})
 
 
 if __name__ == "__main__":

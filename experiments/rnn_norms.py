@@ -134,7 +134,7 @@ def write(config, results: dict, workdir: str, note: str = "") -> str:
                  "paper": "for RNNs only LN is relatively effective (seed 000)",
                  "ours": "; ".join(f"{desc(f, b)}: LN {acc[(f, b, 'layer')]:.3f} vs none {acc[(f, b, 'none')]:.3f}"
                                    for f, b in settings) + f" [rule: LN >= none - {LN_WORKS} everywhere]",
-                 "verdict": "reproduced" if all(ok) else ("partly" if any(ok) else "not reproduced")})
+                 "verdict": _report.verdict_of(ok)})
   if all(n in config.rnn_norms for n in ("layer", "batch")):
     hurt_small = [acc[(f, small, "layer")] - acc[(f, small, "batch")] >= SUFFERS for f in factors]
     gap = {(f, b): acc[(f, b, "layer")] - acc[(f, b, "batch")] for f, b in settings}
@@ -146,7 +146,7 @@ def write(config, results: dict, workdir: str, note: str = "") -> str:
                  "ours": "; ".join(f"{desc(f, b)}: BN per step {acc[(f, b, 'batch')]:.3f} vs LN {acc[(f, b, 'layer')]:.3f}"
                                    for f, b in settings) +
                          f" [rule: at B={small} BN <= LN - {SUFFERS}, and the LN - BN gap larger than at B={large}]",
-                 "verdict": "reproduced" if all(ok) else ("partly" if any(ok) else "not reproduced")})
+                 "verdict": _report.verdict_of(ok)})
     if len(factors) > 1:
       short, longest = factors[0], factors[-1]
       ok = [gap[(longest, b)] > gap[(short, b)] for b in bss]
@@ -155,7 +155,7 @@ def write(config, results: dict, workdir: str, note: str = "") -> str:
                    "ours": "; ".join(f"B={b}: LN - BN per step {gap[(short, b)]:+.3f} at T={40 * int(short)}, "
                                      f"{gap[(longest, b)]:+.3f} at T={40 * int(longest)}" for b in bss) +
                            " [rule: the gap is larger for the long sequences]",
-                   "verdict": "reproduced" if all(ok) else ("partly" if any(ok) else "not reproduced")})
+                   "verdict": _report.verdict_of(ok)})
     else:
       rows.append({"claim": "Per-time-step BN suffers more on long sequences",
                    "paper": "late steps see few examples (seed 000, problem 3)",
