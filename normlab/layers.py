@@ -20,12 +20,15 @@ Initializer = Callable[..., jax.Array]
 
 
 class _ChannelAffine(nn.Module):
-  """Shared parameter creation: per-channel scale (ones) and bias (zeros)."""
+  """Shared parameter creation: per-channel float32 parameters (scale: ones, bias: zeros, ...) and the
+  running statistics of the batch-statistics norms."""
+
+  def channel_param(self, name: str, init: Initializer, x) -> jax.Array:
+    return self.param(name, init, (x.shape[-1],), jnp.float32)
 
   def affine_params(self, x, use_scale=True, use_bias=True):
-    c = x.shape[-1]
-    scale = self.param("scale", nn.initializers.ones, (c,), jnp.float32) if use_scale else None
-    bias = self.param("bias", nn.initializers.zeros, (c,), jnp.float32) if use_bias else None
+    scale = self.channel_param("scale", nn.initializers.ones, x) if use_scale else None
+    bias = self.channel_param("bias", nn.initializers.zeros, x) if use_bias else None
     return scale, bias
 
   def running_stats(self, c: int):
@@ -149,7 +152,7 @@ class NoisyBatchNorm(_ChannelAffine):
         eps=self.epsilon, axis_name=self.axis_name, mask=mask, return_stats=True))
 
 
-class LayerNorm(nn.Module):
+class LayerNorm(_ChannelAffine):
   """Layer norm over the last axis (per-feature scale and bias)."""
   epsilon: float = 1e-5
   use_scale: bool = True
@@ -157,21 +160,19 @@ class LayerNorm(nn.Module):
 
   @nn.compact
   def __call__(self, x, train: bool = True, mask=None):
-    c = x.shape[-1]
-    scale = self.param("scale", nn.initializers.ones, (c,), jnp.float32) if self.use_scale else None
-    bias = self.param("bias", nn.initializers.zeros, (c,), jnp.float32) if self.use_bias else None
+    scale, bias = self.affine_params(x, self.use_scale, self.use_bias)
     # `mask` (padding of examples/time steps) is accepted for a uniform interface and unused: the
     # statistics are per position, so padded positions never enter a valid position's statistics.
     return norms.layer_norm(x, scale, bias, eps=self.epsilon)
 
 
-class RMSNorm(nn.Module):
+class RMSNorm(_ChannelAffine):
   """RMS norm over the last axis."""
   epsilon: float = 1e-6
 
   @nn.compact
   def __call__(self, x, train: bool = True, mask=None):
-    scale = self.param("scale", nn.initializers.ones, (x.shape[-1],), jnp.float32)
+    scale, _ = self.affine_params(x, use_bias=False)
     return norms.rms_norm(x, scale, eps=self.epsilon)
 
 
@@ -207,7 +208,7 @@ class FilterResponseNorm(_ChannelAffine):
   @nn.compact
   def __call__(self, x, train: bool = True, mask=None):
     scale, bias = self.affine_params(x)
-    tau = self.param("tau", nn.initializers.zeros, (x.shape[-1],), jnp.float32)
+    tau = self.channel_param("tau", nn.initializers.zeros, x)
     return variants.filter_response_norm(x, scale, bias, tau, eps=self.epsilon)
 
 
@@ -220,7 +221,7 @@ class EvoNormB0(_ChannelAffine):
 
   @nn.compact
   def __call__(self, x, train: bool = True, mask=None):
-    v = self.param("v", nn.initializers.ones, (x.shape[-1],), jnp.float32)
+    v = self.channel_param("v", nn.initializers.ones, x)
     return self.batch_statistics_norm(
         x, train,
         lambda s, b, _: variants.evonorm_b0(x, s, b, v, eps=self.epsilon, axis_name=self.axis_name,
@@ -237,7 +238,7 @@ class EvoNormS0(_ChannelAffine):
   @nn.compact
   def __call__(self, x, train: bool = True, mask=None):
     scale, bias = self.affine_params(x)
-    v = self.param("v", nn.initializers.ones, (x.shape[-1],), jnp.float32)
+    v = self.channel_param("v", nn.initializers.ones, x)
     c = x.shape[-1]  # the largest group count <= num_groups that divides the channels
     groups = max(g for g in range(1, min(self.num_groups, c) + 1) if c % g == 0)
     return variants.evonorm_s0(x, scale, bias, v, num_groups=groups, eps=self.epsilon)
