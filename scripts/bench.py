@@ -6,6 +6,7 @@
     python scripts/bench.py --train_step           # + a ResNet-20 train step, normlab vs flax BatchNorm
     python scripts/bench.py --norms=bn,gn --shapes=64x32x32x64 --dtypes=float32 --repeats=9
     python scripts/bench.py --single_thread        # 1 thread each, CPU time: robust on a busy machine
+    python scripts/bench.py --norms=bn --shapes=64x32x32x64 --seeds=2,4   # + vmapped seeds vs sequential runs
 
 Prints a table: time per implementation (fwd, and fwd+bwd = gradient of sum(y * w) w.r.t. x and the
 affine parameters), normlab / best peer and normlab / elementwise. Exit status 2 on a bad flag.
@@ -32,6 +33,9 @@ flags.DEFINE_string("markdown", None, "Also write the table as Markdown here.")
 flags.DEFINE_bool("train_step", False, "Also time a ResNet train step: normlab BatchNorm vs flax.linen.BatchNorm.")
 flags.DEFINE_string("train_model", "resnet20", "Model for --train_step (a normlab.models name).")
 flags.DEFINE_integer("train_batch", 64, "Batch size (32x32x3 images) for --train_step.")
+flags.DEFINE_list("seeds", None, "Also time S seeds vmapped in one program vs S sequential runs of the "
+                  "batch_size sweep's smoke cell, for each S listed (e.g. 2,4); ~1 min per S on 2 cores.")
+flags.DEFINE_list("seed_batches", ["4"], "Per-device batch sizes for --seeds.")
 flags.DEFINE_bool("single_thread", False, "One thread for XLA and torch, timed by process CPU time: the work per "
                   "implementation, robust to other load on the machine (not the multi-core wall-clock target).")
 flags.DEFINE_bool("progress", True, "Print one line per case while running (on stderr).")
@@ -43,6 +47,17 @@ def _shape(text: str) -> tuple[int, ...]:
     return tuple(int(d) for d in text.lower().split("x"))
   except ValueError:
     raise UserError(f"--shapes: {text!r} is not like 64x32x32x64") from None
+
+
+def _positive_ints(name: str, values) -> tuple[int, ...]:
+  from normlab.errors import UserError
+  try:
+    out = tuple(int(v) for v in values)
+  except ValueError:
+    out = ()
+  if len(out) != len(values) or any(v < 1 for v in out):
+    raise UserError(f"--{name}: {','.join(values)!r} must be positive integers, like 2,4")
+  return out
 
 
 def _config():
@@ -79,6 +94,7 @@ def main(argv):
   if len(argv) > 1:
     raise UserError(f"unexpected arguments: {' '.join(argv[1:])}")
   cfg = _config()
+  seeds, batches = _positive_ints("seeds", FLAGS.seeds or []), _positive_ints("seed_batches", FLAGS.seed_batches)
   from normlab.bench import format_table, run_suite, to_json, to_markdown
   log = (lambda line: print(line, file=sys.stderr, flush=True)) if FLAGS.progress else None
   report = run_suite(cfg, log=log)
@@ -90,6 +106,11 @@ def main(argv):
     report.train_step = run_train_step(model=FLAGS.train_model, batch=FLAGS.train_batch,
                                        repeats=max(3, cfg.repeats),
                                        clock=time.process_time if cfg.single_thread else time.perf_counter)
+  if FLAGS.seeds:
+    from normlab.bench.seeds import run_seed_sweep
+    if log:
+      log(f"seeds: {', '.join(FLAGS.seeds)} vmapped vs sequential (trains {2 * sum(seeds)} smoke runs)")
+    report.seed_sweep = run_seed_sweep(seeds=seeds, batches=batches)
   print(format_table(report))
   if FLAGS.json:
     with open(FLAGS.json, "w") as f:

@@ -130,3 +130,30 @@ def test_train_step_comparison_runs():
   out = run_train_step(model="resnet", batch=2, repeats=1, warmup=0,
                        model_options={"stage_sizes": (1,), "widths": (8,)})
   assert out["normlab_s"] > 0 and out["flax_s"] > 0 and out["ratio"] > 0
+
+
+@pytest.mark.parametrize("flag, match", [("--seeds=2,x", "--seeds"), ("--seeds=0", "--seeds"),
+                                         ("--seeds=2 --seed_batches=-4", "--seed_batches")])
+def test_script_rejects_bad_seed_flags_with_one_line(flag, match):
+  cmd = [sys.executable, os.path.join(REPO, "scripts", "bench.py"), *flag.split(), "--noprogress"]
+  proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 2
+  last = proc.stderr.strip().splitlines()[-1]
+  assert last.startswith("error: " + match) and "positive integers" in last
+
+
+@pytest.mark.slow
+def test_seed_sweep_times_both_and_the_losses_agree():
+  from normlab.bench.seeds import run_seed_sweep
+  rows = run_seed_sweep(seeds=(2,), batches=(4,), num_steps=3)
+  (row,) = rows
+  assert row["seeds"] == 2 and row["steps"] == 3
+  assert row["sequential_s"] > 0 and row["vmapped_s"] > 0
+  assert row["speedup"] == pytest.approx(row["sequential_s"] / row["vmapped_s"])
+  assert row["max_rel_diff_final_loss"] < 1e-4
+  report = bench.BenchReport(env={}, config=bench.BenchConfig(shapes=(), norms=()).as_dict(), results=[],
+                             runtime_s=0.0, seed_sweep=rows)
+  from normlab.bench.report import _seed_lines
+  (line,) = _seed_lines(report)
+  assert "S=2" in line and "speed-up" in line
+  assert json.loads(bench.to_json(report))["seed_sweep"][0]["seeds"] == 2

@@ -68,6 +68,19 @@ def _train_lines(report: BenchReport) -> list[str]:
           f"ratio {_x(t['ratio'])}"]
 
 
+def _seed_lines(report: BenchReport) -> list[str]:
+  rows = report.seed_sweep or []
+  return [f"seeds vmapped vs sequential ({r['model']}, batch {r['batch']}, {r['steps']} steps): S={r['seeds']}: "
+          f"{r['sequential_s']:.1f} s sequential, {r['vmapped_s']:.1f} s vmapped, speed-up {_x(r['speedup'])} "
+          f"(compile {r['sequential_compile_s']:.1f} / {r['vmapped_compile_s']:.1f} s, train "
+          f"{r['sequential_train_s']:.2f} / {r['vmapped_train_s']:.2f} s; final losses agree to "
+          f"{r['max_rel_diff_final_loss']:.1e} rel.)" for r in rows]
+
+
+def _extra_lines(report: BenchReport) -> list[str]:
+  return _train_lines(report) + _seed_lines(report)
+
+
 def format_table(report: BenchReport) -> str:
   head, body = _table(report)
   widths = [max(len(str(row[i])) for row in [head, *body]) for i in range(len(head))]
@@ -77,7 +90,7 @@ def format_table(report: BenchReport) -> str:
   notes = _notes(report)
   if notes:
     out += ["", "notes:"] + [f"  {n}" for n in notes]
-  tl = _train_lines(report)
+  tl = _extra_lines(report)
   if tl:
     out += [""] + tl
   return "\n".join(out)
@@ -92,7 +105,7 @@ def to_markdown(report: BenchReport) -> str:
   notes = _notes(report)
   if notes:
     out += ["", "Notes:", ""] + [f"- {n}" for n in notes]
-  tl = _train_lines(report)
+  tl = _extra_lines(report)
   if tl:
     out += [""] + [f"- {line}" for line in tl]
   return "\n".join(out) + "\n"
@@ -107,4 +120,5 @@ def to_json(report: BenchReport) -> str:
       "results": [dataclasses.asdict(r) | {"shape": list(r.shape)} for r in report.results],
       "ratios": ratio_rows(report),
       "train_step": report.train_step,
+      "seed_sweep": report.seed_sweep,
   }, indent=1)

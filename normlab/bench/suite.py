@@ -113,6 +113,7 @@ class BenchReport:
   runtime_s: float
   cpu_s: float | None = None  # process CPU time, all threads (the runtime a loaded machine stretches)
   train_step: dict | None = None
+  seed_sweep: list[dict] | None = None  # normlab.bench.seeds.run_seed_sweep rows
 
   def seconds(self, norm, shape, dtype, mode, impl) -> float | None:
     for r in self.results:
