@@ -101,9 +101,13 @@ def count(x_shape, axes: tuple[int, ...], mask, axis_name: AxisName, dtype) -> j
 #   faster there), and before the input gradient's per-group factors of a staged reduction.
 # - `standardize` then `affine` are two VJPs: the affine one reduces gy and gy * x_hat for the
 #   parameter gradients, the standardize one reduces g = gy * scale and g * x_hat again. When scale
-#   is constant over S (batch and instance norm) `standardize_affine` does both from one set of
-#   per-group sums: batch norm's fwd+bwd drops from 13 to 8 passes over memory (1.5-2.2x faster
-#   on 2 cores). `norms.py` does not call it yet (BENCH.md, section 5).
+#   is constant over the outer reduced axes (batch, instance and group norm's per-channel
+#   parameters) `standardize_affine` does both from one set of partial sums, one per kept entry
+#   and channel: batch norm's fwd+bwd drops from 13 to 8 passes over memory, group norm's by two.
+# - Not done, measured: one-pass statistics (E[x^2] - E[x]^2) save about one pass in some cases and
+#   lose in others on XLA:CPU, and give up the two-pass precision; variadic (multi-output) reduces
+#   run 3-30x slower than two plain ones. bfloat16 inputs: XLA materializes the shared float32
+#   convert of x (and of the cotangent) once, whatever the spelling of each consumer's convert.
 
 
 _LIBRARY_FUSION_MIN_SIZE = 4096
@@ -349,10 +353,10 @@ def standardize_affine(x, axes: tuple[int, ...], scale, bias, *, eps: float, axi
   """`affine(standardize(x, axes, ...)[0], scale, bias, out_dtype)` and the statistics, in one VJP.
 
   The same values and gradients as the composition (`out_dtype` defaults to x's dtype). When
-  `scale` and `bias` are constant over S (batch and instance norm's per-channel parameters), the
-  backward pass derives the parameter gradients from the per-group sums the input gradient needs,
-  instead of reducing over the activations again: 8 passes over memory for batch norm's
-  fwd+bwd instead of 13, 1.5-2.2x faster on 2 CPU cores (BENCH.md). Otherwise it is the composition.
+  `scale` and `bias` are constant over the outer reduced axes (per-channel parameters of batch,
+  instance and group norm; group norm's innermost C/G axis may vary), the backward pass derives the
+  parameter gradients from the partial sums the input gradient needs instead of reducing over the
+  activations again (BENCH.md has the speed-ups). Otherwise it is the composition.
   """
   axis_name = tuple(_names(axis_name)) or None
   axes = tuple(sorted(a % x.ndim for a in axes))
