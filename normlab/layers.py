@@ -92,7 +92,7 @@ class GhostBatchNorm(_ChannelAffine):
   def __call__(self, x, train: bool = True, mask=None):
     v = min(self.virtual_batch_size, x.shape[0])
     return self.batch_statistics_norm(x, train, lambda s, b, _: variants.ghost_batch_norm(
-        x, s, b, virtual_batch_size=v, eps=self.epsilon, return_stats=True))
+        x, s, b, virtual_batch_size=v, eps=self.epsilon, mask=mask, return_stats=True))
 
 
 class BatchRenorm(_ChannelAffine):
@@ -224,9 +224,9 @@ class EvoNormB0(_ChannelAffine):
     v = self.channel_param("v", nn.initializers.ones, x)
     return self.batch_statistics_norm(
         x, train,
-        lambda s, b, _: variants.evonorm_b0(x, s, b, v, eps=self.epsilon, axis_name=self.axis_name,
+        lambda s, b, _: variants.evonorm_b0(x, s, b, v, eps=self.epsilon, axis_name=self.axis_name, mask=mask,
                                             return_stats=True),
-        lambda s, b, running: variants.evonorm_b0(x, s, b, v, eps=self.epsilon, running=running))
+        lambda s, b, running: variants.evonorm_b0(x, s, b, v, eps=self.epsilon, mask=mask, running=running))
 
 
 class EvoNormS0(_ChannelAffine):

@@ -19,11 +19,14 @@ from normlab.core import (AxisName, Moments, affine, check_axis_name, moments, n
 from normlab.norms import batch_norm, batch_reduction_axes, spatial_axes
 
 
-def ghost_batch_norm(x, scale=None, bias=None, *, virtual_batch_size: int, eps: float = 1e-5,
+def ghost_batch_norm(x, scale=None, bias=None, *, virtual_batch_size: int, eps: float = 1e-5, mask=None,
                      return_stats: bool = False):
   """Ghost BN (Hoffer et al. 2017): batch norm over virtual batches of `virtual_batch_size` examples.
 
-  Returned statistics are the mean over virtual batches of their means and variances.
+  Virtual batch k is examples k*v .. k*v + v - 1. With `mask` (broadcastable to x, e.g. (N, 1, ..., 1)),
+  each virtual batch's statistics are over its valid elements only. Returned statistics are the mean
+  over virtual batches of their means and variances, weighted by their valid counts with a mask
+  (a virtual batch without valid elements has weight 0).
   """
   fn = "ghost_batch_norm"
   eps = checks.check_eps(eps, fn=fn)
@@ -32,14 +35,23 @@ def ghost_batch_norm(x, scale=None, bias=None, *, virtual_batch_size: int, eps: 
   if not isinstance(virtual_batch_size, int) or virtual_batch_size <= 0 or n % virtual_batch_size:
     raise ValueError(f"{fn}: virtual_batch_size={virtual_batch_size!r} must be a positive divisor of "
                      f"the batch size {n}")
-  xg = x.reshape(n // virtual_batch_size, virtual_batch_size, *x.shape[1:])
+  groups = lambda t: t.reshape(n // virtual_batch_size, virtual_batch_size, *x.shape[1:])  # noqa: E731
+  xg = groups(x)
+  mg = None
+  if mask is not None:
+    checks.check_mask(jnp.shape(mask), x.shape, fn=fn)
+    mg = groups(jnp.broadcast_to(mask, x.shape))
   axes = tuple(range(1, xg.ndim - 1))
-  x_hat, stats = standardize(xg, axes, eps=eps)
+  x_hat, stats = standardize(xg, axes, eps=eps, mask=mg)
   y = affine(x_hat.reshape(x.shape), scale, bias, x.dtype)
   if not return_stats:
     return y
-  flat = Moments(*(s.reshape(-1, x.shape[-1]).mean(0) for s in stats))
-  return y, flat
+  per_batch = [s.reshape(-1, x.shape[-1]) for s in stats]  # (virtual batches, C)
+  if mg is None:
+    return y, Moments(*(s.mean(0) for s in per_batch))
+  w = lax.stop_gradient(jnp.sum(mg.astype(per_batch[0].dtype), axes).reshape(-1, x.shape[-1]))  # valid counts
+  total = jnp.maximum(jnp.sum(w, 0), 1)
+  return y, Moments(*(jnp.sum(w * s, 0) / total for s in per_batch))
 
 
 def batch_renorm(x, scale=None, bias=None, *, running: Moments, r_max: float = 3.0, d_max: float = 5.0,
@@ -139,23 +151,26 @@ def filter_response_norm(x, scale=None, bias=None, tau=None, *, eps: float = 1e-
 
 
 def evonorm_b0(x, scale=None, bias=None, v=None, *, eps: float = 1e-5, axis_name: AxisName = None,
-               running: Moments | None = None, return_stats: bool = False):
+               mask=None, running: Moments | None = None, return_stats: bool = False):
   """EvoNorm-B0 (Liu et al. 2020): x / max(sqrt(var_batch + eps), v * x + sqrt(var_instance + eps)).
 
   var_batch is over (N, spatial) per channel (running value in eval mode); var_instance over spatial.
+  With `mask` (broadcastable to x, e.g. (N, 1, ..., 1)) both variances are over the valid elements only.
   """
   fn = "evonorm_b0"
   eps = checks.check_eps(eps, fn=fn)
   axes_i = spatial_axes(x.ndim, fn=fn)
   axes_b = (0,) + axes_i
+  if mask is not None:
+    checks.check_mask(jnp.shape(mask), x.shape, fn=fn)
   dt = stats_dtype(x.dtype)
   xs = x.astype(dt)
   if running is None:
     check_axis_name(axis_name, fn=fn)
-    stats_b, _ = moments(x, axes_b, axis_name=axis_name)
+    stats_b, _ = moments(x, axes_b, axis_name=axis_name, mask=mask)
   else:
     stats_b = Moments(*(jnp.reshape(t, (1,) * (x.ndim - 1) + (-1,)).astype(dt) for t in running))
-  stats_i, _ = moments(x, axes_i)
+  stats_i, _ = moments(x, axes_i, mask=mask)
   denom = jnp.sqrt(stats_b.var + eps)
   if v is not None:
     denom = jnp.maximum(denom, jnp.asarray(v, dt) * xs + jnp.sqrt(stats_i.var + eps))

@@ -162,6 +162,23 @@ def test_masked_batch_norm_layer():
     np.testing.assert_allclose(np.asarray(upd["batch_stats"]["mean"]), 0.1 * mu, atol=1e-7)
 
 
+@pytest.mark.parametrize("name", ["ghost_batch", "evonorm_b0"])
+def test_masked_ghost_and_evonorm_b0_layers_pass_the_mask_on(name):
+    mask = jnp.asarray([1.0, 0.0, 1.0, 1.0]).reshape(4, 1, 1, 1)
+    mod = make_norm(name, **OPTIONS.get(name, {}))()
+    variables = mod.init(RNGS, X)
+    y, upd = mod.apply(variables, X, train=True, mask=mask, mutable=["batch_stats"])
+    p = variables["params"]
+    if name == "ghost_batch":
+        ref, stats = nl.ghost_batch_norm(X, p["scale"], p["bias"], virtual_batch_size=2, mask=mask, return_stats=True)
+    else:
+        ref, stats = nl.evonorm_b0(X, p["scale"], p["bias"], p["v"], mask=mask, return_stats=True)
+    np.testing.assert_allclose(np.asarray(y), np.asarray(ref), atol=1e-12)
+    np.testing.assert_allclose(np.asarray(upd["batch_stats"]["mean"]), 0.1 * np.asarray(stats.mean), atol=1e-7)
+    y_all = mod.apply(variables, X, train=True, mutable=["batch_stats"])[0]
+    assert not np.allclose(np.asarray(y)[0], np.asarray(y_all)[0])  # the mask changes a valid row's output
+
+
 def test_import_normlab_does_not_import_flax():
     code = ("import sys, normlab; import normlab.core, normlab.norms, normlab.variants, normlab.reparam; "
             "print(sorted(m for m in sys.modules if m == 'flax' or m.startswith('flax.'))); "

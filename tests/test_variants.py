@@ -258,6 +258,65 @@ def test_evonorm_b0_without_v_is_batch_scaling_without_centering():
     assert maxerr(_equiv()["evonorm_b0_no_v"], X / np.sqrt(R.batch_stats(X)[1] + 1e-5)) < 1e-12
 
 
+# --- masks: ghost BN and EvoNorm-B0 vs references that drop the masked rows ------------------------
+
+MASK = np.array([1, 0, 1, 1, 0, 0, 1, 1], np.float64)  # per example of X; v=2 leaves one batch empty
+MASK4 = jnp.asarray(MASK).reshape(-1, 1, 1, 1)
+
+
+def _ghost_without_masked_rows(x, v):
+    """Float64 ghost BN of each virtual batch's valid rows (NaN on the masked rows), and the mean of
+    those batches' moments weighted by their valid element counts."""
+    y = np.full(x.shape, np.nan)
+    means, variances, counts = [], [], []
+    for k in range(0, len(x), v):
+        rows = [i for i in range(k, k + v) if MASK[i]]
+        if rows:
+            y[rows] = R.batch_norm(x[rows], G, B)
+            mu, var = R.batch_stats(x[rows])
+            means.append(mu)
+            variances.append(var)
+            counts.append(len(rows))
+    w = np.asarray(counts, np.float64)[:, None] / sum(counts)
+    return y, ((w * np.array(means)).sum(0), (w * np.array(variances)).sum(0))
+
+
+@pytest.mark.parametrize("v", [2, 4, 8])
+def test_ghost_batch_norm_mask_drops_the_masked_rows(v):
+    y, stats = jax.jit(lambda x, m: nl.ghost_batch_norm(x, G, B, virtual_batch_size=v, mask=m,
+                                                        return_stats=True))(jnp.asarray(X), MASK4)
+    ref, (mu, var) = _ghost_without_masked_rows(X, v)
+    valid = MASK > 0
+    assert maxerr(np.asarray(y)[valid], ref[valid]) < 1e-12
+    assert np.isfinite(np.asarray(y)).all()  # masked rows (an empty virtual batch at v=2 too) stay finite
+    assert maxerr(stats.mean, mu) < 1e-12 and maxerr(stats.var, var) < 1e-12
+    unmasked = nl.ghost_batch_norm(jnp.asarray(X), G, B, virtual_batch_size=v, mask=jnp.ones((8, 1, 1, 1)))
+    assert maxerr(unmasked, nl.ghost_batch_norm(jnp.asarray(X), G, B, virtual_batch_size=v)) < 1e-12
+
+
+def test_ghost_batch_norm_mask_gradient_is_that_of_the_valid_rows():
+    """With a cotangent on the valid rows only, masked rows get no gradient and the valid rows get
+    that of batch norm over their virtual batch's valid rows."""
+    ct = np.where(MASK[:, None, None, None] > 0, _CT, 0.0)
+    g = jax.grad(lambda x: jnp.sum(nl.ghost_batch_norm(x, G, B, virtual_batch_size=4, mask=MASK4) * ct))(
+        jnp.asarray(X))
+    ref = np.zeros(X.shape)
+    for k in (0, 4):
+        rows = [i for i in range(k, k + 4) if MASK[i]]
+        ref[rows] = jax.grad(lambda x: jnp.sum(nl.batch_norm(x, G, B) * ct[rows]))(jnp.asarray(X[rows]))
+    assert maxerr(g, ref) < 1e-12
+
+
+def test_evonorm_b0_mask_drops_the_masked_rows():
+    y, stats = jax.jit(lambda x, m: nl.evonorm_b0(x, G, B, V, mask=m, return_stats=True))(jnp.asarray(X), MASK4)
+    valid = MASK > 0
+    assert maxerr(np.asarray(y)[valid], R.evonorm_b0(X[valid], G, B, V)) < 1e-12
+    assert np.isfinite(np.asarray(y)).all()
+    _, var = R.batch_stats(X[valid])
+    assert maxerr(stats.var, var) < 1e-12
+    assert maxerr(np.asarray(y)[valid], np.asarray(nl.evonorm_b0(jnp.asarray(X), G, B, V))[valid]) > 1e-3
+
+
 # --- low precision and bad input -----------------------------------------------------------------
 
 LOWP = {
