@@ -6,6 +6,7 @@
     python scripts/bench.py --train_step           # + a ResNet-20 train step, normlab vs flax BatchNorm
     python scripts/bench.py --norms=bn,gn --shapes=64x32x32x64 --dtypes=float32 --repeats=9
     python scripts/bench.py --single_thread        # 1 thread each, CPU time: robust on a busy machine
+    python scripts/bench.py --malloc_reuse         # glibc reuses freed memory: no page faults per call
     python scripts/bench.py --norms=bn --shapes=64x32x32x64 --seeds=2,4   # + vmapped seeds vs sequential runs
 
 Prints a table: time per implementation (fwd, and fwd+bwd = gradient of sum(y * w) w.r.t. x and the
@@ -20,6 +21,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from absl import flags  # noqa: E402
 
 FLAGS = flags.FLAGS
+MALLOC_REUSE = "glibc.malloc.mmap_threshold=4294967295:glibc.malloc.trim_threshold=4294967295"
 flags.DEFINE_bool("quick", False, "Small subset: the first shape, float32, 3 rounds.")
 flags.DEFINE_list("norms", None, "Norms to time (bn, ln, gn, in, rms); default all.")
 flags.DEFINE_list("shapes", None, "Shapes like 64x32x32x64,8x1024x1024 (channels last); default the 3 standard ones.")
@@ -38,6 +40,9 @@ flags.DEFINE_list("seeds", None, "Also time S seeds vmapped in one program vs S 
 flags.DEFINE_list("seed_batches", ["4"], "Per-device batch sizes for --seeds.")
 flags.DEFINE_bool("single_thread", False, "One thread for XLA and torch, timed by process CPU time: the work per "
                   "implementation, robust to other load on the machine (not the multi-core wall-clock target).")
+flags.DEFINE_bool("malloc_reuse", False, f"Re-run under GLIBC_TUNABLES={MALLOC_REUSE}: glibc then keeps "
+                  "freed blocks of any size for reuse, so the fresh output and temporary buffers of every call "
+                  "(JAX's and torch's alike) are not page-faulted in again; BENCH.md shows both settings.")
 flags.DEFINE_bool("progress", True, "Print one line per case while running (on stderr).")
 
 
@@ -88,6 +93,9 @@ def main(argv):
   from absl import logging as absl_logging
   from normlab.errors import UserError
   absl_logging.set_verbosity(absl_logging.WARNING)  # jax's backend-probing INFO lines off
+  if FLAGS.malloc_reuse and os.environ.get("GLIBC_TUNABLES") != MALLOC_REUSE:
+    # glibc reads its tunables once, at process start: run this same command again with them set.
+    os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, "GLIBC_TUNABLES": MALLOC_REUSE})
   if FLAGS.single_thread:  # before jax starts its CPU client (normlab.bench imports nothing that runs jax)
     from normlab.bench.suite import SINGLE_THREAD_XLA_FLAGS
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + SINGLE_THREAD_XLA_FLAGS).strip()

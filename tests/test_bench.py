@@ -157,3 +157,12 @@ def test_seed_sweep_times_both_and_the_losses_agree():
   (line,) = _seed_lines(report)
   assert "S=2" in line and "speed-up" in line
   assert json.loads(bench.to_json(report))["seed_sweep"][0]["seeds"] == 2
+
+
+def test_malloc_reuse_reruns_the_script_under_the_glibc_tunables():
+  cmd = [sys.executable, os.path.join(REPO, "scripts", "bench.py"), "--malloc_reuse", "--norms=rms",
+         "--shapes=2x4x4x32", "--dtypes=float32", "--peers=flax", "--repeats=1", "--warmup=0", "--noprogress"]
+  env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "GLIBC_TUNABLES")}
+  proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert "GLIBC_TUNABLES=glibc.malloc.mmap_threshold=" in proc.stdout and "RMSNorm" in proc.stdout

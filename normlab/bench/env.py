@@ -87,6 +87,7 @@ def environment(torch=None) -> dict:
       "torch": getattr(torch, "__version__", None) if torch is not None else None,
       "torch_threads": torch.get_num_threads() if torch is not None else None,
       "xla_flags": os.environ.get("XLA_FLAGS", ""),
+      "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),
       "load_average": _load_average(),
       "platform": f"{platform.system()} {platform.release()}",
       "argv": " ".join(sys.argv),

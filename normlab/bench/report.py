@@ -35,6 +35,8 @@ def _header_lines(report: BenchReport) -> list[str]:
                  f"on {e['cpu_cores']} cores")
   if e.get("xla_flags"):
     lines.append(f"XLA_FLAGS={e['xla_flags']}")
+  if e.get("glibc_tunables"):
+    lines.append(f"GLIBC_TUNABLES={e['glibc_tunables']}")
   return lines
 
 
