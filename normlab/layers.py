@@ -256,7 +256,7 @@ class SwitchableNorm(_ChannelAffine):
     return self.batch_statistics_norm(
         x, train,
         lambda s, b, _: variants.switchable_norm(x, s, b, wm, wv, eps=self.epsilon, axis_name=self.axis_name,
-                                                 return_stats=True),
+                                                 mask=mask, return_stats=True),
         lambda s, b, running: variants.switchable_norm(x, s, b, wm, wv, eps=self.epsilon, running=running))
 
 

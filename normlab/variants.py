@@ -200,27 +200,33 @@ def evonorm_s0(x, scale=None, bias=None, v=None, *, num_groups: int | None = 32,
 
 
 def switchable_norm(x, scale=None, bias=None, mean_logits=None, var_logits=None, *, eps: float = 1e-5,
-                    axis_name: AxisName = None, running: Moments | None = None,
+                    axis_name: AxisName = None, mask=None, running: Moments | None = None,
                     return_stats: bool = False):
   """Switchable norm (Luo et al. 2019): softmax-weighted mix of instance, layer and batch statistics.
 
   Logits of shape (3,) weight (IN, LN, BN); LN and BN moments are derived from the IN moments.
-  In eval mode `running` holds the BN moments (feature-shaped).
+  With `mask` (broadcastable to x, e.g. padded examples (N, 1, ..., 1) or time steps (N, T, 1)) the
+  instance moments run over each example's valid positions and the batch moments weight them by
+  their valid counts, so masked elements enter no statistic. In eval mode `running` holds the BN
+  moments (feature-shaped).
   """
   fn = "switchable_norm"
   eps = checks.check_eps(eps, fn=fn)
   axes_i = spatial_axes(x.ndim, fn=fn)
+  if mask is not None:
+    checks.check_mask(jnp.shape(mask), x.shape, fn=fn)
   dt = stats_dtype(x.dtype)
   xs = x.astype(dt)
-  (mu_i, var_i), _ = moments(x, axes_i)
+  (mu_i, var_i), n_i = moments(x, axes_i, mask=mask)
   sq_i = var_i + mu_i * mu_i
   mu_l = jnp.mean(mu_i, -1, keepdims=True)
   var_l = jnp.mean(sq_i, -1, keepdims=True) - mu_l * mu_l
   if running is None:
     check_axis_name(axis_name, fn=fn)
-    count = psum(jnp.asarray(x.shape[0], dt), axis_name)
-    mu_b = psum(jnp.sum(mu_i, 0, keepdims=True), axis_name) / count
-    var_b = psum(jnp.sum(sq_i, 0, keepdims=True), axis_name) / count - mu_b * mu_b
+    w = jnp.broadcast_to(n_i, mu_i.shape).astype(dt)  # each example's valid count per channel
+    count = jnp.maximum(psum(jnp.sum(w, 0, keepdims=True), axis_name), 1)
+    mu_b = psum(jnp.sum(w * mu_i, 0, keepdims=True), axis_name) / count
+    var_b = psum(jnp.sum(w * sq_i, 0, keepdims=True), axis_name) / count - mu_b * mu_b
   else:
     shape = (1,) * (x.ndim - 1) + (-1,)
     mu_b, var_b = (jnp.reshape(t, shape).astype(dt) for t in running)

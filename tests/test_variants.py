@@ -317,6 +317,39 @@ def test_evonorm_b0_mask_drops_the_masked_rows():
     assert maxerr(np.asarray(y)[valid], np.asarray(nl.evonorm_b0(jnp.asarray(X), G, B, V))[valid]) > 1e-3
 
 
+def test_switchable_norm_mask_drops_the_masked_rows():
+    y, stats = jax.jit(lambda x, m: nl.switchable_norm(x, G, B, ML, VL, mask=m, return_stats=True))(
+        jnp.asarray(X), MASK4)
+    valid = MASK > 0
+    assert maxerr(np.asarray(y)[valid], R.switchable_norm(X[valid], ML, VL, G, B)) < 1e-12
+    assert np.isfinite(np.asarray(y)).all()
+    mu, var = R.batch_stats(X[valid])
+    assert maxerr(stats.mean, mu) < 1e-12 and maxerr(stats.var, var) < 1e-12
+    assert maxerr(np.asarray(y)[valid], np.asarray(nl.switchable_norm(jnp.asarray(X), G, B, ML, VL))[valid]) > 1e-3
+
+
+def test_switchable_norm_mask_over_positions_matches_the_valid_positions():
+    """A (N, T, 1) mask on sequences: example n's statistics use its first L_n steps only."""
+    x = _x((3, 5, 4), seed=11)
+    lengths = [5, 2, 3]
+    m = np.zeros((3, 5, 1))
+    for n, L in enumerate(lengths):
+        m[n, :L] = 1.0
+    y = nl.switchable_norm(jnp.asarray(x), G[:4], B[:4], ML, VL, mask=jnp.asarray(m))
+    # reference: IN/LN per example over its valid steps; BN over all valid (n, t) positions
+    valid = [x[n, :L] for n, L in enumerate(lengths)]
+    allv = np.concatenate(valid, 0)
+    mu_b, var_b = allv.mean(0), allv.var(0)
+    wm, wv = (np.exp(v - v.max()) / np.exp(v - v.max()).sum() for v in (ML, VL))
+    for n, xv in enumerate(valid):
+        mu_i, var_i = xv.mean(0), xv.var(0)
+        mu_l, var_l = xv.mean(), xv.var()
+        mu = wm[0] * mu_i + wm[1] * mu_l + wm[2] * mu_b
+        var = wv[0] * var_i + wv[1] * var_l + wv[2] * var_b
+        ref = (xv - mu) / np.sqrt(var + 1e-5) * G[:4] + B[:4]
+        assert maxerr(np.asarray(y)[n, :lengths[n]], ref) < 1e-12
+
+
 # --- low precision and bad input -----------------------------------------------------------------
 
 LOWP = {

@@ -5,8 +5,9 @@
 Modules: validate (ConfigError before anything compiles), optim (optax optimizers/schedules),
 state (TrainState), step (pure train/eval steps + shard_map data parallelism), checkpoint (orbax,
 fallback on corrupt), metrics_io (metrics.jsonl, TensorBoard, JSON), workdir (new/resume/done,
-refuse another run), distributed (mesh, multi-process), loop (train_and_evaluate), cli (flag errors).
-Attributes load lazily, so `normlab.train.cli` and the errors import without jax.
+refuse another run), distributed (mesh, multi-process), loop (train_and_evaluate), seeds (S seeds
+vmapped in one program). Attributes load lazily, so the errors import without jax (flag errors and
+the one-line exit are `normlab.cli`).
 """
 import importlib
 
