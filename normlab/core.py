@@ -315,7 +315,8 @@ def _fused_affine_bwd(axes, eps, axis_name, center, out_dtype, res, cts):
     full = tuple(1 if a in view.vaxes else d for a, d in enumerate(x.shape))
     aligned = _broadcast_axes(param, x.shape)[0]
     rest = tuple(a for a in range(x.ndim) if aligned[a] == 1 and full[a] != 1)
-    t = jnp.sum(per_entry.reshape(full), rest, keepdims=True)
+    # `_copy`: XLA would otherwise merge this sum of partial sums into one more reduction over x's size
+    t = jnp.sum(_copy(per_entry).reshape(full), rest, keepdims=True) if rest else per_entry.reshape(full)
     return t.reshape(jnp.shape(param)).astype(jnp.result_type(param))
 
   return (view.back(dx).astype(x.dtype), None, param_grad(scale, rstd * p_gx), param_grad(bias, p_g))
