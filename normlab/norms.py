@@ -71,8 +71,7 @@ def layer_norm(x, scale=None, bias=None, *, eps: float = 1e-5,
   axes = checks.canonical_axes(reduction_axes, x.ndim, fn=fn, what="reduction_axes")
   if mask is not None:
     checks.check_mask(jnp.shape(mask), x.shape, fn=fn)
-  x_hat, _ = standardize(x, axes, eps=eps, mask=mask)
-  return affine(x_hat, scale, bias, x.dtype)
+  return standardize_affine(x, axes, scale, bias, eps=eps, mask=mask)[0]
 
 
 def rms_norm(x, scale=None, *, eps: float = 1e-6, reduction_axes: int | Sequence[int] = -1):

@@ -44,20 +44,24 @@ def test_core_view_paths_match_a_plain_two_pass(axes, center, masked):
   assert mean.shape == var.shape == tuple(1 if a in pos else d for a, d in enumerate(shape))
 
 
-@pytest.mark.parametrize("axes, masked, center, scale_shape, fused_path", [
-    ((0, 1, 2), False, True, (6,), True),    # batch norm
-    ((0, 1, 2), True, False, (6,), True),
-    ((1, 2), True, True, (6,), True),        # instance norm: parameter grads summed over N too
-    ((0, 1, 2), False, True, (), True),      # a scalar scale is constant over S as well
-    ((-1,), False, True, (6,), False),       # layer norm: scale varies over S -> the composition
-    ((0, 3), True, True, (6,), True),        # staged (view) reduction, scale per merged channel
-    ((0, 3), False, True, (5, 1), True),     # scale varies over a kept axis: fused
-    ((0, 3), False, True, (4, 1, 1, 1), False),  # varies over an outer reduced axis: the composition
-    ((1, 2, 4), True, True, (2, 3), True),   # group norm (N, H, W, G, C/G)
-    ((1, 2, 4), False, False, (1, 3), True), # group norm, scale shared by the groups
-    ((1, 2, 4), False, True, (4, 1, 1, 2, 3), True),  # a per-example scale (varies over kept N)
+@pytest.mark.parametrize("axes, masked, center, scale_shape, path", [
+    ((0, 1, 2), False, True, (6,), "fused"),    # batch norm
+    ((0, 1, 2), True, False, (6,), "fused"),
+    ((1, 2), True, True, (6,), "fused"),        # instance norm: parameter grads summed over N too
+    ((0, 1, 2), False, True, (), "fused"),      # a scalar scale is constant over S as well
+    ((-1,), False, True, (6,), "rows"),         # layer norm: statistics recomputed in the backward
+    ((-1,), False, False, (6,), "composition"), # RMS norm (measured faster as the composition)
+    ((1, 2, 3), False, True, (6,), "rows"),     # layer norm over a trailing block
+    ((-1,), False, True, (4, 1, 1, 1), "rows"), # a per-example scale
+    ((-1,), True, True, (6,), "composition"),   # masked layer norm
+    ((0, 3), True, True, (6,), "fused"),        # staged (view) reduction, scale per merged channel
+    ((0, 3), False, True, (5, 1), "fused"),     # scale varies over a kept axis
+    ((0, 3), False, True, (4, 1, 1, 1), "composition"),  # varies over an outer reduced axis
+    ((1, 2, 4), True, True, (2, 3), "fused"),   # group norm (N, H, W, G, C/G)
+    ((1, 2, 4), False, False, (1, 3), "fused"), # group norm, scale shared by the groups
+    ((1, 2, 4), False, True, (4, 1, 1, 2, 3), "fused"),  # a per-example scale (varies over kept N)
 ])
-def test_standardize_affine_equals_the_composition(axes, masked, center, scale_shape, fused_path):
+def test_standardize_affine_equals_the_composition(axes, masked, center, scale_shape, path):
 
   rng = np.random.default_rng(1)
   shape = (4, 3, 5, 2, 3) if 4 in axes else (4, 3, 5, 6)
@@ -80,7 +84,9 @@ def test_standardize_affine_equals_the_composition(axes, masked, center, scale_s
       return y, stats, vjp((ct, jax.tree.map(jnp.zeros_like, stats)))
     return jax.jit(go)(x, s, b, ct)
 
-  assert ("_fused_affine" in str(jax.make_jaxpr(fused)(x, s, b))) == fused_path
+  jaxpr = str(jax.make_jaxpr(fused)(x, s, b))
+  taken = "fused" if "_fused_affine" in jaxpr else "rows" if "_rows_affine" in jaxpr else "composition"
+  assert taken == path
   (ya, sa, ga), (yb, sb, gb) = run(composed), run(fused)
   np.testing.assert_allclose(yb, ya, atol=1e-12)
   for p, q in zip(jax.tree.leaves(sb), jax.tree.leaves(sa)):
@@ -141,8 +147,8 @@ def test_fast_core_keeps_the_numerics_the_issue_asks_for():
 
 @pytest.mark.skipif(jax.device_count() < 4, reason="needs 4 (fake) devices; see tests/conftest.py")
 @pytest.mark.parametrize("check_vma", [True, False])
-@pytest.mark.parametrize("axis_name", [None, "d"])
-def test_standardize_affine_under_shard_map_matches_the_composition(check_vma, axis_name):
+@pytest.mark.parametrize("axis_name, axes", [(None, (0, 1)), ("d", (0, 1)), (None, (-1,))])
+def test_standardize_affine_under_shard_map_matches_the_composition(check_vma, axis_name, axes):
   """Replicated scale/bias meeting per-device activations: with shard_map's type checks on, the
   parameter gradients are summed over devices (autodiff's transpose of the implicit cast), with
   them off they are per device -- for the fused VJP exactly as for the composition."""
@@ -155,8 +161,8 @@ def test_standardize_affine_under_shard_map_matches_the_composition(check_vma, a
   def grads(fused):
     def f(x, s, b):
       if fused:
-        return core.standardize_affine(x, (0, 1), s, b, eps=1e-3, axis_name=axis_name)[0]
-      return core.affine(core.standardize(x, (0, 1), eps=1e-3, axis_name=axis_name)[0], s, b, x.dtype)
+        return core.standardize_affine(x, axes, s, b, eps=1e-3, axis_name=axis_name)[0]
+      return core.affine(core.standardize(x, axes, eps=1e-3, axis_name=axis_name)[0], s, b, x.dtype)
     out = P() if check_vma else P("d")  # per-device parameter gradients are stacked when unchecked
     def per_device(x, s, b, ct):
       _, vjp = jax.vjp(f, x, s, b)
@@ -168,3 +174,31 @@ def test_standardize_affine_under_shard_map_matches_the_composition(check_vma, a
   for p, q in zip(grads(True), grads(False)):
     assert p.shape == q.shape
     np.testing.assert_allclose(p, q, atol=1e-11)
+
+
+@pytest.mark.parametrize("center", [True, False])
+def test_rows_path_second_order_gradients(center):
+  """Layer norm's VJP recomputes the statistics in the backward pass: still twice differentiable
+  (center=False takes the composition; checked as well)."""
+  rng = np.random.default_rng(5)
+  x = jnp.asarray(rng.normal(size=(3, 4, 6)) + 0.2)
+  s, b = jnp.asarray(rng.normal(size=(6,))), jnp.asarray(rng.normal(size=(6,)))
+  f = jax.jit(lambda x, s, b: core.standardize_affine(x, (-1,), s, b, eps=1e-5, center=center)[0])
+  check_grads(f, (x, s, b), order=2, modes=["rev"], atol=1e-6, rtol=1e-6, eps=1e-4)
+
+
+def test_rows_path_low_precision_and_large_mean():
+  """bfloat16 in, float32 statistics, bfloat16 out; mean 1e3 with std 0.1 in float32 stays close to
+  float64 on the same numbers (two-pass statistics, also in the recomputed backward pass)."""
+  rng = np.random.default_rng(6)
+  x32 = jnp.asarray(rng.normal(size=(16, 64)) * 0.1 + 1e3, jnp.float32)
+  ct = jnp.asarray(rng.normal(size=x32.shape), jnp.float32)
+  s = jnp.linspace(0.5, 1.5, 64)
+  f = lambda x: core.standardize_affine(x, (-1,), s.astype(x.dtype), None, eps=1e-5)[0]
+  y32, vjp32 = jax.vjp(f, x32)
+  y64, vjp64 = jax.vjp(f, x32.astype(jnp.float64))
+  assert float(jnp.max(jnp.abs(y32 - y64))) < 5e-3
+  g32, g64 = vjp32(ct)[0], vjp64(ct.astype(jnp.float64))[0]
+  assert float(jnp.max(jnp.abs(g32 - g64)) / jnp.max(jnp.abs(g64))) < 5e-3
+  ybf = f(x32.astype(jnp.bfloat16))
+  assert ybf.dtype == jnp.bfloat16
