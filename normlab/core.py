@@ -109,8 +109,9 @@ def count(x_shape, axes: tuple[int, ...], mask, axis_name: AxisName, dtype) -> j
 #   expressions form a single chain, ~2x faster than separate passes that re-read x with stored
 #   statistics broadcast into them. `_rows_affine` therefore stores no statistics: its backward
 #   pass recomputes them in the chain that also forms the input gradient, and gives the parameter
-#   gradients their own spelling of x_hat (layer norm fwd+bwd 0.62-0.99x the time). Batch,
-#   instance and group norm measured 1.1-7x slower that way, RMS norm 1.5-1.9x: they keep the rest.
+#   gradients their own spelling of x_hat (layer norm fwd+bwd 0.62-0.99x the time). Measured the
+#   same way: batch and group norm 2.7-6.5x slower, instance norm 0.75-2.3x (mixed), RMS norm
+#   1.5-1.9x slower: they keep the paths above.
 # - Not done, measured: one-pass statistics (E[x^2] - E[x]^2) save about one pass in some cases and
 #   lose in others on XLA:CPU, and give up the two-pass precision; variadic (multi-output) reduces
 #   run 3-30x slower than two plain ones. bfloat16 inputs: XLA materializes the shared float32
