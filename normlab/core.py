@@ -104,14 +104,16 @@ def count(x_shape, axes: tuple[int, ...], mask, axis_name: AxisName, dtype) -> j
 #   is constant over the outer reduced axes (batch, instance and group norm's per-channel
 #   parameters) `standardize_affine` does both from one set of partial sums, one per kept entry
 #   and channel: batch norm's fwd+bwd drops from 13 to 8 passes over memory, group norm's by two.
-# - Layer norm (S = trailing axes, no mask, no devices): YNNPACK runs "mean, x - mean, variance,
+# - Layer norm and small-image instance norm (no mask, no devices, each group's slab of x <= 1 MiB):
+#   YNNPACK runs "mean, x - mean, variance,
 #   then an elementwise consumer" over the same rows as ONE fusion over cached rows when the
 #   expressions form a single chain, ~2x faster than separate passes that re-read x with stored
 #   statistics broadcast into them. `_rows_affine` therefore stores no statistics: its backward
 #   pass recomputes them in the chain that also forms the input gradient, and gives the parameter
-#   gradients their own spelling of x_hat (layer norm fwd+bwd 0.62-0.99x the time). Measured the
-#   same way: batch and group norm 2.7-6.5x slower, instance norm 0.75-2.3x (mixed), RMS norm
-#   1.5-1.9x slower: they keep the paths above.
+#   gradients their own spelling of x_hat (layer norm fwd+bwd 0.62-0.99x the time, instance norm
+#   on 32x32 / 14x14 images 0.68 / 0.94x). Measured the same way: batch and group norm 2.7-6.5x
+#   slower, instance norm over 1024 x 1024 slabs 2.4x slower, RMS norm 1.5-1.9x slower: they keep
+#   the paths above.
 # - Not done, measured: one-pass statistics (E[x^2] - E[x]^2) save about one pass in some cases and
 #   lose in others on XLA:CPU, and give up the two-pass precision; variadic (multi-output) reduces
 #   run 3-30x slower than two plain ones. bfloat16 inputs: XLA materializes the shared float32
@@ -397,6 +399,20 @@ def _rows_affine(x, scale, bias, axes, eps, center, out_dtype):
 _rows_affine.defvjp(_rows_affine_fwd, _rows_affine_bwd)
 
 
+_ROWS_MAX_GROUP_ELEMENTS = 1 << 18  # one group's slab of x, 1 MiB in float32
+
+
+def _cache_sized_groups(shape, axes) -> bool:
+  """Whether `_rows_affine` suits S = `axes`: not the batch axis, no staged view, and each group's
+  contiguous slab of x (from its first reduced axis on) small enough to stay in cache while one
+  fusion computes its statistics and output (see the notes; measured on XLA:CPU: layer norm rows,
+  instance norm on 32x32 and 14x14 images are faster this way, instance norm on 1024 x 1024
+  sequences 2.4x slower, batch and group norm slower)."""
+  if not axes or 0 in axes or _View(shape, axes).inner > 1:
+    return False
+  return math.prod(shape[min(axes):]) <= _ROWS_MAX_GROUP_ELEMENTS
+
+
 def _varying_axes(t) -> frozenset:
   """The manual mesh axes t's type says it varies over (`vma`; jax 0.10 spells it
   `manual_axis_type.varying`); empty outside shard_map or with check_vma=False."""
@@ -426,16 +442,15 @@ def standardize_affine(x, axes: tuple[int, ...], scale, bias, *, eps: float, axi
   `scale` and `bias` are constant over the outer reduced axes (per-channel parameters of batch,
   instance and group norm; group norm's innermost C/G axis may vary), the backward pass derives the
   parameter gradients from the partial sums the input gradient needs instead of reducing over the
-  activations again. When S is the trailing axes (layer norm; no mask, no devices), the backward
-  pass recomputes the statistics inside the fused pass that forms the input gradient. Otherwise it
-  is the composition. BENCH.md has the speed-ups.
+  activations again. For layer norm and instance norm on small images (no mask, no devices, each
+  group's slab of x within 1 MiB), the backward pass recomputes the statistics inside the fused
+  pass that forms the input gradient. Otherwise it is the composition. BENCH.md has the speed-ups.
   """
   axis_name = tuple(_names(axis_name)) or None
   axes = tuple(sorted(a % x.ndim for a in axes))
   out_dtype = x.dtype if out_dtype is None else out_dtype
-  if center and mask is None and axis_name is None and axes == tuple(range(x.ndim - len(axes), x.ndim)):
-    # S = the trailing axes (layer norm): statistics recomputed in the backward pass. (RMS norm
-    # measured 1.5-1.9x slower this way: it keeps the composition.)
+  if center and mask is None and axis_name is None and _cache_sized_groups(x.shape, axes):
+    # Layer norm, and instance norm on small images: statistics recomputed in the backward pass.
     y, stats = _rows_affine(x, _vary_like(scale, x), _vary_like(bias, x), axes, float(eps), bool(center),
                             out_dtype)
     return y, Moments(lax.stop_gradient(stats.mean), lax.stop_gradient(stats.var))

@@ -47,7 +47,8 @@ def test_core_view_paths_match_a_plain_two_pass(axes, center, masked):
 @pytest.mark.parametrize("axes, masked, center, scale_shape, path", [
     ((0, 1, 2), False, True, (6,), "fused"),    # batch norm
     ((0, 1, 2), True, False, (6,), "fused"),
-    ((1, 2), True, True, (6,), "fused"),        # instance norm: parameter grads summed over N too
+    ((1, 2), True, True, (6,), "fused"),        # masked instance norm: parameter grads summed over N too
+    ((1, 2), False, True, (6,), "rows"),        # instance norm on small images
     ((0, 1, 2), False, True, (), "fused"),      # a scalar scale is constant over S as well
     ((-1,), False, True, (6,), "rows"),         # layer norm: statistics recomputed in the backward
     ((-1,), False, False, (6,), "composition"), # RMS norm (measured faster as the composition)
@@ -202,3 +203,16 @@ def test_rows_path_low_precision_and_large_mean():
   assert float(jnp.max(jnp.abs(g32 - g64)) / jnp.max(jnp.abs(g64))) < 5e-3
   ybf = f(x32.astype(jnp.bfloat16))
   assert ybf.dtype == jnp.bfloat16
+
+
+def test_rows_path_only_for_cache_sized_groups():
+  """The statistics-recomputing VJP is chosen by the size of one group's slab of x (and never for
+  the batch axis or a staged group view); big slabs keep the stored-statistics VJP."""
+  assert core._cache_sized_groups((64, 32, 32, 64), (1, 2))        # instance norm, 32x32x64 slab
+  assert core._cache_sized_groups((8, 1024, 1024), (2,))           # layer norm rows
+  assert not core._cache_sized_groups((8, 1024, 1024), (1,))       # instance norm, 1024x1024 slab
+  assert not core._cache_sized_groups((64, 32, 32, 64), (0, 1, 2)) # batch norm
+  assert not core._cache_sized_groups((8, 4, 4, 2, 3), (1, 2, 4))  # group norm view
+  x = jnp.ones((2, 1024, 1024))
+  jaxpr = str(jax.make_jaxpr(lambda x: core.standardize_affine(x, (1,), jnp.ones(1024), jnp.zeros(1024), eps=1e-5)[0])(x))
+  assert "_fused_affine" in jaxpr and "_rows_affine" not in jaxpr
