@@ -105,9 +105,8 @@ def count(x_shape, axes: tuple[int, ...], mask, axis_name: AxisName, dtype) -> j
 #   parameters) `standardize_affine` does both from one set of partial sums, one per kept entry
 #   and channel: batch norm's fwd+bwd drops from 13 to 8 passes over memory, group norm's by two.
 # - Layer norm and small-image instance norm (no mask, no devices, each group's slab of x <= 1 MiB):
-#   YNNPACK runs "mean, x - mean, variance,
-#   then an elementwise consumer" over the same rows as ONE fusion over cached rows when the
-#   expressions form a single chain, ~2x faster than separate passes that re-read x with stored
+#   YNNPACK runs "mean, x - mean, variance, then an elementwise consumer" over the same rows as ONE
+#   fusion over cached rows when the expressions form a single chain, ~2x faster than separate passes that re-read x with stored
 #   statistics broadcast into them. `_rows_affine` therefore stores no statistics: its backward
 #   pass recomputes them in the chain that also forms the input gradient, and gives the parameter
 #   gradients their own spelling of x_hat (layer norm fwd+bwd 0.62-0.99x the time, instance norm
@@ -340,27 +339,25 @@ def _fused_affine(x, mask, scale, bias, axes, eps, axis_name, center, out_dtype)
 _fused_affine.defvjp(_fused_affine_fwd, _fused_affine_bwd)
 
 
-def _chained_moments(xs, axes, eps, center):
-  """(mean or None, x - mean, var, rstd) over trailing axes, spelled as one chain (each value used by
-  the next) so that XLA:CPU runs statistics and their consumer as one fusion over cached rows."""
-  mean = jnp.mean(xs, axes, keepdims=True) if center else None
-  d = xs - mean if center else xs
+def _chained_moments(xs, axes, eps):
+  """(x - mean, mean, var, rstd) over `axes`, spelled as one chain (each value used by the next) so
+  that XLA:CPU runs the statistics and their consumer as one fusion over cached rows."""
+  mean = jnp.mean(xs, axes, keepdims=True)
+  d = xs - mean
   var = jnp.mean(d * d, axes, keepdims=True)
-  return mean, d, var, lax.rsqrt(var + eps)
+  return d, mean, var, lax.rsqrt(var + eps)
 
 
-def _rows_affine_primal(x, scale, bias, axes, eps, center, out_dtype):
-  xs = x.astype(stats_dtype(x.dtype))
-  mean, d, var, rstd = _chained_moments(xs, axes, eps, center)
-  y = affine(d * rstd, scale, bias, out_dtype)
-  return y, Moments(jnp.zeros_like(var) if mean is None else mean, var)
+def _rows_affine_primal(x, scale, bias, axes, eps, out_dtype):
+  d, mean, var, rstd = _chained_moments(x.astype(stats_dtype(x.dtype)), axes, eps)
+  return affine(d * rstd, scale, bias, out_dtype), Moments(mean, var)
 
 
-def _rows_affine_fwd(x, scale, bias, axes, eps, center, out_dtype):
-  return _rows_affine_primal(x, scale, bias, axes, eps, center, out_dtype), (x, scale, bias)
+def _rows_affine_fwd(x, scale, bias, axes, eps, out_dtype):
+  return _rows_affine_primal(x, scale, bias, axes, eps, out_dtype), (x, scale, bias)
 
 
-def _rows_affine_bwd(axes, eps, center, out_dtype, res, cts):
+def _rows_affine_bwd(axes, eps, out_dtype, res, cts):
   x, scale, bias = res
   gy, _ = cts  # statistics: stop-gradient'ed by `standardize_affine`
   dt = stats_dtype(x.dtype)
@@ -369,13 +366,10 @@ def _rows_affine_bwd(axes, eps, center, out_dtype, res, cts):
   # pass over x and gy on XLA:CPU: cheaper than reading stored statistics back in separate passes):
   #   dx = r (g - mean(g) - x_hat mean(g x_hat)) over S, g = gy * scale (the module docstring's
   #   closed form with n folded into the means).
-  _, d, _, r = _chained_moments(xs, axes, eps, center)
+  d, _, _, r = _chained_moments(xs, axes, eps)
   x_hat = d * r
   g = gy if scale is None else gy * jnp.asarray(scale, dt)
-  inner = x_hat * jnp.mean(g * x_hat, axes, keepdims=True)
-  if center:
-    inner = inner + jnp.mean(g, axes, keepdims=True)
-  dx = (r * (g - inner)).astype(x.dtype)
+  dx = (r * (g - jnp.mean(g, axes, keepdims=True) - x_hat * jnp.mean(g * x_hat, axes, keepdims=True)))
 
   def param_grad(param, per_element):
     if param is None:
@@ -385,15 +379,14 @@ def _rows_affine_bwd(axes, eps, center, out_dtype, res, cts):
 
   # The parameter gradients reduce over the other axes; their x_hat is spelled differently
   # (`x + (-mean)`, the same numbers) so that XLA does not share it with the fused pass above.
-  mean2 = jnp.mean(xs, axes, keepdims=True) if center else None
-  d2 = xs + (-mean2) if center else xs
+  d2 = xs + (-jnp.mean(xs, axes, keepdims=True))
   x_hat2 = d2 * lax.rsqrt(jnp.mean(d2 * d2, axes, keepdims=True) + eps)
-  return dx, param_grad(scale, gy * x_hat2), param_grad(bias, gy)
+  return dx.astype(x.dtype), param_grad(scale, gy * x_hat2), param_grad(bias, gy)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5, 6))
-def _rows_affine(x, scale, bias, axes, eps, center, out_dtype):
-  return _rows_affine_primal(x, scale, bias, axes, eps, center, out_dtype)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))
+def _rows_affine(x, scale, bias, axes, eps, out_dtype):
+  return _rows_affine_primal(x, scale, bias, axes, eps, out_dtype)
 
 
 _rows_affine.defvjp(_rows_affine_fwd, _rows_affine_bwd)
@@ -451,8 +444,7 @@ def standardize_affine(x, axes: tuple[int, ...], scale, bias, *, eps: float, axi
   out_dtype = x.dtype if out_dtype is None else out_dtype
   if center and mask is None and axis_name is None and _cache_sized_groups(x.shape, axes):
     # Layer norm, and instance norm on small images: statistics recomputed in the backward pass.
-    y, stats = _rows_affine(x, _vary_like(scale, x), _vary_like(bias, x), axes, float(eps), bool(center),
-                            out_dtype)
+    y, stats = _rows_affine(x, _vary_like(scale, x), _vary_like(bias, x), axes, float(eps), out_dtype)
     return y, Moments(lax.stop_gradient(stats.mean), lax.stop_gradient(stats.var))
   view = _View(x.shape, axes)
   if scale is None or bias is None or view.to_kept(scale) is None or view.to_kept(bias) is None:
