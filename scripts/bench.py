@@ -10,7 +10,7 @@
     python scripts/bench.py --norms=bn --shapes=64x32x32x64 --seeds=2,4   # + vmapped seeds vs sequential runs
 
 Prints a table: time per implementation (fwd, and fwd+bwd = gradient of sum(y * w) w.r.t. x and the
-affine parameters), normlab / best peer and normlab / elementwise. Exit status 2 on a bad flag.
+affine parameters), normlab / best peer, normlab / elementwise and normlab / memory roofline. Exit status 2 on a bad flag.
 The logic lives in normlab.bench; BENCH.md has the numbers of one full run.
 """
 import os
@@ -43,6 +43,8 @@ flags.DEFINE_bool("single_thread", False, "One thread for XLA and torch, timed b
 flags.DEFINE_bool("malloc_reuse", False, f"Re-run under GLIBC_TUNABLES={MALLOC_REUSE}: glibc then keeps "
                   "freed blocks of any size for reuse, so the fresh output and temporary buffers of every call "
                   "(JAX's and torch's alike) are not page-faulted in again; BENCH.md shows both settings.")
+flags.DEFINE_float("peak_gbps", None, "Memory bandwidth (GB/s) for the nl/roof column; default: the peak of a "
+                   "known GPU (normlab.bench.suite.PEAK_GBPS), else the bandwidth the elementwise pass achieves.")
 flags.DEFINE_bool("progress", True, "Print one line per case while running (on stderr).")
 
 
@@ -83,6 +85,7 @@ def _config():
     kw["warmup"] = FLAGS.warmup
   kw["check"] = FLAGS.check
   kw["single_thread"] = FLAGS.single_thread
+  kw["peak_gbps"] = FLAGS.peak_gbps
   try:
     return (BenchConfig.quick(**kw) if FLAGS.quick else BenchConfig(**kw)).validate()
   except ValueError as e:

@@ -166,3 +166,40 @@ def test_malloc_reuse_reruns_the_script_under_the_glibc_tunables():
   proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
   assert proc.returncode == 0, proc.stderr[-2000:]
   assert "GLIBC_TUNABLES=glibc.malloc.mmap_threshold=" in proc.stdout and "RMSNorm" in proc.stdout
+
+
+def _report_with(times, *, peak_gbps=None, device_kind="cpu"):
+  cfg = bench.BenchConfig(norms=("bn",), shapes=((4, 8, 8, 32),), dtypes=("float32",), peers=("flax",),
+                          peak_gbps=peak_gbps)
+  results = [suite.Result(norm, (4, 8, 8, 32), "float32", mode, impl, t) for (norm, impl, mode), t in times.items()]
+  return bench.BenchReport(env={"device_kind": device_kind}, config=cfg.validate().as_dict(), results=results,
+                           runtime_s=0.0)
+
+
+TIMES = {("bn", "normlab", "fwd"): 3e-3, ("bn", "normlab", "fwd+bwd"): 6e-3, ("bn", "flax", "fwd"): 4e-3,
+         ("bn", "flax", "fwd+bwd"): 5e-3, ("elementwise", "elementwise", "fwd"): 1e-3,
+         ("elementwise", "elementwise", "fwd+bwd"): 2e-3}
+
+
+def test_roofline_uses_the_measured_elementwise_bandwidth_without_a_known_peak():
+  rows = {r["mode"]: r for r in bench.ratio_rows(_report_with(TIMES))}
+  # elementwise moves 2 passes; the norm at least 2 (fwd) / 3 (fwd+bwd): roofline = passes/2 * t_ew
+  assert rows["fwd"]["ratio_roofline"] == pytest.approx(3e-3 / (2 / 2 * 1e-3))
+  assert rows["fwd+bwd"]["ratio_roofline"] == pytest.approx(6e-3 / (3 / 2 * 2e-3))
+  assert rows["fwd+bwd"]["ratio_best_peer"] == pytest.approx(6e-3 / 5e-3)
+
+
+@pytest.mark.parametrize("kw, gbps", [({"peak_gbps": 100.0}, 100.0),
+                                      ({"device_kind": "NVIDIA H100 80GB HBM3"}, 3350.0)])
+def test_roofline_with_a_given_or_known_peak_bandwidth(kw, gbps):
+  report = _report_with(TIMES, **kw)
+  size = 4 * 8 * 8 * 32 * 4
+  rows = {r["mode"]: r for r in bench.ratio_rows(report)}
+  assert rows["fwd+bwd"]["roofline_s"] == pytest.approx(3 * size / (gbps * 1e9))
+  assert rows["fwd"]["ratio_roofline"] == pytest.approx(3e-3 / (2 * size / (gbps * 1e9)))
+  assert f"{gbps:g} GB/s" in suite.bandwidth_source(report)[1]
+
+
+def test_peak_gbps_must_be_positive():
+  with pytest.raises(ValueError, match="peak_gbps"):
+    bench.BenchConfig(peak_gbps=0.0).validate()

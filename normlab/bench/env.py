@@ -76,6 +76,7 @@ def environment(torch=None) -> dict:
   env = {
       "backend": jax.default_backend(),
       "device": f"{dev.platform}:{getattr(dev, 'device_kind', '') or dev.platform}",
+      "device_kind": getattr(dev, "device_kind", "") or "",
       "device_count": jax.device_count(),
       "cpu_model": cpu_model(),
       "cpu_cores": cpu_count(),

@@ -4,7 +4,7 @@ from __future__ import annotations
 import dataclasses
 import json
 
-from normlab.bench.suite import NORM_TITLES, BenchReport, ratio_rows
+from normlab.bench.suite import MIN_PASSES, NORM_TITLES, BenchReport, bandwidth_source, ratio_rows
 
 
 def _ms(s) -> str:
@@ -33,6 +33,9 @@ def _header_lines(report: BenchReport) -> list[str]:
   if e.get("load_average"):
     lines.append(f"load average at the end (1/5/15 min): {', '.join(map(str, e['load_average']))} "
                  f"on {e['cpu_cores']} cores")
+  passes = ", ".join(f"{m} {p}" for m, p in MIN_PASSES.items())
+  lines.append(f"nl/roof: normlab / (fewest bytes: {passes} passes over the activation) / "
+               f"{bandwidth_source(report)[1]}")
   if e.get("xla_flags"):
     lines.append(f"XLA_FLAGS={e['xla_flags']}")
   if e.get("glibc_tunables"):
@@ -42,12 +45,14 @@ def _header_lines(report: BenchReport) -> list[str]:
 
 def _table(report: BenchReport):
   peers = list(report.config["peers"])
-  head = ["norm", "shape", "dtype", "mode", "normlab", *peers, "elementwise", "best peer", "nl/best", "nl/ew"]
+  head = ["norm", "shape", "dtype", "mode", "normlab", *peers, "elementwise", "best peer", "nl/best", "nl/ew",
+          "nl/roof"]
   body = []
   for r in ratio_rows(report):
     body.append([NORM_TITLES[r["norm"]], "x".join(map(str, r["shape"])), r["dtype"], r["mode"],
                  _ms(r["normlab_s"]), *[_ms(r[f"{p}_s"]) for p in peers], _ms(r["elementwise_s"]),
-                 r["best_peer"] or "n/a", _x(r["ratio_best_peer"]), _x(r["ratio_elementwise"])])
+                 r["best_peer"] or "n/a", _x(r["ratio_best_peer"]), _x(r["ratio_elementwise"]),
+                 _x(r["ratio_roofline"])])
   return head, body
 
 

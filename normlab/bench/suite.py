@@ -32,6 +32,15 @@ ELEMENTWISE = "elementwise"
 # Forward outputs must agree with normlab's to this (they are ~N(0, 1)); a peer that does not is
 # reported, not timed: a layout or option mistake would otherwise show up as a speed difference.
 CHECK_ATOL = {"float32": 2e-3, "bfloat16": 8e-2}
+# The fewest bytes a norm can move, in passes over the activation: fwd reads x and writes y;
+# fwd+bwd (the gradient of sum(y * w)) reads x and w and writes dx (parameters are negligible).
+# The elementwise yardstick moves 2 passes in both modes (x * c; and c * w for its gradient).
+MIN_PASSES = {"fwd": 2, "fwd+bwd": 3}
+ELEMENTWISE_PASSES = 2
+# Peak memory bandwidth (GB/s) of accelerators by `device_kind` prefix, for the roofline column when
+# `peak_gbps` is not given (vendor figures). Elsewhere the elementwise pass's measured bandwidth is used.
+PEAK_GBPS = {"NVIDIA H100 80GB HBM3": 3350.0, "NVIDIA H100 PCIe": 2000.0, "NVIDIA H200": 4800.0,
+             "NVIDIA A100-SXM4-80GB": 2039.0, "NVIDIA A100-SXM4-40GB": 1555.0}
 
 
 SINGLE_THREAD_XLA_FLAGS = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
@@ -57,6 +66,9 @@ class BenchConfig:
   # wall-clock numbers). XLA's thread count is fixed when its CPU client starts, so the caller
   # sets SINGLE_THREAD_XLA_FLAGS in XLA_FLAGS before jax runs anything (scripts/bench.py does).
   single_thread: bool = False
+  # Memory bandwidth for the roofline column, GB/s; None: PEAK_GBPS for a known accelerator, else the
+  # bandwidth the elementwise pass achieves on this machine.
+  peak_gbps: float | None = None
 
   @classmethod
   def quick(cls, **overrides) -> "BenchConfig":
@@ -84,6 +96,8 @@ class BenchConfig:
     if self.single_thread and not single_thread_xla():
       raise ValueError(f"single_thread needs XLA_FLAGS to contain {SINGLE_THREAD_XLA_FLAGS!r} before jax "
                        "starts (scripts/bench.py --single_thread sets it)")
+    if self.peak_gbps is not None and not self.peak_gbps > 0:
+      raise ValueError(f"peak_gbps must be > 0, got {self.peak_gbps}")
     if self.repeats < 1 or self.warmup < 0:
       raise ValueError(f"repeats must be >= 1 and warmup >= 0, got {self.repeats}, {self.warmup}")
     return self
@@ -221,14 +235,30 @@ def run_suite(config: BenchConfig | None = None, *, log: Callable[[str], None] |
                      cpu_s=time.process_time() - cpu_start)
 
 
+def bandwidth_source(report: BenchReport) -> tuple[float | None, str]:
+  """(bytes/s or None, where it comes from) for the roofline: `peak_gbps` if given, a known
+  accelerator's peak, else None (each row then uses the elementwise pass's measured bandwidth)."""
+  given = report.config.get("peak_gbps")
+  if given:
+    return given * 1e9, f"{given:g} GB/s (given)"
+  kind = report.env.get("device_kind", "")
+  for prefix, gbps in PEAK_GBPS.items():
+    if kind.startswith(prefix):
+      return gbps * 1e9, f"{gbps:g} GB/s ({prefix} peak)"
+  return None, "the bandwidth the elementwise pass achieves (no peak known for this device)"
+
+
 def ratio_rows(report: BenchReport) -> list[dict]:
-  """One row per (norm, shape, dtype, mode): times (s), the best peer, normlab/best-peer, normlab/elementwise."""
+  """One row per (norm, shape, dtype, mode): times (s), the best peer, normlab/best-peer,
+  normlab/elementwise, and normlab/roofline (the fewest bytes the mode must move / bandwidth)."""
   cfg = report.config
   peers = list(cfg["peers"])
+  peak, _ = bandwidth_source(report)
   rows = []
   for shape in cfg["shapes"]:
     shape = tuple(shape)
     for dtype in cfg["dtypes"]:
+      size = math.prod(shape) * jnp.dtype(dtype).itemsize
       for norm in cfg["norms"]:
         for mode in MODES:
           nl = report.seconds(norm, shape, dtype, mode, NORMLAB)
@@ -236,11 +266,14 @@ def ratio_rows(report: BenchReport) -> list[dict]:
           times = {p: report.seconds(norm, shape, dtype, mode, p) for p in peers}
           ran = {p: t for p, t in times.items() if t is not None}
           best_peer = min(ran, key=ran.get) if ran else None
+          bandwidth = peak or ((ELEMENTWISE_PASSES * size / ew) if ew else None)
+          roofline = MIN_PASSES[mode] * size / bandwidth if bandwidth else None
           rows.append({
               "norm": norm, "shape": list(shape), "dtype": dtype, "mode": mode,
               "normlab_s": nl, "elementwise_s": ew, **{f"{p}_s": times[p] for p in peers},
               "best_peer": best_peer, "best_peer_s": ran.get(best_peer) if best_peer else None,
               "ratio_best_peer": (nl / ran[best_peer]) if (nl and best_peer) else None,
               "ratio_elementwise": (nl / ew) if (nl and ew) else None,
+              "roofline_s": roofline, "ratio_roofline": (nl / roofline) if (nl and roofline) else None,
           })
   return rows
