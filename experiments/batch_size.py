@@ -2,303 +2,205 @@
 
     python -m experiments.batch_size --preset=smoke|cpu|gpu --workdir=DIR
 
-Runs the sweep configs/sweeps/batch_size.py:PRESET (ResNet-1D on mnist1d; BN, GN, LN, IN, no norm; per-device
-batch 2..64 with bn_mode=local; the same epochs per batch; lr 0.1 x batch/32) through normlab.sweep (cells
-in DIR/sweep, resumable: a rerun skips finished cells), then writes DIR/report.md (claim | paper | ours |
-verdict), error_vs_batch.png, results.csv (one row per run) and results.json.
-Expected time on 2 idle CPU cores: smoke ~1 min, cpu ~10 min (60 runs, 2 seeds vmapped), gpu ~1 h on one GPU.
+The paper's protocol scaled down (configs/sweeps/_common.py): 8 devices, local BN over each device's b
+examples, global batch 8b, lr 0.1 x 8b/256, the same warmup and epochs for every cell, 3 seeds.
+Two sweeps, resumable (a rerun skips finished cells):
+  main        configs/sweeps/batch_size.py: BN, GN, LN, IN, none x b in {2, 4, 8, 16, 32}   (DIR/sweep)
+  controlled  configs/sweeps/ghost_batch.py: SGD batch 8 x 32, steps and lr fixed; ghost BN with statistics
+              over v in {2, 4, 8, 16} examples (v = 32 and GN: the main sweep's b = 32 cells)  (DIR/ghost)
+Writes DIR/report.md (claim | paper | ours ± s.e. | verdict), error_vs_batch.png, results.csv (one row per
+run) and results.json.
 
-The verdict rules are fixed here, before any run (never tuned to the outcome):
-  (a) BN error at the smallest batch minus at 32: reproduced if > max(1 pt, 2 standard errors), partly if > 0.
-  (b) GN flat: range (max - min over batch sizes) of GN's mean error; reproduced if < 2 pts and < 1/3 of BN's
-      range, partly if < BN's range.
-  (c) at batch 32, BN <= GN < LN < IN (means): reproduced if all three hold, partly if two do.
-  (d) at the smallest batch GN beats BN: reproduced if by > max(1 pt, 2 s.e.), partly if by > 0.
-  (e) BN's excess error over GN grows as the batch shrinks: (BN - GN at the smallest batch) - (BN - GN at 32),
-      same rule as (a). With equal epochs a small batch also means many more steps; GN sees the same step
-      counts, so (d) and (e) separate BN's batch statistics from the optimization budget better than (a).
-The helpers below (`run_study_sweep`, `error_table`, `study_main`, ...) are shared by the other sweep
-studies (group_count, remedies, sync_bn).
+Verdict rules, fixed before any cpu run (experiments/_sweep_study.py: convergence, s.e., effect_verdict;
+every claim that uses a cell that did not converge is inconclusive):
+  (a) BN error at b=2 minus at b=32: effect_verdict with a 1-pt floor.
+  (b) GN flat: GN's largest minus smallest cell mean over b; reproduced if it is within 2 s.e. of that
+      difference or under 1 pt, while BN's (same statistic) exceeds both; partly if GN's is under half of
+      BN's; not reproduced otherwise.
+  (c) at b=32, BN <= GN < LN < IN: each relation holds if the next norm's mean error is higher (for BN <= GN:
+      if BN is not worse by more than 2 s.e.); reproduced if all three hold and GN < LN and LN < IN are each
+      beyond 2 s.e.; partly if at least two hold in the means; not reproduced otherwise.
+  (d) at b=2 GN beats BN: BN - GN, effect_verdict with a 1-pt floor.
+  (e) BN's excess over GN grows as the batch shrinks: (BN - GN at 2) - (BN - GN at 32), 1-pt floor.
+  (f) controlled arm: at a fixed SGD batch, steps and lr, BN with statistics over 2 examples minus over 32:
+      effect_verdict with a 1-pt floor; GN's cell is the same cell at every v (the control).
 """
 from __future__ import annotations
 
 import math
 import os
-import shutil
-import time
-from collections import defaultdict
-from typing import Callable
 
-from experiments import REPO_ROOT, _report
+from experiments import _report
+from experiments import _sweep_study as study
 
-TITLE = "Wu & He 2018 (Group Norm): error vs per-device batch size, BN vs GN/LN/IN"
-PRESETS = ("smoke", "cpu", "gpu")
+TITLE = "Wu & He 2018 (Group Norm): error vs per-device batch size, BN vs GN/LN/IN (8 devices, local BN)"
 
 # ResNet-50 on ImageNet, top-1 val error (%), as quoted in seed 000 / GN paper Fig. 1, Tables 1-2.
 PAPER_BATCHES = (32, 16, 8, 4, 2)
 PAPER_BN = {32: 23.6, 16: 23.7, 8: 24.8, 4: 27.3, 2: 34.7}
 PAPER_GN = {32: 24.1, 16: 24.2, 8: 24.0, 4: 24.2, 2: 24.1}
 PAPER_B32 = {"BN": 23.6, "GN": 24.1, "LN": 25.3, "IN": 28.4}
+FLOOR = 1.0  # pts: the smallest effect that counts as the paper's (its effects are 10+ pts)
 
 
-# ---------------------------------------------------------------------------------------------------------
-# Shared by the sweep studies.
-
-def load_sweep(name: str, preset: str):
-  from normlab.errors import UserError
-  from normlab.sweep import load_config_file
-  if preset not in PRESETS:
-    raise UserError(f"unknown preset {preset!r}; valid presets: {', '.join(PRESETS)}")
-  return load_config_file(os.path.join(REPO_ROOT, "configs", "sweeps", f"{name}.py:{preset}"))
-
-
-def run_study_sweep(name: str, preset: str, workdir: str, log=print, reduced: dict | None = None):
-  """Runs configs/sweeps/<name>.py:<preset> into workdir/sweep (orbax's and absl's INFO logs off);
-  returns (sweep config, rows per run).
-
-  `reduced` ({sweep key: value}, e.g. {"grid.variant": (...), "budget_examples": ...}) trims the sweep when
-  the full preset cannot finish in the time available; the report says so (`sweep.reduced`)."""
-  from normlab.sweep import run_sweep
-  from normlab.sweep.report import collect_results
-  quiet_logs()
-  os.makedirs(workdir, exist_ok=True)
-  sweep = load_sweep(name, preset)
-  sweep.reduced = ""
-  for key, value in (reduced or {}).items():
-    node = sweep
-    *parents, last = key.split(".")
-    for part in parents:
-      node = node[part]
-    node[last] = value
-    sweep.reduced += f"{key}={value}; "
-  sweep_dir = os.path.join(workdir, "sweep")
-  t0 = time.time()
-  cells = run_sweep(sweep, sweep_dir, log=log)
-  log(f"{name}: sweep done in {time.time() - t0:.0f} s")
-  extra = [k for k in sweep.get("extra_columns", ()) if k not in cells[0].params]
-  rows = collect_results(cells, sweep_dir, extra)
-  for r, c in zip(rows, cells):
-    r["batch_size"] = int(c.config.batch_size)
-    r["epochs"] = round(c.config.num_steps * c.config.batch_size / 4000, 3)
-    r["learning_rate"] = float(c.config.learning_rate)
-  shutil.copy(os.path.join(sweep_dir, "results.csv"), os.path.join(workdir, "results.csv"))
-  return sweep, rows
+def _flat_claim(t, batches):
+  def spread(norm):
+    cells = [t[(norm, b)] for b in batches if (norm, b) in t and t[(norm, b)].n]
+    if len(cells) < len(batches):
+      return None
+    hi, lo = max(cells, key=lambda c: c.mean), min(cells, key=lambda c: c.mean)
+    return hi.mean - lo.mean, study.diff_se(hi, lo), cells
+  gn, bn = spread("GN"), spread("BN")
+  if gn is None or bn is None or not all(c.converged for c in gn[2] + bn[2]):
+    verdict = "inconclusive"
+  else:
+    gn_flat = gn[0] <= max(2 * gn[1], FLOOR)
+    bn_flat = bn[0] <= max(2 * bn[1], FLOOR)
+    verdict = ("reproduced" if gn_flat and not bn_flat else "partly" if gn[0] < bn[0] / 2 else "not reproduced")
+  fmt = lambda s: "missing" if s is None else f"{s[0]:.1f} pts (2 s.e. = {2 * s[1]:.1f})"  # noqa: E731
+  return {"claim": "(b) GN's error is flat in the batch size (largest - smallest cell over b)",
+          "paper": f"GN {max(PAPER_GN.values()) - min(PAPER_GN.values()):.1f} pts vs BN "
+                   f"{max(PAPER_BN.values()) - min(PAPER_BN.values()):.1f} pts",
+          "ours": f"GN {fmt(gn)} vs BN {fmt(bn)}", "verdict": verdict}
 
 
-def error_table(rows, *keys) -> dict:
-  """{tuple of `keys` values: (mean %, std %, n finished, n diverged)} of eval_error over seeds."""
-  acc = defaultdict(list)
-  div = defaultdict(int)
-  for r in rows:
-    k = tuple(r.get(key) for key in keys)
-    if r.get("eval_error") is not None:
-      acc[k].append(100.0 * float(r["eval_error"]))
-    elif r.get("status") == "diverged":
-      div[k] += 1
-  out = {}
-  for k in set(acc) | set(div):
-    v = acc.get(k, [])
-    m = sum(v) / len(v) if v else float("nan")
-    s = math.sqrt(sum((x - m) ** 2 for x in v) / (len(v) - 1)) if len(v) > 1 else 0.0
-    out[k if len(keys) > 1 else k[0]] = (m, s, len(v), div.get(k, 0))
+def _order_claim(t, ref):
+  names = ("BN", "GN", "LN", "IN")
+  cells = {n: t.get((n, ref)) for n in names}
+  if not all(c and c.n for c in cells.values()):
+    return {"claim": f"(c) at b={ref}: BN <= GN < LN < IN", "paper": "23.6 / 24.1 / 25.3 / 28.4 (%)",
+            "ours": "not all of BN/GN/LN/IN were run", "verdict": "inconclusive"}
+  bn, gn, ln, in_ = (cells[n] for n in names)
+  holds = [bn.mean - gn.mean <= 2 * study.diff_se(bn, gn), gn.mean < ln.mean, ln.mean < in_.mean]
+  strong = [ln.mean - gn.mean > 2 * study.diff_se(ln, gn), in_.mean - ln.mean > 2 * study.diff_se(in_, ln)]
+  if not all(c.converged for c in cells.values()):
+    verdict = "inconclusive"
+  else:
+    verdict = "reproduced" if all(holds) and all(strong) else "partly" if sum(holds) >= 2 else "not reproduced"
+  return {"claim": f"(c) at b={ref}: BN <= GN < LN < IN (error)",
+          "paper": " / ".join(f"{n} {v}" for n, v in PAPER_B32.items()) + " (%)",
+          "ours": " / ".join(f"{n} {cells[n]}" for n in names) + " (%); holds: "
+                  + ", ".join(f"{p}: {'yes' if h else 'no'}" for p, h in zip(("BN<=GN", "GN<LN", "LN<IN"), holds)),
+          "verdict": verdict}
+
+
+def claims(t, g, batches) -> list[dict]:
+  """The verdict rows from the main sweep's stats `t` {(variant, b): Stat} and the controlled arm's `g`
+  {v: Stat} (v = 32: BN at b=32)."""
+  small, ref = min(batches), max(batches)
+  get = lambda n, b: t.get((n, b))  # noqa: E731
+  out = []
+  bn_s, bn_r, gn_s, gn_r = get("BN", small), get("BN", ref), get("GN", small), get("GN", ref)
+
+  def effect(claim, paper, a, b, label_a, label_b):
+    if not (a and b and a.n and b.n):
+      return {"claim": claim, "paper": paper, "ours": f"{label_a}: {study.show(a)}, {label_b}: {study.show(b)}",
+              "verdict": "inconclusive"}
+    d, se = a.mean - b.mean, study.diff_se(a, b)
+    return {"claim": claim, "paper": paper,
+            "ours": f"{d:+.1f} ± {se:.1f} pts ({label_a} {a} vs {label_b} {b}; error %)",
+            "verdict": study.effect_verdict(d, se, FLOOR, a, b)}
+
+  out.append(effect(f"(a) BN's error rises as the per-device batch shrinks (b={small} minus b={ref})",
+                    f"+{PAPER_BN[2] - PAPER_BN[32]:.1f} pts (23.6% at 32 -> 34.7% at 2)",
+                    bn_s, bn_r, f"b={small}", f"b={ref}"))
+  out.append(_flat_claim(t, batches))
+  out.append(_order_claim(t, ref))
+  out.append(effect(f"(d) at b={small} GN beats BN (BN minus GN)",
+                    f"by {PAPER_BN[2] - PAPER_GN[2]:.1f} pts at 2 (24.1% vs 34.7%)", bn_s, gn_s, "BN", "GN"))
+  cells = (bn_s, bn_r, gn_s, gn_r)
+  if all(c and c.n for c in cells):
+    gap = (bn_s.mean - gn_s.mean) - (bn_r.mean - gn_r.mean)
+    se = math.sqrt(sum(c.se ** 2 for c in cells))
+    out.append({"claim": f"(e) BN's excess error over GN grows as the batch shrinks (gap at b={small} minus at "
+                         f"b={ref})",
+                "paper": "+11.1 pts (gap +10.6 at 2, -0.5 at 32)",
+                "ours": f"{gap:+.1f} ± {se:.1f} pts (gap {bn_s.mean - gn_s.mean:+.1f} at {small}, "
+                        f"{bn_r.mean - gn_r.mean:+.1f} at {ref})",
+                "verdict": study.effect_verdict(gap, se, FLOOR, *cells)})
+  if g:
+    v_small = min(g)
+    out.append(effect(f"(f) controlled: at a fixed SGD batch ({8 * ref}), steps and lr, BN with statistics over "
+                      f"{v_small} examples is worse than over {ref}",
+                      "not run in the paper (its b changes the SGD batch too: 8b)", g[v_small], g.get(ref),
+                      f"v={v_small}", f"v={ref}"))
   return out
 
 
-def variant_lines(table: dict, names) -> list[str]:
-  """A markdown table (as lines) of the error of each variant in `names` (`table` from error_table)."""
-  return ["| variant | error (%) |", "|---|---|"] + [f"| {n} | {show(table.get(n))} |" for n in names]
-
-
-def show(entry) -> str:
-  """'34.7 ± 1.2' (n > 1), '34.7' (n = 1), 'diverged' / 'missing'."""
-  if entry is None:
-    return "missing"
-  m, s, n, d = entry
-  if n == 0:
-    return "diverged" if d else "missing"
-  txt = f"{m:.1f} ± {s:.1f}" if n > 1 else f"{m:.1f}"
-  return txt + (f" ({d} diverged)" if d else "")
-
-
-def diff_se(a, b) -> float:
-  """Standard error of mean(a) - mean(b) from the seeds' std (0 with one seed each)."""
-  return math.sqrt(a[1] ** 2 / max(a[2], 1) + b[1] ** 2 / max(b[2], 1))
-
-
-def significant(delta: float, se: float, floor: float = 1.0) -> str:
-  if delta != delta:
-    return "inconclusive"
-  if delta > max(floor, 2 * se):
-    return "reproduced"
-  return "partly" if delta > 0 else "not reproduced"
-
-
-def reduced_note(sweep) -> str:
-  r = sweep.get("reduced", "")
-  return (f"\n\n**Reduced run**: the full preset did not fit in the time available; this report comes from the "
-          f"preset trimmed to {r.strip()} (other settings as in the preset).") if r else ""
-
-
-def seeds_note(rows) -> str:
-  seeds = sorted({r.get("seed") for r in rows if r.get("seed") is not None})
-  return f"{len(seeds)} seed(s) per cell" + (" (mean ± std over seeds)" if len(seeds) > 1 else "")
-
-
-def study_main(study: str, run: Callable) -> None:
-  """Entry point: --preset=smoke|cpu|gpu --workdir=DIR; calls run(preset, workdir) -> report path."""
-  from absl import flags
-
-  from normlab import cli
-  from normlab.errors import UserError
-  flags.DEFINE_enum("preset", None, PRESETS, "configs/sweeps/<study>.py preset")
-  flags.DEFINE_string("workdir", None, "output directory (report.md, plots, results.csv/json; cells in sweep/)")
-  flags.DEFINE_bool("reduced", False, "run the study's REDUCED trim of the preset (when the full one cannot "
-                    "finish in time); the report says so")
-  FLAGS = flags.FLAGS
-
-  def main(argv):
-    if len(argv) > 1:
-      raise UserError(f"unexpected arguments {argv[1:]}")
-    if not FLAGS.workdir or not FLAGS.preset:
-      raise UserError(f"give --preset={{{','.join(PRESETS)}}} and --workdir=DIR")
-    t0 = time.time()
-    path = run(FLAGS.preset, FLAGS.workdir, reduced=FLAGS.reduced) if FLAGS.reduced else run(FLAGS.preset,
-                                                                                              FLAGS.workdir)
-    print(f"{study}: report in {path} ({time.time() - t0:.0f} s)")
-
-  cli.run(main)
-
-
-def quiet_logs() -> None:
-  """Orbax logs every checkpoint step at INFO: keep the study's own lines readable."""
-  import logging
-  logging.getLogger("absl").setLevel(logging.WARNING)
-  logging.getLogger("orbax").setLevel(logging.WARNING)
-
-
-# ---------------------------------------------------------------------------------------------------------
-
-def _plot(table, norms, batches, workdir) -> str:
-  fig, (ax0, ax1) = _report.new_figure(ncols=2, size=(5.0, 3.8))
+def _plot(t, g, norms, batches, workdir) -> str:
+  fig, (ax0, ax1, ax2) = _report.new_figure(ncols=3, size=(4.4, 3.6))
   ax0.plot(PAPER_BATCHES, [PAPER_BN[b] for b in PAPER_BATCHES], "o-", label="BN")
   ax0.plot(PAPER_BATCHES, [PAPER_GN[b] for b in PAPER_BATCHES], "s-", label="GN")
   ax0.set_title("paper: ResNet-50, ImageNet")
   for norm in norms:
-    xs = [b for b in batches if (norm, b) in table and table[(norm, b)][2]]
+    xs = [b for b in batches if t.get((norm, b)) and t[(norm, b)].n]
     if xs:
-      ax1.errorbar(xs, [table[(norm, b)][0] for b in xs], yerr=[table[(norm, b)][1] for b in xs], marker="o",
+      ax1.errorbar(xs, [t[(norm, b)].mean for b in xs], yerr=[t[(norm, b)].se for b in xs], marker="o",
                    capsize=3, label=norm)
-  ax1.set_title("ours: ResNet-1D, mnist1d")
-  for ax in (ax0, ax1):
+  ax1.set_title("ours: SGD batch 8b (main)")
+  vs = sorted(v for v in g if g[v].n)
+  if vs:
+    ax2.errorbar(vs, [g[v].mean for v in vs], yerr=[g[v].se for v in vs], marker="o", capsize=3, label="BN")
+    gn = t.get(("GN", max(batches)))
+    if gn and gn.n:
+      ax2.axhspan(gn.mean - gn.se, gn.mean + gn.se, color="tab:orange", alpha=0.3, label="GN (± s.e.)")
+  ax2.set_title(f"ours: SGD batch 8x{max(batches)} fixed")
+  for ax, xlabel in ((ax0, "examples per device"), (ax1, "examples per device (b)"),
+                     (ax2, "examples in BN's statistics (v)")):
     ax.set_xscale("log", base=2)
-    ax.set_xlabel("images (examples) per device")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("error (%)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7)
   return _report.save_figure(fig, workdir, "error_vs_batch.png")
 
 
 def run(preset: str, workdir: str, log=print) -> str:
-  sweep, rows = run_study_sweep("batch_size", preset, workdir, log)
-  table = error_table(rows, "variant", "batch_size")
-  norms = list(sweep.grid.variant)
-  batches = sorted({r["batch_size"] for r in rows})
-  small, ref = batches[0], (32 if 32 in batches else batches[-1])
-  get = lambda n, b: table.get((n, b))  # noqa: E731
-  out = []
-
-  bn_s, bn_r = get("BN", small), get("BN", ref)
-  if bn_s and bn_r and bn_s[2] and bn_r[2]:
-    d = bn_s[0] - bn_r[0]
-    out.append({"claim": f"(a) BN error rises as the per-device batch shrinks (error at {small} minus at {ref})",
-                "paper": f"+{PAPER_BN[2] - PAPER_BN[32]:.1f} pts (23.6% at 32 -> 34.7% at 2)",
-                "ours": f"{d:+.1f} pts ({show(bn_r)}% at {ref} -> {show(bn_s)}% at {small})",
-                "verdict": significant(d, diff_se(bn_s, bn_r))})
-  else:
-    out.append({"claim": "(a) BN error rises as the batch shrinks", "paper": "+11.1 pts",
-                "ours": f"BN at {small}: {show(bn_s)}, at {ref}: {show(bn_r)}", "verdict": "inconclusive"})
-
-  def spread(norm):
-    ms = [table[(norm, b)][0] for b in batches if (norm, b) in table and table[(norm, b)][2]]
-    return (max(ms) - min(ms), len(ms)) if ms else (float("nan"), 0)
-
-  gn_range, gn_n = spread("GN")
-  bn_range, _ = spread("BN")
-  if gn_n == len(batches) and gn_range == gn_range:
-    verdict = ("reproduced" if gn_range < 2.0 and gn_range < bn_range / 3 else
-               "partly" if gn_range < bn_range else "not reproduced")
-  else:
-    verdict = "inconclusive"
-  gn_by_batch = ", ".join(f"{b}: {show(get('GN', b))}" for b in batches)
-  out.append({"claim": "(b) GN error is flat in the batch size (max - min over batch sizes)",
-              "paper": f"{max(PAPER_GN.values()) - min(PAPER_GN.values()):.1f} pts (24.0-24.2%) vs BN's "
-                       f"{max(PAPER_BN.values()) - min(PAPER_BN.values()):.1f}",
-              "ours": f"GN range {gn_range:.1f} pts vs BN range {bn_range:.1f} pts (GN: {gn_by_batch})",
-              "verdict": verdict})
-
-  at_ref = {n: get(n, ref) for n in ("BN", "GN", "LN", "IN")}
-  if all(v and v[2] for v in at_ref.values()):
-    m = {n: v[0] for n, v in at_ref.items()}
-    holds = [m["BN"] <= m["GN"], m["GN"] < m["LN"], m["LN"] < m["IN"]]
-    out.append({"claim": f"(c) at batch {ref}: BN <= GN < LN < IN (error)",
-                "paper": " / ".join(f"{n} {v}" for n, v in PAPER_B32.items()) + " (%)",
-                "ours": " / ".join(f"{n} {show(v)}" for n, v in at_ref.items()) + " (%); holds: "
-                        + ", ".join(f"{p}: {'yes' if h else 'no'}" for p, h in
-                                    zip(("BN<=GN", "GN<LN", "LN<IN"), holds)),
-                "verdict": "reproduced" if all(holds) else ("partly" if sum(holds) >= 2 else "not reproduced")})
-  else:
-    out.append({"claim": f"(c) at batch {ref}: BN <= GN < LN < IN", "paper": "23.6 / 24.1 / 25.3 / 28.4",
-                "ours": f"not all of BN/GN/LN/IN were run at {ref} (preset {preset})", "verdict": "inconclusive"})
-
-  gn_s = get("GN", small)
-  if gn_s and bn_s and gn_s[2] and bn_s[2]:
-    d = bn_s[0] - gn_s[0]
-    out.append({"claim": f"(d) at the smallest batch ({small}) GN beats BN",
-                "paper": f"by {PAPER_BN[2] - PAPER_GN[2]:.1f} pts at 2 (24.1% vs 34.7%)",
-                "ours": f"by {d:+.1f} pts (GN {show(gn_s)}% vs BN {show(bn_s)}%)",
-                "verdict": significant(d, diff_se(bn_s, gn_s))})
-
-  gn_r = get("GN", ref)
-  if all(v and v[2] for v in (bn_s, bn_r, gn_s, gn_r)):
-    gap_s, gap_r = bn_s[0] - gn_s[0], bn_r[0] - gn_r[0]
-    se = math.sqrt(diff_se(bn_s, gn_s) ** 2 + diff_se(bn_r, gn_r) ** 2)
-    out.append({"claim": f"(e) BN's excess error over GN grows as the batch shrinks (gap at {small} minus gap at "
-                         f"{ref}; GN controls for the step count, which differs between batch sizes)",
-                "paper": f"+{(PAPER_BN[2] - PAPER_GN[2]) - (PAPER_BN[32] - PAPER_GN[32]):.1f} pts "
-                         f"(gap +10.6 at 2, -0.5 at 32)",
-                "ours": f"{gap_s - gap_r:+.1f} pts (gap {gap_s:+.1f} at {small}, {gap_r:+.1f} at {ref})",
-                "verdict": significant(gap_s - gap_r, se)})
-
-  fig = _plot(table, norms, batches, workdir)
-  header = "| norm | " + " | ".join(f"b={b}" for b in batches) + " |"
-  lines = [header, "|---|" + "---|" * len(batches)]
-  for n in norms:
-    lines.append(f"| {n} | " + " | ".join(show(get(n, b)) for b in batches) + " |")
+  sweep, rows = study.run_study_sweep("batch_size", preset, workdir, log)
+  ghost_sweep, ghost_rows = study.run_study_sweep("ghost_batch", preset, workdir, log, subdir="ghost")
+  t = study.stats(rows, "variant", "batch_size")
+  norms, batches = list(sweep.grid.variant), sorted({r["batch_size"] for r in rows})
+  ref = max(batches)
+  for r in ghost_rows:
+    r["virtual_batch_size"] = r.get("norm_options.virtual_batch_size")
+  g = {int(k.split("=")[1]): s for k, s in study.stats(ghost_rows, "variant").items()}
+  if t.get(("BN", ref)):
+    g[ref] = t[("BN", ref)]
+  out = claims(t, g, batches)
+  fig = _plot(t, g, norms, batches, workdir)
+  all_rows = rows + ghost_rows
+  study.write_results_csv(all_rows, workdir)
   steps = {r["batch_size"]: r.get("steps") for r in rows}
-  epochs = sorted({r["epochs"] for r in rows})
-  notes = f"""Preset `{preset}`: ResNet-1D (basic blocks {tuple(sweep.overrides.model_options.stage_sizes)}, widths
-{tuple(sweep.overrides.model_options.widths)}, kernel 5) on mnist1d (4000 train / 1000 test, 10 classes), one device,
-bn_mode=local, SGD momentum 0.9, lr 0.1 x batch/32, weight decay 5e-4, cosine schedule, {epochs[0]} epochs per cell
-(steps per batch size: {', '.join(f'{b}: {s}' for b, s in sorted(steps.items()))}); {seeds_note(rows)}. GN uses
+  model = dict(sweep.overrides.get("model_options", {}) or {})
+  ghost_line = " | ".join(f"v={v}: {g[v]}" for v in sorted(g))
+  notes = f"""Provenance: {study.provenance()}.
+
+Preset `{preset}`: model `{sweep.overrides.model}` {model} on `{sweep.overrides.dataset}`, {sweep.num_devices}
+devices with bn_mode=local (BN statistics over each device's b examples, gradients over 8b), SGD momentum 0.9,
+weight decay 1e-4, lr 0.1 x 8b/256, linear warmup over the first {100 * sweep.warmup_fraction:.0f}% of the steps
+then cosine to 0, {sweep.budget_examples} training examples per cell (the same epochs for every b; steps per b:
+{', '.join(f'{b}: {s}' for b, s in sorted(steps.items()))}); {study.seeds_note(rows)}. GN uses
 {sweep.variants.GN.norm_options.num_groups} groups (narrowest width / 2, fixed before running); LN and IN are the GN
-paper's definitions: LN = GN with one group (statistics over all channels and positions), IN = per channel over
-positions. Error = 1 - test accuracy after the last step (BN: running statistics).
+paper's definitions: LN = GN with one group (all channels and positions), IN = per channel over positions.
+Error = 1 - test accuracy after the last step (BN: running statistics), on the whole test split.
+{study.convergence_note(all_rows)}.
 
-Eval error (%) per norm and per-device batch:
+Eval error (%, mean ± s.e.) per norm and per-device batch b (main sweep: SGD batch 8b):
 
-{chr(10).join(lines)}
+{chr(10).join(study.error_lines(t, norms, batches))}
 
-What differs from the paper, and what it means for the verdicts: mnist1d is tiny and our budget is a few epochs,
-so errors are far from converged and large batches get few steps ({steps.get(max(steps))} at batch {max(steps)}): the
-large-batch end measures under-training as much as normalization, for every norm (the paper trains 100 epochs).
-The BN trend at small batches is the part of the claim this setup tests best; GN's flatness is confounded by the
-step count at large batches. Seeds are few ({seeds_note(rows)}), so differences under ~2 std are noise.
-Cells: DIR/sweep/cells/<id>/ (config.json, metrics.jsonl, summary.json); per-run numbers: results.csv."""
-  data = {"preset": preset, "table": {f"{k[0]}@{k[1]}": v for k, v in table.items()}, "rows": rows,
+Controlled arm (SGD batch 8 x {ref}, same steps and lr as the b={ref} cells; ghost BN with statistics over v
+examples; v={ref} is the main sweep's BN cell): {ghost_line}.
+
+What differs from the paper: a 1-D signal task (mnist1d's generator with more noise and examples) and a small
+ResNet-1D instead of ImageNet and ResNet-50, and far fewer epochs; the protocol (8 devices, local statistics,
+linear lr scaling, equal epochs) is the paper's. Differences under 2 s.e. are not findings.
+Cells: DIR/sweep/cells/<id>/ and DIR/ghost/cells/<id>/ (config.json, metrics.jsonl, summary.json)."""
+  data = {"preset": preset, "main": {f"{k[0]}@{k[1]}": vars(v) for k, v in t.items()},
+          "controlled": {str(k): vars(v) for k, v in g.items()}, "rows": all_rows,
           "paper": {"BN": PAPER_BN, "GN": PAPER_GN, "batch32": PAPER_B32}}
-  notes += reduced_note(sweep)
   return _report.write_report(workdir, TITLE, out, notes, [fig], data=data)
 
 
 if __name__ == "__main__":
-  study_main("batch_size", run)
+  study.study_main("batch_size", run)

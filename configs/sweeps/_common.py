@@ -1,30 +1,46 @@
-"""Shared pieces of the Group Norm sweeps (batch_size, group_count, remedies, sync_bn): model per preset,
-the norm variants, the training settings every cell shares.
+"""Shared pieces of the Group Norm sweeps (batch_size, ghost_batch, group_count, remedies, sync_bn): the
+paper's protocol scaled down, the model and data per preset, the norm variants.
 
-Every sweep trains a ResNet-1D on mnist1d (`model="resnet"` with explicit options, so the sweep does
-not move when configs/resnet.py's presets change): basic blocks, kernel 5, widths doubling per stage.
-  smoke  1+1 blocks, 8/16 channels: seconds per cell, numbers meaningless.
-  cpu    1+1+1 blocks, 16/32/64 channels.
-  gpu    2+2+2 blocks, 32/64/128 channels (the resnet1d of normlab.models).
-Training (Wu & He 2018, sec. 4.1, scaled down): SGD momentum 0.9, lr 0.1 per 32 examples (linear
-scaling with the batch), weight decay 5e-4, cosine schedule, the same number of epochs per cell.
+Protocol (Wu & He 2018, sec. 4.1, scaled down), the same for every cell of every sweep:
+  * 8 devices (on CPU: XLA_FLAGS=--xla_force_host_platform_device_count=8, set by the study's entry point),
+    bn_mode=local: BN's statistics over each device's b examples, gradients over the global batch 8 b;
+  * SGD momentum 0.9, weight decay 1e-4, lr = BASE_LR x 8b / 256 (BASE_LR fixed for b = 32 before the sweeps
+    ran: the paper's 0.1), linear warmup over the first WARMUP_FRACTION of the steps, then cosine to 0;
+  * the same number of epochs for every cell; the train loss logged in LOG_POINTS windows, which the studies'
+    convergence rule reads (experiments/_sweep_study.py).
+Data and model per preset:
+  smoke  mnist1d (4000 train / 1000 test), ResNet-1D 1+1 blocks 8/16 channels, 1/4 epoch: machinery only.
+  cpu    mnist1d_noisy (15,000 train / 10,000 test; normlab/data/mnist1d_builder.py says why), ResNet-1D
+         1+1+1 blocks, 8/16/32 channels, EPOCHS["cpu"] epochs.
+  gpu    ResNet-20 on CIFAR-10 (the paper's experiment at CIFAR scale), 8 GPUs, ~100 epochs.
 """
 from __future__ import annotations
 
 import ml_collections as mlc
 
 PRESETS = ("smoke", "cpu", "gpu")
-BASE = "configs/resnet.py:cpu"
-MNIST1D_TRAIN = 4000  # examples in mnist1d's train split
+NUM_DEVICES = 8
+BASE_LR = 0.1  # at per-device batch 32 (global 256): lr = BASE_LR * 8b / 256
+REFERENCE_BATCH = 256
+PER_DEVICE_BATCHES = (2, 4, 8, 16, 32)
+WARMUP_FRACTION = 0.05
+LOG_POINTS = 20
+SEEDS = {"smoke": (0,), "cpu": (0, 1, 2), "gpu": (0, 1, 2)}
+EPOCHS = {"smoke": 0.25, "cpu": 10, "gpu": 100}
+TRAIN_EXAMPLES = {"smoke": 4000, "cpu": 15000, "gpu": 50000}
 
+BASES = {"smoke": "configs/resnet.py:cpu", "cpu": "configs/resnet.py:cpu", "gpu": "configs/resnet.py:gpu"}
+DATASETS = {"smoke": "mnist1d", "cpu": "mnist1d_noisy", "gpu": "cifar10"}
 MODELS = {
-    "smoke": {"stage_sizes": (1, 1), "widths": (8, 16)},
-    "cpu": {"stage_sizes": (1, 1, 1), "widths": (16, 32, 64)},
-    "gpu": {"stage_sizes": (2, 2, 2), "widths": (32, 64, 128)},
+    "smoke": {"model": "resnet", "model_options": {"stage_sizes": (1, 1), "widths": (8, 16), "kernel_size": 5,
+                                                   "stem_kernel": 5}},
+    "cpu": {"model": "resnet", "model_options": {"stage_sizes": (1, 1, 1), "widths": (8, 16, 32),
+                                                 "kernel_size": 5, "stem_kernel": 5}},
+    "gpu": {"model": "resnet20", "model_options": {}},
 }
 # GN groups: the paper's G=32 on ResNet-50 leaves >= 2 channels per group in the narrowest layer
 # (64 channels); ours keeps that ratio: narrowest width / 2. Fixed before any run (not tuned).
-GN_GROUPS = {"smoke": 4, "cpu": 8, "gpu": 16}
+GN_GROUPS = {"smoke": 4, "cpu": 4, "gpu": 8}
 
 
 def check_preset(arg: str, source: str) -> str:
@@ -33,43 +49,52 @@ def check_preset(arg: str, source: str) -> str:
   return arg
 
 
+def gn(preset: str, groups: int | None = None) -> dict:
+  return {"norm": "group", "norm_options": {"num_groups": groups or GN_GROUPS[preset]}}
+
+
 def norm_variants(preset: str) -> dict:
   """The GN paper's norms (its Figure 1 definitions): LN = GN with one group (all of C x L), IN = GN with
   one channel per group, GN with GN_GROUPS[preset] groups; BN and no norm."""
-  return {
-      "BN": {"norm": "batch"},
-      "GN": {"norm": "group", "norm_options": {"num_groups": GN_GROUPS[preset]}},
-      "LN": {"norm": "group", "norm_options": {"num_groups": 1}},
-      "IN": {"norm": "instance"},
-      "none": {"norm": "none"},
-  }
+  return {"BN": {"norm": "batch"}, "GN": gn(preset), "LN": gn(preset, 1), "IN": {"norm": "instance"},
+          "none": {"norm": "none"}}
+
+
+def global_batches(per_device=PER_DEVICE_BATCHES) -> tuple[int, ...]:
+  return tuple(NUM_DEVICES * b for b in per_device)
 
 
 def base_sweep(preset: str, *, title: str, x_key: str = "batch_size", line_key: str = "variant") -> mlc.ConfigDict:
-  """A sweep config with the base, the model for `preset` and the shared training overrides."""
+  """A sweep config with the base, the model and data for `preset` and the shared protocol."""
   c = mlc.ConfigDict()
-  c.base = BASE
+  c.base = BASES[preset]
   c.title = title
   c.x_key = x_key
   c.line_key = line_key
+  c.num_devices = NUM_DEVICES
   c.lr_scaling = "linear"
-  c.reference_batch_size = 32
+  c.reference_batch_size = REFERENCE_BATCH
+  c.warmup_fraction = WARMUP_FRACTION
+  c.log_points = LOG_POINTS
   c.vmap_seeds = preset != "smoke"
-  # XLA:CPU runs the vmapped (grouped) convs slower than separate runs above ~16 examples per device
-  # (batch 64: 0.6 vmapped steps/s of 2 seeds); on a GPU vmap all of them.
+  # XLA:CPU runs vmapped (grouped) convs slower than separate runs above ~16 examples per device.
   c.vmap_seeds_max_batch = 16 if preset == "cpu" else 0
-  c.checkpoints_per_cell = 1  # the final one: cells are short, resume restarts them
+  c.checkpoints_per_cell = 2
+  c.budget_examples = int(TRAIN_EXAMPLES[preset] * EPOCHS[preset])
   c.grid = mlc.ConfigDict()
+  c.grid.seed = SEEDS[preset]
   o = c.overrides = mlc.ConfigDict()
-  o.model = "resnet"
-  o.model_options = mlc.ConfigDict({**MODELS[preset], "kernel_size": 5, "stem_kernel": 5})
+  o.dataset = DATASETS[preset]
+  o.model = MODELS[preset]["model"]
+  if MODELS[preset]["model_options"]:
+    o.model_options = mlc.ConfigDict(MODELS[preset]["model_options"])
   o.bn_mode = "local"
-  o.num_devices = 1
+  o.num_devices = NUM_DEVICES
   o.optimizer = "momentum"
-  o.learning_rate = 0.1
+  o.learning_rate = BASE_LR
   o.momentum = 0.9
-  o.weight_decay = 5e-4
-  o.schedule = "cosine"
-  o.log_every = 100
-  o.eval_batch_size = 1000  # the whole mnist1d test split in one batch (divides over 8 devices)
+  o.nesterov = False
+  o.weight_decay = 1e-4
+  o.schedule = "warmup_cosine"
+  o.eval_batch_size = 1000  # 10 batches of the 10,000 test examples (divides over 8 devices)
   return c

@@ -12,6 +12,7 @@ from normlab.data.dataset import Dataset, DatasetInfo
 # Dataset name -> "module:BuilderClass", imported only when that dataset is loaded.
 BUILDERS = {
     "mnist1d": "normlab.data.mnist1d_builder:NormlabMnist1d",
+    "mnist1d_noisy": "normlab.data.mnist1d_builder:NormlabMnist1dNoisy",
     "digits": "normlab.data.digits_builder:NormlabDigits",
 }
 

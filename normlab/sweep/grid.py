@@ -6,7 +6,8 @@ A sweep config has `base` ("configs/NAME.py:PRESET", relative to the repo root o
 ("none" or "linear": lr = base lr * batch_size / reference_batch_size), and optionally
 `budget_examples`: a fixed number of training examples per cell (num_steps = budget // batch_size), so
 that every batch size sees the same number of epochs, as in the Group Norm paper (then each cell
-evaluates at its end and checkpoints `checkpoints_per_cell` times, default 4). `vmap_seeds=True` trains
+evaluates at its end and checkpoints `checkpoints_per_cell` times, default 4, and logs its train loss
+`log_points` times if set), and `warmup_fraction`: warmup_steps as a fraction of each cell's steps. `vmap_seeds=True` trains
 the cells that differ only in `seed` together (normlab.train.train_and_evaluate_seeds). up to
 `vmap_seeds_max_batch` examples per device (0: no limit); larger batches run one seed at a time.
 
@@ -158,5 +159,9 @@ def expand(sweep: mlc.ConfigDict) -> list[Cell]:
                          ("checkpoint_every", max(1, config.num_steps // max(1, per_cell)))):
         if key in config:
           config[key] = every
+      if sweep.get("log_points", None):  # train-loss windows of num_steps / log_points (convergence checks)
+        config.log_every = max(1, config.num_steps // int(sweep.log_points))
+    if sweep.get("warmup_fraction", None):  # the same warmup, as a fraction of each cell's steps
+      config.warmup_steps = max(1, round(float(sweep.warmup_fraction) * config.num_steps))
     cells.append(Cell(cell_id(params), params, config))
   return cells
