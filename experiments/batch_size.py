@@ -5,9 +5,10 @@
 The paper's protocol scaled down (configs/sweeps/_common.py): 8 devices, local BN over each device's b
 examples, global batch 8b, lr 0.1 x 8b/256, the same warmup and epochs for every cell, 3 seeds.
 Two sweeps, resumable (a rerun skips finished cells):
-  main        configs/sweeps/batch_size.py: BN, GN, LN, IN, none x b in {2, 4, 8, 16, 32}   (DIR/sweep)
-  controlled  configs/sweeps/ghost_batch.py: SGD batch 8 x 32, steps and lr fixed; ghost BN with statistics
-              over v in {2, 4, 8, 16} examples (v = 32 and GN: the main sweep's b = 32 cells)  (DIR/ghost)
+  main        configs/sweeps/batch_size.py: BN, GN x b in {2, 4, 8, 16, 32}                       (DIR/sweep)
+  fixed       configs/sweeps/fixed_batch.py: SGD batch 8 x 32, steps and lr of the b = 32 cells: the
+              controlled arm, ghost BN with statistics over v in {2, 4, 8, 16} examples (v = 32 and GN: the
+              main sweep's b = 32 cells), and LN, IN, no norm at b = 32                        (DIR/fixed)
 Writes DIR/report.md (claim | paper | ours ± s.e. | verdict), error_vs_batch.png, results.csv (one row per
 run) and results.json.
 
@@ -157,18 +158,18 @@ def _plot(t, g, norms, batches, workdir) -> str:
 
 def run(preset: str, workdir: str, log=print) -> str:
   sweep, rows = study.run_study_sweep("batch_size", preset, workdir, log)
-  ghost_sweep, ghost_rows = study.run_study_sweep("ghost_batch", preset, workdir, log, subdir="ghost")
-  t = study.stats(rows, "variant", "batch_size")
-  norms, batches = list(sweep.grid.variant), sorted({r["batch_size"] for r in rows})
+  _, fixed_rows = study.run_study_sweep("fixed_batch", preset, workdir, log, subdir="fixed")
+  batches = sorted({r["batch_size"] for r in rows})
   ref = max(batches)
-  for r in ghost_rows:
-    r["virtual_batch_size"] = r.get("norm_options.virtual_batch_size")
+  ghost_rows = [r for r in fixed_rows if r["variant"].startswith("ghostBN")]
+  t = study.stats(rows + [r for r in fixed_rows if r not in ghost_rows], "variant", "batch_size")
+  norms = [n for n in ("BN", "GN", "LN", "IN", "none") if any(k[0] == n for k in t)]
   g = {int(k.split("=")[1]): s for k, s in study.stats(ghost_rows, "variant").items()}
   if t.get(("BN", ref)):
     g[ref] = t[("BN", ref)]
   out = claims(t, g, batches)
   fig = _plot(t, g, norms, batches, workdir)
-  all_rows = rows + ghost_rows
+  all_rows = rows + fixed_rows
   study.write_results_csv(all_rows, workdir)
   steps = {r["batch_size"]: r.get("steps") for r in rows}
   model = dict(sweep.overrides.get("model_options", {}) or {})
@@ -185,7 +186,7 @@ paper's definitions: LN = GN with one group (all channels and positions), IN = p
 Error = 1 - test accuracy after the last step (BN: running statistics), on the whole test split.
 {study.convergence_note(all_rows)}.
 
-Eval error (%, mean ± s.e.) per norm and per-device batch b (main sweep: SGD batch 8b):
+Eval error (%, mean ± s.e.) per norm and per-device batch b (SGD batch 8b; LN, IN, none at b=32 only):
 
 {chr(10).join(study.error_lines(t, norms, batches))}
 
@@ -195,7 +196,7 @@ examples; v={ref} is the main sweep's BN cell): {ghost_line}.
 What differs from the paper: a 1-D signal task (mnist1d's generator with more noise and examples) and a small
 ResNet-1D instead of ImageNet and ResNet-50, and far fewer epochs; the protocol (8 devices, local statistics,
 linear lr scaling, equal epochs) is the paper's. Differences under 2 s.e. are not findings.
-Cells: DIR/sweep/cells/<id>/ and DIR/ghost/cells/<id>/ (config.json, metrics.jsonl, summary.json)."""
+Cells: DIR/sweep/cells/<id>/ and DIR/fixed/cells/<id>/ (config.json, metrics.jsonl, summary.json)."""
   data = {"preset": preset, "main": {f"{k[0]}@{k[1]}": vars(v) for k, v in t.items()},
           "controlled": {str(k): vars(v) for k, v in g.items()}, "rows": all_rows,
           "paper": {"BN": PAPER_BN, "GN": PAPER_GN, "batch32": PAPER_B32}}

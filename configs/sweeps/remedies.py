@@ -1,14 +1,11 @@
-"""Small-batch remedies for BN vs Group Norm: batch renormalization (Ioffe 2017) and ghost BN (Hoffer et
-al. 2017) at per-device batch 2 and 4, with BN and GN at the same batches and BN at 32 as references.
+"""Small-batch remedies for BN against Group Norm, on the batch-size study's protocol (configs/sweeps/_common.py:
+8 devices, local BN, lr 0.1 x 8b/256, equal epochs): at per-device batch b in {2, 4}, BN, batch renormalization
+with Ioffe's (2017) ramp (r_max 1 -> 3 and d_max 0 -> 5 over the first RAMP_FRACTION of the steps, momentum
+0.99), SyncBN (statistics over all 8b examples: bn_mode=sync) and GN; BN at b=32 as the reference.
+(Ghost BN against BN at the matched SGD batch is the batch-size study's controlled arm: configs/sweeps/ghost_batch.py.)
 
-Run: python scripts/sweep.py --config=configs/sweeps/remedies.py:smoke --workdir=/tmp/sweep_rem
-(the study: python -m experiments.remedies --preset=smoke --workdir=DIR).
-Each variant sets its norm, options and batch (`<norm>/b=<batch>`): BRN uses normlab's fixed r_max=3,
-d_max=5 (no warm-up schedule) and momentum 0.99; ghost BN at batch 32 with virtual batches of 2 or 4
-separates the two things a small batch changes: BN's statistics (ghost: small) and the SGD batch
-(ghost: large). Same epochs per cell, linear lr scaling, bn_mode local, one device.
-Presets: smoke (BN, BRN, GN at b=4, ghost v=4 at b=32; 1 seed, 1/4 epoch: ~1 min), cpu (all variants x 2
-seeds vmapped, 3 epochs: ~5 min on 2 idle cores), gpu (3 seeds, 30 epochs, wider model).
+Run the study: python -m experiments.remedies --preset=smoke|cpu|gpu --workdir=DIR.
+Presets: smoke (b=2: BN, BRN, SyncBN, GN; 1 seed, 1/4 epoch), cpu (all variants x 3 seeds), gpu (CIFAR-10).
 """
 import os
 import sys
@@ -18,34 +15,27 @@ if _ROOT not in sys.path:
   sys.path.insert(0, _ROOT)
 from configs.sweeps import _common  # noqa: E402
 
-EPOCHS = {"smoke": 0.25, "cpu": 3, "gpu": 30}
+RAMP_FRACTION = 0.25
 
 
-def variants(preset: str) -> dict:
-  gn = {"norm": "group", "norm_options": {"num_groups": _common.GN_GROUPS[preset]}}
+def variants(preset: str, budget: int) -> dict:
   v = {}
   for b in (2, 4):
-    v[f"BN/b={b}"] = {"norm": "batch", "batch_size": b}
-    v[f"BRN/b={b}"] = {"norm": "batch_renorm", "batch_size": b}
-    v[f"GN/b={b}"] = {**gn, "batch_size": b}
-  for vb in (2, 4):
-    v[f"ghostBN/b=32,v={vb}"] = {"norm": "ghost_batch", "norm_options": {"virtual_batch_size": vb}, "batch_size": 32}
-  v["BN/b=32"] = {"norm": "batch", "batch_size": 32}
-  v["GN/b=32"] = {**gn, "batch_size": 32}
+    batch = _common.NUM_DEVICES * b
+    ramp = max(1, int(RAMP_FRACTION * (budget // batch)))
+    v[f"BN/b={b}"] = {"norm": "batch", "batch_size": batch}
+    v[f"BRN/b={b}"] = {"norm": "batch_renorm", "norm_options": {"ramp_steps": ramp}, "batch_size": batch}
+    v[f"SyncBN/b={b}"] = {"norm": "batch", "bn_mode": "sync", "batch_size": batch}
+    v[f"GN/b={b}"] = {**_common.gn(preset), "batch_size": batch}
+  v["BN/b=32"] = {"norm": "batch", "batch_size": _common.NUM_DEVICES * 32}
   return v
 
 
 def get_config(arg: str = "smoke"):
   preset = _common.check_preset(arg, "configs/sweeps/remedies.py")
-  c = _common.base_sweep(preset, title="mnist1d ResNet-1D: small-batch remedies for BN", x_key="batch_size",
+  c = _common.base_sweep(preset, title="small-batch remedies for BN (8 devices)", x_key="batch_size",
                          line_key="norm")
-  c.variants = variants(preset)
-  if preset == "smoke":
-    c.grid.variant = ("BN/b=4", "BRN/b=4", "GN/b=4", "ghostBN/b=32,v=4")
-    c.grid.seed = (0,)
-  else:
-    c.grid.variant = tuple(c.variants)
-    c.grid.seed = (0, 1) if preset == "cpu" else (0, 1, 2)
-  c.extra_columns = ("norm", "batch_size", "norm_options.virtual_batch_size")
-  c.budget_examples = int(_common.MNIST1D_TRAIN * EPOCHS[preset])
+  c.variants = variants(preset, c.budget_examples)
+  c.grid.variant = (("BN/b=2", "BRN/b=2", "SyncBN/b=2", "GN/b=2") if preset == "smoke" else tuple(c.variants))
+  c.extra_columns = ("norm", "bn_mode")
   return c
