@@ -96,17 +96,27 @@ class GhostBatchNorm(_ChannelAffine):
 
 
 class BatchRenorm(_ChannelAffine):
-  """Batch renormalization; r_max/d_max are fixed here (schedules can be set from config)."""
+  """Batch renormalization. With `ramp_steps` > 0, r_max and d_max ramp linearly from 1 and 0 (plain BN) to
+  their values over the first `ramp_steps` training calls, as Ioffe (2017) does; the count of training calls
+  is kept in batch_stats['renorm_steps']. 0 uses r_max/d_max from the first step."""
   r_max: float = 3.0
   d_max: float = 5.0
+  ramp_steps: int = 0
   momentum: float = 0.99
   epsilon: float = 1e-5
   axis_name: AxisName = None
 
   @nn.compact
   def __call__(self, x, train: bool = True, mask=None):
+    r_max, d_max = self.r_max, self.d_max
+    if self.ramp_steps > 0:
+      steps = self.variable("batch_stats", "renorm_steps", lambda: jnp.zeros((), jnp.int32))
+      frac = jnp.minimum(steps.value.astype(jnp.float32) / self.ramp_steps, 1.0)
+      r_max, d_max = 1.0 + (self.r_max - 1.0) * frac, self.d_max * frac
+      if train and not self.is_initializing() and self.is_mutable_collection("batch_stats"):
+        steps.value = steps.value + 1
     return self.batch_statistics_norm(x, train, lambda s, b, running: variants.batch_renorm(
-        x, s, b, running=running, r_max=self.r_max, d_max=self.d_max, eps=self.epsilon,
+        x, s, b, running=running, r_max=r_max, d_max=d_max, eps=self.epsilon,
         axis_name=self.axis_name, mask=mask, return_stats=True))
 
 

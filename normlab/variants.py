@@ -59,11 +59,12 @@ def batch_renorm(x, scale=None, bias=None, *, running: Moments, r_max: float = 3
   """Batch renormalization (Ioffe 2017): y = x_hat_batch * r + d, with r, d stop-gradient'ed.
 
   r = clip(sigma_B / sigma_R, 1/r_max, r_max), d = clip((mu_B - mu_R) / sigma_R, -d_max, d_max), where
-  R are the running statistics (feature-shaped). r_max=1, d_max=0 is plain batch norm.
+  R are the running statistics (feature-shaped). r_max=1, d_max=0 is plain batch norm. r_max and d_max may
+  be traced scalars (a schedule, as layers.BatchRenorm's ramp).
   """
   fn = "batch_renorm"
   eps = checks.check_eps(eps, fn=fn)
-  if r_max < 1 or d_max < 0:
+  if isinstance(r_max, (int, float)) and isinstance(d_max, (int, float)) and (r_max < 1 or d_max < 0):
     raise ValueError(f"{fn}: need r_max >= 1 and d_max >= 0, got r_max={r_max!r}, d_max={d_max!r}")
   axes = batch_reduction_axes(x.ndim, -1, fn=fn)
   check_axis_name(axis_name, fn=fn)

@@ -26,11 +26,17 @@ def _check(workdir, report_path, n_runs):
   with open(os.path.join(workdir, "results.csv")) as f:
     runs = list(csv.DictReader(f))
   assert len(runs) == n_runs and all(r["status"] == "done" and r["eval_accuracy"] for r in runs)
+  assert list(runs[0])[:7] == ["variant", "batch_size", "num_devices", "seed", "eval_error", "final_train_loss",
+                               "converged"]
+  assert {r["num_devices"] for r in runs} == {"8"} and all(r["converged"] in ("True", "False") for r in runs)
+  assert "Provenance: commit " in text
   json.load(open(os.path.join(workdir, "results.json")))
   return text
 
 
 def _run(study, tmp_path, n_runs):
+  import jax
+  assert jax.device_count() >= 8  # the studies' protocol: 8 devices (tests/conftest.py fakes 8 CPU devices)
   module = importlib.import_module(f"experiments.{study}")
   wd = str(tmp_path / study)
   text = _check(wd, module.run("smoke", wd, log=lambda *_: None), n_runs)
@@ -49,20 +55,18 @@ def test_group_count_smoke_and_rerun_skips(tmp_path):
 
 @pytest.mark.slow
 def test_batch_size_smoke(tmp_path):
-  _, _, text = _run("batch_size", tmp_path, 4)
-  assert "(a) BN error rises" in text and "error_vs_batch.png" in text
+  _, _, text = _run("batch_size", tmp_path, 5)
+  assert "(a) BN's error rises" in text and "(f) controlled" in text and "error_vs_batch.png" in text
 
 
 @pytest.mark.slow
 def test_remedies_smoke(tmp_path):
   _, _, text = _run("remedies", tmp_path, 4)
-  assert "batch renorm" in text
+  assert "BRN beats BN" in text and "SyncBN beats BN" in text
 
 
 @pytest.mark.slow
 def test_sync_bn_smoke(tmp_path):
-  import jax
-  assert jax.device_count() >= 8  # tests/conftest.py fakes 8 CPU devices
   _, wd, text = _run("sync_bn", tmp_path, 2)
   assert "SyncBN" in text
   with open(os.path.join(wd, "results.csv")) as f:
