@@ -16,6 +16,9 @@ Override both with NORMLAB_LOCK_STALE_S / NORMLAB_LOCK_HEARTBEAT_S (tests use a 
 over is serialized by a short-lived `<path>.takeover` file (created exclusively), and the stale lock is
 replaced only if it still holds the token that was judged stale, so two processes that find the same
 stale lock never both win. A process that holds a lock may acquire it again (nested, counted).
+
+A holder that finds its lock taken over (it stalled past the timeout, e.g. a suspended job) must not
+write any more: its heartbeat thread prints one line and ends the process with exit status LOST_EXIT.
 """
 from __future__ import annotations
 
@@ -23,6 +26,7 @@ import dataclasses
 import json
 import os
 import socket
+import sys
 import threading
 import time
 import uuid
@@ -32,6 +36,7 @@ from normlab.errors import UserError
 
 STALE_AFTER_S = 120.0
 HEARTBEAT_S = 10.0
+LOST_EXIT = 4
 _TAKEOVER_STALE_S = 30.0  # a takeover file older than this belongs to a process that died mid-takeover
 
 
@@ -109,6 +114,12 @@ class Lock:
   def _beat(self, interval: float) -> None:
     while not self._stop.wait(interval):
       self.refresh()
+      if self.lost:
+        owner = read(self.path)
+        print(f"error: lost the lock {self.path} ({self.record.get('purpose')}) to "
+              f"{describe(owner) if owner else 'nobody (the file is gone)'}; stopping so that only one process "
+              f"writes", file=sys.stderr, flush=True)
+        os._exit(LOST_EXIT)
 
   def refresh(self) -> None:
     """Write a new heartbeat, unless the lock is no longer ours (then mark it lost)."""

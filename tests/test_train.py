@@ -321,6 +321,9 @@ def test_kill_9_and_resume_matches_an_uninterrupted_run(tmp_path):
   assert not (work / "summary.json").exists()
   again = subprocess.run(script(work, *KILL_ARGS), capture_output=True, text=True, cwd=REPO_ROOT, timeout=300)
   assert again.returncode == 0, again.stderr
+  # the killed run's lock (its pid is dead on this host) is taken over with a message
+  assert f"took over the stale lock of workdir {work} from pid {proc.pid}" in again.stderr
+  assert f"pid {proc.pid} is dead" in again.stderr
   a = json.load(open(tmp_path / "ref" / "summary.json"))
   b = json.load(open(work / "summary.json"))
   assert b["resumed_from_step"] > 0
