@@ -167,6 +167,7 @@ def _two_processes(workdir, args, tmp_path, tag):
   return errs
 
 
+@pytest.mark.slow  # several JAX processes: minutes on a loaded 2-core machine
 def test_two_processes_agree_on_the_fallback_step(tmp_path):
   """2 processes (gloo): the newest checkpoint is damaged, both verify and resume from the older one."""
   import normlab.data
