@@ -49,7 +49,7 @@ def test_sweep_real_loop_vmapped_seeds_equal_separate_runs_then_skip_and_resume(
       assert b[key] == pytest.approx(a[key], rel=1e-4), key
     assert abs(a["eval_accuracy"] - b["eval_accuracy"]) <= 0.002  # at most 2 of 1000 test examples flip
     files = lambda wd: sorted(f for f in os.listdir(os.path.join(wd, "cells", c.id)))  # noqa: E731
-    assert files(seq_wd) == files(vm_wd) == ["cell.json", "checkpoints", "config.json", "metrics.jsonl",
+    assert files(seq_wd) == files(vm_wd) == ["cell.json", "checkpoints", "claims.jsonl", "config.json", "metrics.jsonl",
                                              "summary.json", "tb"]
     ma = metrics_io.read_metrics(os.path.join(seq_wd, "cells", c.id, "metrics.jsonl"))
     mb = metrics_io.read_metrics(os.path.join(vm_wd, "cells", c.id, "metrics.jsonl"))

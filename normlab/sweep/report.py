@@ -1,11 +1,21 @@
-"""Sweep results: results.csv (one row per cell), report.md (mean ± std over seeds) and plots."""
+"""Sweep results: results.csv (one row per cell), report.md (mean ± std over seeds) and plots.
+
+Concurrent cells (a Slurm array) all rebuild the report when they finish: each file is written to a
+temporary name and `os.replace`d (readers never see half a file), and collecting the summaries plus
+writing happens under workdir/report.lock, so the last process to finish writes a report that
+includes every cell finished before it.
+"""
 from __future__ import annotations
 
+import contextlib
 import csv
+import io
 import json
 import math
 import os
 from collections import defaultdict
+
+from normlab import lock as lock_lib
 
 import ml_collections as mlc
 
@@ -80,17 +90,44 @@ def _plot(table, x_key: str, line_key: str, path: str, title: str) -> None:
   if ax.get_legend_handles_labels()[0]:
     ax.legend()
   fig.tight_layout()
-  fig.savefig(path, dpi=120)
+  buffer = io.BytesIO()
+  fig.savefig(buffer, format="png", dpi=120)
+  with _atomic(path, "wb") as f:
+    f.write(buffer.getvalue())
   plt.close(fig)
 
 
+@contextlib.contextmanager
+def _atomic(path: str, mode: str = "w"):
+  """Open a temporary file next to `path`; on success it replaces `path` in one step."""
+  tmp = f"{path}.tmp-{os.getpid()}"
+  try:
+    with open(tmp, mode, **({"newline": ""} if "b" not in mode else {})) as f:
+      yield f
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, path)
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+
+
+REPORT_LOCK_WAIT_S = 600.0
+
+
 def write_report(sweep: mlc.ConfigDict, cells, workdir: str) -> dict:
-  """Writes results.csv, report.md and error_vs_<x>.png; returns the paths."""
+  """Writes results.csv, report.md and error_vs_<x>.png (each atomically, under workdir/report.lock)."""
+  with lock_lib.acquire(os.path.join(workdir, "report.lock"), purpose=f"the report of sweep {workdir}",
+                        wait_s=REPORT_LOCK_WAIT_S, log=lambda _: None):
+    return _write_report(sweep, cells, workdir)
+
+
+def _write_report(sweep: mlc.ConfigDict, cells, workdir: str) -> dict:
   extra = [k for k in sweep.get("extra_columns", ()) if not cells or k not in cells[0].params]
   rows = collect_results(cells, workdir, extra)
   grid_keys = (list(cells[0].params) if cells else []) + extra
   csv_path = os.path.join(workdir, "results.csv")
-  with open(csv_path, "w", newline="") as f:
+  with _atomic(csv_path) as f:
     w = csv.DictWriter(f, fieldnames=grid_keys + list(RESULT_KEYS) + ["status"])
     w.writeheader()
     w.writerows(rows)
@@ -113,6 +150,6 @@ def write_report(sweep: mlc.ConfigDict, cells, workdir: str) -> dict:
     _plot(table, x_key, line_key, png, title)
     lines += ["", f"![error vs {x_key}]({os.path.basename(png)})"]
   report = os.path.join(workdir, "report.md")
-  with open(report, "w") as f:
+  with _atomic(report) as f:
     f.write("\n".join(lines) + "\n")
   return {"csv": csv_path, "report": report, "plot": png if table else None}

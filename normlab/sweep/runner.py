@@ -1,15 +1,27 @@
-"""Runs sweep cells with the training loop; finished cells are skipped, interrupted ones resume."""
+"""Runs sweep cells with the training loop; finished cells are skipped, interrupted ones resume.
+
+Cells are claimed before they train: the claim is the cell's workdir lock (cells/<id>/lock.json,
+normlab.lock: owner host, pid, heartbeat; stale after NORMLAB_LOCK_STALE_S, default 120 s), so any
+number of processes (`--cell=K` array tasks, or whole-sweep workers) can run at once: a cell with a
+live claim is skipped, a stale claim is taken over, and no cell trains in two processes at once.
+Every claim that leads to training appends a line to cells/<id>/claims.jsonl (an audit trail).
+In a multi-process (multi-host) cell, process 0 claims and writes cell.json, claims.jsonl and the
+reports; the training loop writes checkpoints together and the summary from process 0.
+"""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shlex
+import socket
 import sys
+import time
 
 import jax
 import ml_collections as mlc
 
-from normlab.sweep.grid import Cell, SweepError, expand
+from normlab.sweep.grid import REPO_ROOT, Cell, SweepError, expand
 from normlab.sweep.report import write_report
 
 
@@ -33,21 +45,57 @@ def _default_train_fn(config, workdir):
   return train_and_evaluate(config, workdir)
 
 
+def _main() -> bool:
+  return jax.process_index() == 0
+
+
 def _write_cell_json(cell: Cell, workdir: str) -> str:
+  from normlab.train.metrics_io import write_json_atomic
   out = cell_dir(workdir, cell)
   os.makedirs(out, exist_ok=True)
-  with open(os.path.join(out, "cell.json"), "w") as f:
-    json.dump({"id": cell.id, "params": cell.params}, f, indent=1, default=str)
+  if _main():
+    write_json_atomic(os.path.join(out, "cell.json"), {"id": cell.id, "params": cell.params})
   return out
 
 
 def _diverged_summary(out: str, error) -> dict:
   """A cell whose loss went non-finite (nan_policy='stop') is finished: recorded, not retried."""
+  from normlab.train.metrics_io import write_json_atomic
   summary = {"status": "diverged", "nonfinite_step": getattr(error, "step", None), "eval_accuracy": None,
              "message": str(error)}
-  with open(os.path.join(out, "summary.json"), "w") as f:
-    json.dump(summary, f, indent=1)
+  if _main():
+    write_json_atomic(os.path.join(out, "summary.json"), summary)
   return summary
+
+
+@contextlib.contextmanager
+def claim(cell: Cell, workdir: str, index: int, log=print):
+  """Yields True while this process (process 0 for all, in a multi-process cell) holds the cell's claim
+  and the cell still needs training; False if it is finished or another live process trains it."""
+  from normlab import lock as lock_lib
+  from normlab.train import distributed, workdir as workdir_lib
+  out = cell_dir(workdir, cell)
+  if distributed.all_processes_agree(is_done(workdir, cell)):
+    yield False
+    return
+  try:
+    held = workdir_lib.locked(out, log=log, purpose=f"cell {index} ({cell.id})")
+    held.__enter__()
+  except lock_lib.LockHeldError as e:
+    log(f"sweep: skipping cell {index}: {e}")
+    yield False
+    return
+  try:
+    if distributed.all_processes_agree(is_done(workdir, cell)):  # finished while we waited for the claim
+      yield False
+      return
+    if _main():
+      with open(os.path.join(out, "claims.jsonl"), "a") as f:
+        f.write(json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "time": time.time(),
+                            "processes": jax.process_count()}) + "\n")
+    yield True
+  finally:
+    held.__exit__(None, None, None)
 
 
 def run_cell(cell: Cell, workdir: str, train_fn=None) -> dict:
@@ -91,28 +139,59 @@ def run_sweep(sweep: mlc.ConfigDict, workdir: str, *, cell_index: int | None = N
     per_device = lambda c: c.config.batch_size // max(1, c.config.get("num_devices", 1) or 1)  # noqa: E731
     groups = [part for g in groups for part in ([g] if per_device(g[0]) <= max_batch else [[c] for c in g])]
   for group in groups:
-    if len(group) > 1 and train_fn is None:
-      from normlab.train import train_and_evaluate_seeds
-      log(f"sweep: cells {', '.join(str(cells.index(c)) for c in group)}/{len(cells)}: {len(group)} seeds "
-          f"vmapped together: {group[0].id} ...")
-      train_and_evaluate_seeds([c.config for c in group], [_write_cell_json(c, workdir) for c in group],
-                               scan_steps=sweep.get("scan_steps", None))
-      continue
-    for c in group:
-      log(f"sweep: cell {cells.index(c)}/{len(cells)}: {c.id}")
-      run_cell(c, workdir, train_fn)
-  write_report(sweep, cells, workdir)
+    with contextlib.ExitStack() as stack:
+      group = [c for c in group if stack.enter_context(claim(c, workdir, cells.index(c), log))]
+      if len(group) > 1 and train_fn is None:
+        from normlab.train import train_and_evaluate_seeds
+        log(f"sweep: cells {', '.join(str(cells.index(c)) for c in group)}/{len(cells)}: {len(group)} seeds "
+            f"vmapped together: {group[0].id} ...")
+        train_and_evaluate_seeds([c.config for c in group], [_write_cell_json(c, workdir) for c in group],
+                                 scan_steps=sweep.get("scan_steps", None))
+        continue
+      for c in group:
+        log(f"sweep: cell {cells.index(c)}/{len(cells)}: {c.id}")
+        run_cell(c, workdir, train_fn)
+  if _main():
+    write_report(sweep, cells, workdir)
   return cells
 
 
-def print_commands(sweep_spec: str, sweep: mlc.ConfigDict, workdir: str, out=None) -> int:
-  """One shell command per unfinished cell, for a cluster scheduler (Slurm array, k8s jobs)."""
+FORMATS = ("shell", "slurm")
+
+
+def cell_command(sweep_spec: str, workdir: str, cell: str, python: str = "python") -> str:
+  return (f"{python} scripts/sweep.py --config={shlex.quote(sweep_spec)} --workdir={shlex.quote(workdir)} "
+          f"--cell={cell}")
+
+
+def slurm_script(sweep_spec: str, workdir: str, indices: list[int], sbatch_options: str = "") -> str:
+  """An sbatch array script: one task per unfinished cell, each running `--cell=$SLURM_ARRAY_TASK_ID`."""
+  lines = ["#!/bin/bash",
+           f"# normlab sweep {sweep_spec} in {workdir}: {len(indices)} unfinished cells, one array task each.",
+           "# Submit from the repository root: sbatch THIS_FILE. Requeued or duplicate tasks are safe: a cell",
+           "# with a live claim is skipped, a stale one is taken over (see README, Sweeps on a cluster).",
+           "#SBATCH --job-name=normlab-sweep",
+           f"#SBATCH --array={','.join(map(str, indices))}",
+           "#SBATCH --output=normlab-sweep-%A_%a.out"]
+  lines += [f"#SBATCH {opt}" for opt in shlex.split(sbatch_options)]
+  lines += ["set -euo pipefail",
+            f"cd {shlex.quote(REPO_ROOT)}",
+            "exec " + cell_command(sweep_spec, workdir, '"${SLURM_ARRAY_TASK_ID}"', '"${PYTHON:-python}"')]
+  return "\n".join(lines) + "\n"
+
+
+def print_commands(sweep_spec: str, sweep: mlc.ConfigDict, workdir: str, out=None, *, fmt: str = "shell",
+                   sbatch_options: str = "") -> int:
+  """The unfinished cells as shell commands (one per line) or as an sbatch array script; returns their count."""
+  if fmt not in FORMATS:
+    raise SweepError(f"--format={fmt!r} is not valid; valid choices: {', '.join(FORMATS)}")
   cells = expand(sweep)
   out = out or sys.stdout
-  n = 0
-  for i, c in enumerate(cells):
-    if not is_done(workdir, c):
-      print(f"python scripts/sweep.py --config={shlex.quote(sweep_spec)} --workdir={shlex.quote(workdir)} "
-            f"--cell={i}", file=out)
-      n += 1
-  return n
+  todo = [i for i, c in enumerate(cells) if not is_done(workdir, c)]
+  if fmt == "slurm":
+    if todo:
+      print(slurm_script(sweep_spec, workdir, todo, sbatch_options), end="", file=out)
+    return len(todo)
+  for i in todo:
+    print(cell_command(sweep_spec, workdir, str(i)), file=out)
+  return len(todo)

@@ -85,5 +85,13 @@ def barrier(name: str) -> None:
     multihost_utils.sync_global_devices(name)
 
 
+def all_processes_agree(flag: bool) -> bool:
+  """True on every process iff `flag` is True on every process (no-op in a single-process run)."""
+  if jax.process_count() == 1:
+    return bool(flag)
+  from jax.experimental import multihost_utils
+  return bool(np.all(multihost_utils.process_allgather(np.int32(bool(flag)))))
+
+
 def is_main_process() -> bool:
   return jax.process_index() == 0

@@ -24,3 +24,17 @@ class TrainingDivergedError(RuntimeError):
   def __init__(self, step: int, message: str):
     super().__init__(message)
     self.step = step
+
+
+RESUME_SUSPECT_STEPS = 10  # a divergence this soon after a resume is blamed on the restored state first
+
+
+def diverged_message(step: int, loss: float, resumed_from: int | None) -> str:
+  """The one-line TrainingDivergedError message for a non-finite loss at `step` (nan_policy='stop')."""
+  if resumed_from and 0 < step - resumed_from <= RESUME_SUSPECT_STEPS:
+    return (f"non-finite loss or gradient at step {step} (train_loss={loss}), {step - resumed_from} step(s) "
+            f"after this run resumed from the checkpoint at step {resumed_from}: the restored state may be bad "
+            f"although it passed its digest check (e.g. saved by a different code version); move "
+            f"checkpoints/{resumed_from} aside to resume from an older one, or rerun with --fresh")
+  return (f"non-finite loss or gradient at step {step} (train_loss={loss}); stopped without checkpointing it "
+          f"(nan_policy='stop'; lower learning_rate, clip gradients or set nan_policy='skip')")

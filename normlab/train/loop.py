@@ -27,8 +27,8 @@ from normlab import data, registry
 from normlab.train import distributed, optim, state as state_lib, step as step_lib
 from normlab.train import workdir as workdir_lib
 from normlab.train.checkpoint import Checkpointer
-from normlab.train.errors import ConfigError, TrainingDivergedError
-from normlab.train.metrics_io import MetricsWriter, read_json, write_json_atomic
+from normlab.train.errors import ConfigError, TrainingDivergedError, diverged_message
+from normlab.train.metrics_io import MetricsWriter, count_events, read_json, write_json_atomic
 from normlab.train.validate import check_batch_fits, validate
 
 log = logging.getLogger("normlab.train")
@@ -101,8 +101,17 @@ def train_and_evaluate(config: mlc.ConfigDict, workdir: str, *, fresh: bool = Fa
   """Train `config` in `workdir` (resuming what is there) and return the summary dict.
 
   Raises ConfigError / WorkdirError / DatasetNotPreparedError for user mistakes (before any
-  compilation) and TrainingDivergedError when the loss goes non-finite under nan_policy='stop'.
+  compilation), LockHeldError when another live process holds the workdir, and TrainingDivergedError
+  when the loss goes non-finite under nan_policy='stop'.
   """
+  validate(config)
+  workdir = os.path.abspath(os.path.expanduser(workdir))
+  with workdir_lib.locked(workdir, log=log.info):  # one writer per workdir, before anything touches it
+    return _train_and_evaluate(config, workdir, fresh=fresh, progress=progress)
+
+
+def _train_and_evaluate(config: mlc.ConfigDict, workdir: str, *, fresh: bool,
+                        progress: bool | None) -> dict[str, Any]:
   t_start = time.perf_counter()
   num_devices = validate(config)
   workdir = os.path.abspath(os.path.expanduser(workdir))
@@ -151,8 +160,11 @@ def train_and_evaluate(config: mlc.ConfigDict, workdir: str, *, fresh: bool = Fa
   if restored is not None:
     log.info("resumed from the checkpoint at step %d of %d", start, config.num_steps)
   elif status == workdir_lib.RESUME:
-    log.info("no readable checkpoint in %s: starting from step 0", workdir)
+    log.info("no intact checkpoint in %s: starting from step 0", workdir)
   writer = MetricsWriter(workdir, resume_step=start) if main else None
+  for bad in ckpt.fallbacks if writer is not None else ():
+    writer.event(start, "checkpoint_fallback", damaged_step=bad.step, file=bad.file, reason=bad.reason,
+                 moved_to=bad.moved_to, resumed_from_step=start)
 
   # Compile (ahead of time, so the time is measured and nothing retraces later).
   train_fn, eval_fn = step_lib.build_steps(config, apply_fn=model.apply, tx=tx, schedule=schedule,
@@ -200,10 +212,7 @@ def train_and_evaluate(config: mlc.ConfigDict, workdir: str, *, fresh: bool = Fa
       if config.nan_policy == "stop":
         if writer is not None:
           writer.write(int(first_bad), {"train_loss": float(loss), "nonfinite": True})
-        raise TrainingDivergedError(
-            int(first_bad), f"non-finite loss or gradient at step {int(first_bad)} (train_loss={float(loss)}); "
-            f"stopped without checkpointing it (nan_policy='stop'; lower learning_rate, clip gradients "
-            f"or set nan_policy='skip')")
+        raise TrainingDivergedError(int(first_bad), diverged_message(int(first_bad), float(loss), restored))
       progress_.message(f"step {s}: non-finite loss or gradient (train_loss={float(loss)}); update skipped "
                         f"({int(skipped)} skipped so far)")
 
@@ -276,6 +285,8 @@ def train_and_evaluate(config: mlc.ConfigDict, workdir: str, *, fresh: bool = Fa
       "steps": int(config.num_steps),
       "num_skipped": int(final["skipped"]),
       "resumed_from_step": start,
+      "checkpoint_fallbacks": count_events(os.path.join(workdir, "metrics.jsonl"), "checkpoint_fallback") if main
+                              else len(ckpt.fallbacks),
       "steps_this_run": ran,
       "wall_time_s": time.perf_counter() - t_start,
       "train_time_s": train_time,

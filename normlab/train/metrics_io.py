@@ -1,8 +1,10 @@
 """Run outputs: metrics.jsonl (one object per logged step), TensorBoard events (workdir/tb), JSON files.
 
-On resume from step k, `MetricsWriter(workdir, resume_step=k)` rewrites metrics.jsonl without the
-lines of steps > k (and any torn last line of a killed run) before appending, and opens TensorBoard
-with `purge_step=k + 1` so the events the killed run wrote past k are hidden.
+metrics.jsonl is only ever appended to, one flushed line per write, so a crash loses at most the last
+line. On resume from step k, `MetricsWriter(workdir, resume_step=k)` truncates the file in place at
+its first line past step k (or its first torn line) and appends from there; it opens TensorBoard with
+`purge_step=k + 1` so the events the killed run wrote past k are hidden. Lines with an "event" key
+(e.g. "checkpoint_fallback") record what happened to the run at that step.
 """
 from __future__ import annotations
 
@@ -70,20 +72,42 @@ def read_metrics(path: str) -> list[dict]:
   return rows
 
 
+def _keep_upto(path: str, start: int) -> int:
+  """Byte offset just past the last line to keep: the lines before the first torn line or step > start."""
+  offset = 0
+  with open(path, "rb") as f:
+    for line in f:
+      try:
+        row = json.loads(line)
+      except ValueError:
+        break
+      if (not line.endswith(b"\n") or not isinstance(row, dict) or not isinstance(row.get("step"), int)
+          or row["step"] > start):
+        break
+      offset += len(line)
+  return offset
+
+
+def count_events(path: str, event: str) -> int:
+  return sum(r.get("event") == event for r in read_metrics(path))
+
+
 class MetricsWriter:
   def __init__(self, workdir: str, *, resume_step: int | None, tensorboard: bool = True):
     self.path = os.path.join(workdir, "metrics.jsonl")
     start = resume_step or 0
-    kept = [r for r in read_metrics(self.path) if isinstance(r.get("step"), int) and r["step"] <= start]
-    tmp = f"{self.path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
-      for row in kept:
-        f.write(json.dumps(row, sort_keys=True) + "\n")
-    os.replace(tmp, self.path)
+    if os.path.exists(self.path):
+      with open(self.path, "r+b") as f:
+        f.truncate(_keep_upto(self.path, start))
     self._file = open(self.path, "a")
     self._tb = None
     if tensorboard:
       self._tb = summary_writer_cls()(os.path.join(workdir, "tb"), purge_step=start + 1 if start else None)
+
+  def event(self, step: int, event: str, **fields) -> None:
+    """A line recording something that happened to the run (not a metric), e.g. a checkpoint fallback."""
+    self._file.write(json.dumps({"step": int(step), "event": event, **fields}, sort_keys=True, default=str) + "\n")
+    self._file.flush()
 
   def write(self, step: int, metrics: dict[str, Any]) -> None:
     row = {"step": int(step), **{k: _clean(v) for k, v in metrics.items()}}

@@ -2,18 +2,23 @@
 
     workdir/config.json       the resolved config of the run it holds (written first)
     workdir/checkpoints/<k>   orbax checkpoints;  workdir/metrics.jsonl, workdir/tb/, workdir/summary.json
+    workdir/lock.json         the live run's owner (normlab.lock): one writer per workdir
 
 A workdir whose config.json differs from this run's (in any key but HARMLESS_KEYS) is refused unless
-`fresh`, which moves the old run aside to `<workdir>.old-<timestamp>` (nothing is deleted).
+`fresh`, which moves the old run aside to `<workdir>.old-<timestamp>` (nothing is deleted; the lock
+stays). `locked(workdir)` takes the lock before anything else touches the workdir; in a
+multi-process run process 0 takes it and every process learns the outcome.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import time
-from typing import Any
+from typing import Any, Iterator
 
+from normlab import lock as lock_lib
 from normlab.train.errors import WorkdirError
 from normlab.train.metrics_io import read_json, write_json_atomic
 from normlab.train.validate import HARMLESS_KEYS
@@ -21,6 +26,7 @@ from normlab.train.validate import HARMLESS_KEYS
 MIN_FREE_BYTES = 64 << 20
 
 NEW, RESUME, DONE = "new", "resume", "done"
+LOCK_NAME = "lock.json"
 
 
 def config_path(workdir: str) -> str:
@@ -63,6 +69,49 @@ def config_differences(old: dict, new: dict) -> list[str]:
   return diffs
 
 
+def lock_path(workdir: str) -> str:
+  return os.path.join(workdir, LOCK_NAME)
+
+
+def _take_lock(workdir: str, purpose: str, log) -> lock_lib.Lock:
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise WorkdirError(f"workdir {workdir} exists and is not a directory")
+  try:
+    os.makedirs(workdir, exist_ok=True)
+  except OSError as e:
+    raise WorkdirError(f"workdir {workdir} is not writable: {e.strerror or e}") from None
+  try:
+    return lock_lib.acquire(lock_path(workdir), purpose=purpose, log=log)
+  except PermissionError as e:
+    raise WorkdirError(f"workdir {workdir} is not writable: {e.strerror or e}") from None
+
+
+@contextlib.contextmanager
+def locked(workdir: str, *, log=print, purpose: str | None = None) -> Iterator[None]:
+  """Hold workdir/lock.json meanwhile (raises LockHeldError, exit 2, naming a live owner).
+
+  Multi-process: process 0 takes the lock and all processes agree on the outcome."""
+  from normlab.train import distributed
+  purpose = purpose or f"workdir {workdir}"
+  held, error = None, None
+  if distributed.is_main_process():
+    try:
+      held = _take_lock(workdir, purpose, log)
+    except (WorkdirError, lock_lib.LockHeldError) as e:
+      error = e
+  if not distributed.all_processes_agree(error is None):
+    if error is not None:
+      raise error
+    owner = lock_lib.read(lock_path(workdir))
+    raise lock_lib.LockHeldError(f"{purpose} is locked{' by ' + lock_lib.describe(owner) if owner else ''} "
+                                 f"(process 0 could not take {lock_path(workdir)})", owner or {})
+  try:
+    yield
+  finally:
+    if held is not None:
+      held.release()
+
+
 def _has_run_files(workdir: str) -> bool:
   ckpt = checkpoint_dir(workdir)
   return (os.path.exists(os.path.join(workdir, "metrics.jsonl")) or os.path.exists(summary_path(workdir))
@@ -70,13 +119,17 @@ def _has_run_files(workdir: str) -> bool:
 
 
 def move_aside(workdir: str) -> str:
+  """Move the workdir's contents (all but its lock) to a new `<workdir>.old-<timestamp>`."""
   stamp = time.strftime("%Y%m%d-%H%M%S")
   dst = f"{workdir}.old-{stamp}"
   i = 1
   while os.path.exists(dst):
     dst = f"{workdir}.old-{stamp}-{i}"
     i += 1
-  os.rename(workdir, dst)
+  os.makedirs(dst)
+  for name in os.listdir(workdir):
+    if name != LOCK_NAME:
+      os.rename(os.path.join(workdir, name), os.path.join(dst, name))
   return dst
 
 
@@ -94,7 +147,7 @@ def prepare(workdir: str, config_dict: dict, *, fresh: bool = False, log=print, 
   """
   if os.path.exists(workdir) and not os.path.isdir(workdir):
     raise WorkdirError(f"workdir {workdir} exists and is not a directory")
-  if fresh and os.path.isdir(workdir) and os.listdir(workdir) and write:
+  if fresh and os.path.isdir(workdir) and set(os.listdir(workdir)) - {LOCK_NAME} and write:
     dst = move_aside(workdir)
     log(f"--fresh: moved the previous run in {workdir} to {dst}")
   try:
