@@ -98,7 +98,7 @@ class GhostBatchNorm(_ChannelAffine):
 class BatchRenorm(_ChannelAffine):
   """Batch renormalization. With `ramp_steps` > 0, r_max and d_max ramp linearly from 1 and 0 (plain BN) to
   their values over the first `ramp_steps` training calls, as Ioffe (2017) does; the count of training calls
-  is kept in batch_stats['renorm_steps']. 0 uses r_max/d_max from the first step."""
+  is kept in batch_stats['renorm_steps'] (float32). 0 uses r_max/d_max from the first step."""
   r_max: float = 3.0
   d_max: float = 5.0
   ramp_steps: int = 0
@@ -110,8 +110,9 @@ class BatchRenorm(_ChannelAffine):
   def __call__(self, x, train: bool = True, mask=None):
     r_max, d_max = self.r_max, self.d_max
     if self.ramp_steps > 0:
-      steps = self.variable("batch_stats", "renorm_steps", lambda: jnp.zeros((), jnp.int32))
-      frac = jnp.minimum(steps.value.astype(jnp.float32) / self.ramp_steps, 1.0)
+      # float32 (exact below 2**24 steps): batch_stats are pmean'd over devices, which makes ints floats.
+      steps = self.variable("batch_stats", "renorm_steps", lambda: jnp.zeros((), jnp.float32))
+      frac = jnp.minimum(steps.value / self.ramp_steps, 1.0)
       r_max, d_max = 1.0 + (self.r_max - 1.0) * frac, self.d_max * frac
       if train and not self.is_initializing() and self.is_mutable_collection("batch_stats"):
         steps.value = steps.value + 1

@@ -14,7 +14,7 @@ def test_ramp_starts_as_batch_norm_and_counts_training_calls():
   y0, upd = layer.apply(v, x, train=True, mutable=["batch_stats"])
   np.testing.assert_allclose(y0, norms.batch_norm(x, jnp.ones(3), jnp.zeros(3), eps=1e-5), atol=1e-5)
   assert int(upd["batch_stats"]["renorm_steps"]) == 1
-  v = {"params": v["params"], "batch_stats": {**upd["batch_stats"], "renorm_steps": jnp.asarray(4, jnp.int32),
+  v = {"params": v["params"], "batch_stats": {**upd["batch_stats"], "renorm_steps": jnp.asarray(4.0),
                                               "mean": jnp.full(3, 5.0), "var": jnp.full(3, 9.0)}}
   y_full, _ = layer.apply(v, x, train=True, mutable=["batch_stats"])
   running = norms.Moments(jnp.full(3, 5.0), jnp.full(3, 9.0))
