@@ -67,10 +67,8 @@ def init_distance(config, log=print) -> list[dict]:
     for norm in ("batch", "none"):
       tc = _copy(config.init.train)
       tc.norm, tc.seed = norm, int(seed)
-      run = training.setup(tc)
-      p0 = jax.device_get(run.state.params)
       hist, run = training.train(tc, log=lambda *_: None)
-      p1 = jax.device_get(run.state.params)
+      p0, p1 = jax.device_get((run.init_state.params, run.state.params))
       res[norm] = (p0, p1, hist["curve"][-1]["train_loss"])
     layers = [k for k in res["batch"][0] if k.startswith("dense")]
     for layer in layers:

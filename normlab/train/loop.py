@@ -6,6 +6,10 @@ checkpoint -> compile (timed) -> train. Step s (0-based) trains on the batch `ba
 and after it `state.step == s + 1`; logs, evals and checkpoints happen at step counts divisible by
 log_every / eval_every / checkpoint_every and at num_steps. Resuming from checkpoint k replays
 steps k.. exactly as an uninterrupted run would (data and noise depend on (seed, step) only).
+
+Studies run on this loop too: `hooks` (normlab.train.hooks, CLU-style periodic actions) see each
+step's state before and after, the batch and the step number; `workdir=None` trains in memory (no
+config.json, metrics, checkpoints or summary file); `batches(step)` replaces the (seed, step) batches.
 """
 from __future__ import annotations
 
@@ -16,7 +20,7 @@ import os
 import shutil
 import sys
 import time
-from typing import Any
+from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -24,7 +28,7 @@ import ml_collections as mlc
 import numpy as np
 
 from normlab import data, registry
-from normlab.train import distributed, optim, state as state_lib, step as step_lib
+from normlab.train import distributed, hooks as hooks_lib, optim, state as state_lib, step as step_lib
 from normlab.train import workdir as workdir_lib
 from normlab.train.checkpoint import Checkpointer
 from normlab.train.errors import ConfigError, TrainingDivergedError
@@ -96,22 +100,28 @@ def _fmt(metrics: dict) -> str:
   return " ".join(parts)
 
 
-def train_and_evaluate(config: mlc.ConfigDict, workdir: str, *, fresh: bool = False,
-                       progress: bool | None = None) -> dict[str, Any]:
-  """Train `config` in `workdir` (resuming what is there) and return the summary dict.
+def train_and_evaluate(config: mlc.ConfigDict, workdir: str | None, *, fresh: bool = False,
+                       progress: bool | None = None, hooks: Sequence[Any] = (),
+                       batches: Callable[[int], dict] | None = None) -> dict[str, Any]:
+  """Train `config` in `workdir` (resuming what is there; None: in memory) and return the summary dict.
 
+  `hooks`: see normlab.train.hooks. `batches(step) -> {'x', 'y'}` (host arrays; 'x' may be
+  {'x', 'mask'}) replaces the config's (seed, step) training batches.
   Raises ConfigError / WorkdirError / DatasetNotPreparedError for user mistakes (before any
   compilation) and TrainingDivergedError when the loss goes non-finite under nan_policy='stop'.
   """
   t_start = time.perf_counter()
   num_devices = validate(config)
-  workdir = os.path.abspath(os.path.expanduser(workdir))
+  persist = workdir is not None
   main = distributed.is_main_process()
-  if main:
-    status = workdir_lib.prepare(workdir, resolved_config(config, num_devices), fresh=fresh, log=log.info)
-  distributed.barrier("workdir prepared")
-  if not main:
-    status = workdir_lib.prepare(workdir, resolved_config(config, num_devices), write=False)
+  status = workdir_lib.NEW
+  if persist:
+    workdir = os.path.abspath(os.path.expanduser(workdir))
+    if main:
+      status = workdir_lib.prepare(workdir, resolved_config(config, num_devices), fresh=fresh, log=log.info)
+    distributed.barrier("workdir prepared")
+    if not main:
+      status = workdir_lib.prepare(workdir, resolved_config(config, num_devices), write=False)
   if status == workdir_lib.DONE:
     summary = read_json(workdir_lib.summary_path(workdir))
     log.info("run in %s is already finished (eval_accuracy=%s after %s steps); nothing to do", workdir,
@@ -126,6 +136,8 @@ def train_and_evaluate(config: mlc.ConfigDict, workdir: str, *, fresh: bool = Fa
   check_batch_fits(config, len(train_ds))
 
   def host_batch(step: int) -> dict[str, np.ndarray]:
+    if batches is not None:
+      return batches(step)
     return data.train_batch(train_ds, config.batch_size, config.seed, step, augment=config.augment,
                             normalize_inputs=config.normalize_inputs)
 
@@ -135,46 +147,58 @@ def train_and_evaluate(config: mlc.ConfigDict, workdir: str, *, fresh: bool = Fa
   tx, schedule = optim.make_optimizer(config), optim.make_schedule(config)
   try:
     model = build_model(config, info.num_classes)
-    variables = state_lib.init_variables(model, host_batch(0)["x"][: config.batch_size // num_devices],
-                                         config.seed)
+    x0 = jax.tree.map(lambda a: a[: config.batch_size // num_devices], host_batch(0)["x"])
+    variables = state_lib.init_variables(model, x0, config.seed)
   except (ValueError, TypeError) as e:
     raise ConfigError(f"config.model: {config.model!r} with {config.model_options.to_dict()} cannot be "
                       f"built for dataset {config.dataset!r}: {str(e).splitlines()[0]}") from e
   state = distributed.replicate(state_lib.create_state(variables, tx), replicated)
   del variables
-  state_bytes = state_lib.tree_bytes(state)
-  workdir_lib.check_disk(workdir, state_bytes * (config.keep_checkpoints + 2) + workdir_lib.MIN_FREE_BYTES)
+  ckpt, writer, start = None, None, 0
+  if persist:
+    state_bytes = state_lib.tree_bytes(state)
+    workdir_lib.check_disk(workdir, state_bytes * (config.keep_checkpoints + 2) + workdir_lib.MIN_FREE_BYTES)
+    ckpt = Checkpointer(workdir_lib.checkpoint_dir(workdir), config.keep_checkpoints, main=main)
+    state, restored = ckpt.restore_latest(state)
+    start = int(restored or 0)
+    if restored is not None:
+      log.info("resumed from the checkpoint at step %d of %d", start, config.num_steps)
+    elif status == workdir_lib.RESUME:
+      log.info("no readable checkpoint in %s: starting from step 0", workdir)
+    writer = MetricsWriter(workdir, resume_step=start) if main else None
+  apply = state_lib.input_apply(model, x0)
+  run = hooks_lib.Run(config, model, apply, tx, schedule, info.num_classes, train_ds, host_batch, state,
+                      init_state=state)
+  for hook in hooks:
+    if hasattr(hook, "start"):
+      hook.start(run)
 
-  ckpt = Checkpointer(workdir_lib.checkpoint_dir(workdir), config.keep_checkpoints, main=main)
-  state, restored = ckpt.restore_latest(state)
-  start = int(restored or 0)
-  if restored is not None:
-    log.info("resumed from the checkpoint at step %d of %d", start, config.num_steps)
-  elif status == workdir_lib.RESUME:
-    log.info("no readable checkpoint in %s: starting from step 0", workdir)
-  writer = MetricsWriter(workdir, resume_step=start) if main else None
-
-  # Compile (ahead of time, so the time is measured and nothing retraces later).
-  train_fn, eval_fn = step_lib.build_steps(config, apply_fn=model.apply, tx=tx, schedule=schedule,
-                                           num_classes=info.num_classes, mesh=mesh)
+  # Compile (ahead of time, so the time is measured and nothing retraces later). With hooks the step
+  # keeps its input state (they see it), otherwise it donates it.
+  train_fn, eval_fn = step_lib.build_steps(config, apply_fn=apply, tx=tx, schedule=schedule,
+                                           num_classes=info.num_classes, mesh=mesh, donate=not hooks)
   eval_iter = lambda: data.eval_batches(test_ds, config.eval_batch_size,  # noqa: E731
                                         normalize_inputs=config.normalize_inputs)
   t0 = time.perf_counter()
   example = distributed.global_batch(host_batch(start), sharded)
   train_c = train_fn.lower(state, example).compile()
-  eval_example = distributed.global_batch(next(eval_iter()), sharded)
-  eval_c = eval_fn.lower(state, eval_example).compile()
+  test_eval = batches is None  # custom batches have no test split of their form: hooks evaluate
+  if test_eval:
+    eval_example = distributed.global_batch(next(eval_iter()), sharded)
+    eval_c = eval_fn.lower(state, eval_example).compile()
   compile_time = time.perf_counter() - t0
 
   eval_cache = None
-  if len(test_ds) * int(np.prod(info.input_shape)) * 4 <= _EVAL_CACHE_BYTES:
+  if test_eval and len(test_ds) * int(np.prod(info.input_shape)) * 4 <= _EVAL_CACHE_BYTES:
     eval_cache = [distributed.global_batch(b, sharded) for b in eval_iter()]
 
   def evaluate(st) -> dict[str, float]:
-    batches = eval_cache if eval_cache is not None else (distributed.global_batch(b, sharded)
-                                                         for b in eval_iter())
+    if not test_eval:
+      return {"eval_loss": None, "eval_accuracy": None}
+    test_batches = eval_cache if eval_cache is not None else (distributed.global_batch(b, sharded)
+                                                              for b in eval_iter())
     total = None
-    for b in batches:
+    for b in test_batches:
       sums = eval_c(st, b)
       total = sums if total is None else jax.tree.map(jnp.add, total, sums)
     total = jax.device_get(total)
@@ -216,12 +240,19 @@ def train_and_evaluate(config: mlc.ConfigDict, workdir: str, *, fresh: bool = Fa
       if step + 1 < config.num_steps:  # the next batch is assembled on the host while this step runs
         upcoming = prefetch.submit(host_batch, step + 1)
       batch = distributed.global_batch(arrays, sharded)
+      before = state
       state, metrics = train_c(state, batch)
       step += 1
       steps_segment += 1
       pending.append((step, metrics))
       unchecked.append((step, metrics))
       check(step - 1)  # the previous step is done (or nearly): keeps one step in flight
+      due = [h for h in hooks if hooks_lib.is_due(h, step - 1, config.num_steps)]
+      if due:
+        check(step)  # blocks: a hook never sees a non-finite step
+        for hook in due:
+          hook(step - 1, before, arrays, state, metrics)
+      del before
       progress_.update()
       is_eval = step % config.eval_every == 0 or step == config.num_steps
       is_log = step % config.log_every == 0 or is_eval
@@ -254,7 +285,7 @@ def train_and_evaluate(config: mlc.ConfigDict, workdir: str, *, fresh: bool = Fa
                           postfix={k: f"{v:.3g}" for k, v in shown.items()} if progress_.bar else None)
         if progress_.bar is not None and is_eval:
           progress_.message(f"step {step}: {_fmt(eval_metrics)}")
-      if is_ckpt:
+      if is_ckpt and ckpt is not None:
         ckpt.save(step, state)
       t_segment = time.perf_counter()
   finally:
@@ -266,8 +297,13 @@ def train_and_evaluate(config: mlc.ConfigDict, workdir: str, *, fresh: bool = Fa
   if not eval_metrics:  # resumed from the final checkpoint of a run killed before its summary
     eval_metrics = evaluate(state)
   final = jax.device_get({"loss": state.last_train_loss, "skipped": state.num_skipped})
-  ckpt.save(config.num_steps, state)
-  ckpt.close()
+  if ckpt is not None:
+    ckpt.save(config.num_steps, state)
+    ckpt.close()
+  run.state = state
+  for hook in hooks:
+    if hasattr(hook, "end"):
+      hook.end(run)
   ran = config.num_steps - start
   summary = {
       "eval_accuracy": eval_metrics["eval_accuracy"],
@@ -286,12 +322,11 @@ def train_and_evaluate(config: mlc.ConfigDict, workdir: str, *, fresh: bool = Fa
       "device": jax.devices()[0].device_kind,
       "jax_version": jax.__version__,
   }
-  if main:
+  if main and persist:
     write_json_atomic(workdir_lib.summary_path(workdir), summary)
-  log.info("done: eval_accuracy=%.4f eval_loss=%.4f final_train_loss=%.4f (%d steps, %.1f steps/s, "
-           "compile %.1f s, wall %.1f s)", summary["eval_accuracy"], summary["eval_loss"],
-           summary["final_train_loss"], summary["steps"], summary["steps_per_s"], compile_time,
-           summary["wall_time_s"])
+  shown = {k: summary[k] for k in ("eval_accuracy", "eval_loss", "final_train_loss", "steps", "steps_per_s",
+                                   "compile_time_s", "wall_time_s")}
+  log.info("done: %s", _fmt(shown))
   if not math.isfinite(summary["final_train_loss"]) and config.nan_policy == "skip":
     log.warning("the final train loss is not finite (%d updates were skipped)", summary["num_skipped"])
   return summary
