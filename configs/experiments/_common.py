@@ -1,4 +1,4 @@
-"""Shared pieces of the claim-study configs: the preset check, training defaults, common settings.
+"""Shared pieces of the claim-study configs: training defaults, common settings.
 
 A study config (`study_config(arg, source)`: the preset in `preset`) holds study keys plus its
 training keys: `train` (one normlab.train config) or `runs` ({run name: config}), trained by
@@ -12,7 +12,7 @@ import ml_collections as mlc
 
 from configs import common
 
-PRESETS = ("smoke", "cpu", "gpu")
+PRESETS = common.PRESET_NAMES
 
 
 # The studies' training settings, over normlab.train's defaults (configs/common.py): small CPU
@@ -29,17 +29,10 @@ def train_defaults(**overrides: Any) -> mlc.ConfigDict:
   return c
 
 
-def check_preset(arg: str | None, source: str) -> str:
-  preset = arg or "cpu"
-  if preset not in PRESETS:
-    raise ValueError(f"unknown preset {preset!r} for {source}; valid presets: {', '.join(PRESETS)}")
-  return preset
-
-
 def study_config(arg: str | None, source: str) -> mlc.ConfigDict:
   """An empty study config for preset `arg` (default 'cpu'; unknown -> ValueError naming `source`)."""
   c = mlc.ConfigDict()
-  c.preset = check_preset(arg, source)
+  c.preset = common.check_preset(arg, PRESETS, source)
   return c
 
 
