@@ -19,6 +19,8 @@ from normlab.analysis import ics as ics_lib
 from normlab.analysis import landscape as ls_lib
 from normlab.analysis import theory as T
 
+pytestmark = pytest.mark.usefixtures("float64")  # float64 references (tests/conftest.py)
+
 
 class TinyNet(nn.Module):
   """Dense -> norm -> relu, twice, then a head; sows like normlab.models do."""

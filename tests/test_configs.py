@@ -118,7 +118,7 @@ BAD = [
 @pytest.mark.parametrize("overrides,key,value,valid", BAD, ids=[next(iter(b[0])) for b in BAD])
 def test_bad_config_is_one_line_config_error(overrides, key, value, valid):
   with pytest.raises(ConfigError) as e:
-    validate(smoke(**overrides))
+    validate(smoke(**overrides), num_available_devices=8)
   message = str(e.value)
   assert "\n" not in message
   assert message.startswith(key + ":"), message

@@ -11,6 +11,8 @@ from normlab import core
 
 import references as R
 
+pytestmark = pytest.mark.usefixtures("float64")  # float64 references (tests/conftest.py)
+
 def _x(shape, scale=1.5, shift=0.3, seed=0):
     return np.random.default_rng(seed).normal(size=shape) * scale + shift
 
@@ -175,9 +177,9 @@ CORE_NORMS = {
     "standardize_center_false_masked": lambda x, s, b: core.standardize(x, (0, 1), eps=1e-3, mask=_MASK6,
                                                                         center=False)[0],
 }
-GX = jnp.asarray(_x((6, 3, 4), seed=31))
-GS = jnp.asarray(_x((4,), seed=32))
-GB = jnp.asarray(_x((4,), seed=33))
+GX = _x((6, 3, 4), seed=31)  # NumPy float64: jax arrays are made inside the tests (float64 fixture)
+GS = _x((4,), seed=32)
+GB = _x((4,), seed=33)
 # float64 central differences with eps=1e-4 have O(eps^2) ~ 1e-8 truncation error: 1e-6 is honest
 
 

@@ -60,9 +60,8 @@ def test_remedies_smoke(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.devices(8)
 def test_sync_bn_smoke(tmp_path):
-  import jax
-  assert jax.device_count() >= 8  # tests/conftest.py fakes 8 CPU devices
   _, wd, text = _run("sync_bn", tmp_path, 2)
   assert "SyncBN" in text
   with open(os.path.join(wd, "results.csv")) as f:

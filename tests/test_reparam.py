@@ -10,6 +10,8 @@ from normlab import layers
 
 import references as R
 
+pytestmark = pytest.mark.usefixtures("float64")  # float64 references (tests/conftest.py)
+
 
 def _x(shape, scale=1.0, shift=0.0, seed=0):
     return np.random.default_rng(seed).normal(size=shape) * scale + shift

@@ -1,4 +1,4 @@
-"""SyncBN: batch_norm(x_shard, axis_name=...) inside jax.shard_map on the 8 fake CPU devices (conftest)
+"""SyncBN: batch_norm(x_shard, axis_name=...) inside jax.shard_map on 8 fake CPU devices (the `devices` marker, tests/conftest.py)
 equals full-batch batch norm -- values and gradients; tuple axis names; grouped SyncBN; masked /
 unequal per-device counts; vmap axis names; unknown axis names."""
 import jax
@@ -11,7 +11,7 @@ import normlab as nl
 
 import references as R
 
-pytestmark = pytest.mark.skipif(jax.device_count() < 8, reason="needs 8 (fake) devices; see tests/conftest.py")
+pytestmark = [pytest.mark.devices(8), pytest.mark.usefixtures("float64")]  # see tests/conftest.py
 
 C = 3
 X = np.random.default_rng(0).normal(size=(32, 2, C)) * 1.7 + 0.4   # 4 examples per device

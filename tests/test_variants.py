@@ -12,6 +12,8 @@ from normlab.core import stats_dtype
 
 import references as R
 
+pytestmark = pytest.mark.usefixtures("float64")  # float64 references (tests/conftest.py)
+
 
 def _x(shape, scale=1.5, shift=0.3, seed=0):
     return np.random.default_rng(seed).normal(size=shape) * scale + shift
