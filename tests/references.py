@@ -33,6 +33,16 @@ def f64(a):
     return np.asarray(a, dtype=np.float64)
 
 
+def sample(shape, scale=1.5, shift=0.3, seed=0):
+    """A reproducible float64 test input: normal with std `scale` and mean `shift`."""
+    return np.random.default_rng(seed).normal(size=shape) * scale + shift
+
+
+def max_abs_diff(a, b):
+    """max |a - b| in float64."""
+    return float(np.max(np.abs(f64(a) - f64(b))))
+
+
 def _affine(y, gamma, beta):
     if gamma is not None:
         y = y * f64(gamma)

@@ -10,11 +10,9 @@ import normlab as nl
 from normlab import core
 
 import references as R
+from references import sample as _x, max_abs_diff as maxerr
 
 pytestmark = pytest.mark.usefixtures("float64")  # float64 references (tests/conftest.py)
-
-def _x(shape, scale=1.5, shift=0.3, seed=0):
-    return np.random.default_rng(seed).normal(size=shape) * scale + shift
 
 
 def _mask(shape, seed):
@@ -26,10 +24,6 @@ def _mask(shape, seed):
     m[:, :, 0] = 1.0
     m[..., 0] = 1.0
     return m
-
-
-def maxerr(a, b):
-    return float(np.max(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64))))
 
 
 # --- standardize: values vs float64 NumPy, custom VJP vs autodiff of a plain two-pass version ------

@@ -67,6 +67,7 @@ from references import fuzz as ref
 
 pytestmark = pytest.mark.usefixtures("float64")  # float64 references (tests/conftest.py)
 
+
 SEED = 20260521
 FUNCS = ("batch_norm", "layer_norm", "rms_norm", "instance_norm", "group_norm", "ghost_batch_norm",
          "lp_batch_norm", "filter_response_norm")

@@ -25,6 +25,7 @@ import normlab as nl
 
 pytestmark = pytest.mark.usefixtures("float64")  # float64 references (tests/conftest.py)
 
+
 EPS = 1e-12
 PHI = 3.0
 UNIT = 2  # the output unit whose weight vector is re-scaled

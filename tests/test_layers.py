@@ -17,6 +17,7 @@ import references as R
 
 pytestmark = pytest.mark.usefixtures("float64")  # float64 references (tests/conftest.py)
 
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 X = np.random.default_rng(0).normal(size=(4, 5, 5, 8)) * 2.0 + 0.5  # NumPy float64 (float64 fixture)
 # options each norm needs for 8 channels and a batch of 4

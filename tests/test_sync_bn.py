@@ -10,6 +10,7 @@ from jax.sharding import Mesh, PartitionSpec as P
 import normlab as nl
 
 import references as R
+from references import max_abs_diff as maxerr
 
 pytestmark = [pytest.mark.devices(8), pytest.mark.usefixtures("float64")]  # see tests/conftest.py
 
@@ -26,10 +27,6 @@ def mesh1d():
 
 def mesh2d(names=("group", "batch")):
     return Mesh(np.array(jax.devices()[:8]).reshape(2, 4), names)
-
-
-def maxerr(a, b):
-    return float(np.max(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64))))
 
 
 def sharded_bn(mesh, spec, axis_name, **kw):
