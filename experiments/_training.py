@@ -39,7 +39,7 @@ class Evaluator:
   max |logits_train - logits_eval|. `inputs` may be an array or a dict of arrays (leading axis N).
   """
 
-  def __init__(self, run: training.Run, split: str = "test", batch_size: int = 512, *, inputs=None,
+  def __init__(self, run, split: str = "test", batch_size: int = 512, *, inputs=None,
                labels=None):
     from normlab.train.step import eval_step
     c = run.config
@@ -107,7 +107,7 @@ class Evaluator:
 
 def train_with_eval(config, *, measure_every: int, extra: Callable | None = None, log: Callable = print,
                     eval_batch_size: int = 512, evaluator: Callable | None = None,
-                    batch_fn: Callable | None = None) -> tuple[dict, training.Run]:
+                    batches: Callable | None = None) -> tuple[dict, Any]:
   """`normlab.analysis.training.train` with, every `measure_every` steps (and at the end), the test metrics of the state
   *after* the step (eval mode) and `extra(run, step, new_state)` merged in. Rows get 'done' = the
   number of completed steps. `evaluator(run) -> Evaluator` overrides the default test-split one."""
@@ -121,7 +121,7 @@ def train_with_eval(config, *, measure_every: int, extra: Callable | None = None
     if extra is not None:
       rec.update(extra(run, step, new_state))
     return rec
-  return training.train(config, measure, measure_every=measure_every, log=log, batch_fn=batch_fn)
+  return training.train(config, measure, measure_every=measure_every, log=log, batches=batches)
 
 
 def train_each_norm(config, *, log: Callable = print, finish: Callable | None = None) -> dict:

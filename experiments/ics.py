@@ -27,7 +27,7 @@ SIMILAR_OR_LARGER = 2.0 / 3.0
 
 def make_measure(run):
   loss = training.batch_loss(run)
-  order = run.order
+  order = training.call_order(run)
 
   @jax.jit
   def ics(params, new_params, batch_stats, x, y):

@@ -41,12 +41,13 @@ def make_inputs(x: np.ndarray, factor: int, rng) -> dict:
   return {"x": (x * mask[..., None]).astype(np.float32), "mask": mask}
 
 
-def batch_fn(factor: int):
-  from normlab.data import train_batch
+def batch_fn(factor: int, c):
+  """step -> the training batch of config `c` at that step, as sequences of 40 x `factor` steps."""
+  from normlab.data import load, train_batch
+  train_ds = load(c.dataset, "train")
 
-  def fn(run, step):
-    c = run.config
-    b = train_batch(run.train_ds, int(c.batch_size), int(c.seed), step, normalize_inputs=bool(c.normalize_inputs))
+  def fn(step):
+    b = train_batch(train_ds, int(c.batch_size), int(c.seed), step, normalize_inputs=bool(c.normalize_inputs))
     rng = np.random.default_rng([int(c.seed), int(step), 7])
     return {"x": make_inputs(b["x"], factor, rng), "y": b["y"]}
   return fn
@@ -73,7 +74,7 @@ def _train_all(config, log) -> dict:
           log(f"T={40 * int(factor)} batch={bs} rnn_norm={rnn_norm} seed={seed}: {c.model} "
               f"{c.model_options.to_dict()}, {c.optimizer} lr={c.learning_rate}, {c.num_steps} steps")
           hist, run = train_with_eval(
-              c, measure_every=int(config.measure_every), log=log, batch_fn=batch_fn(int(factor)),
+              c, measure_every=int(config.measure_every), log=log, batches=batch_fn(int(factor), c),
               evaluator=lambda run: Evaluator(run, inputs=xs, labels=ys, batch_size=500))
           m = hist["measured"]
           rec = {"final_train_acc": tail_mean(hist["curve"], "train_accuracy"),

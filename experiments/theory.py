@@ -10,15 +10,12 @@ from __future__ import annotations
 import os
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 
-jax.config.update("jax_enable_x64", True)  # the theory checks are about exactness: float64
-
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-
-from experiments import _report, main_for  # noqa: E402
-from experiments._report import fmt  # noqa: E402
-from normlab.analysis import theory as T  # noqa: E402
+from experiments import _report, main_for
+from experiments._report import fmt
+from normlab.analysis import theory as T
 
 TITLE = "Santurkar et al. 2018, section 4: theory checked numerically"
 
@@ -67,10 +64,8 @@ def init_distance(config, log=print) -> list[dict]:
     for norm in ("batch", "none"):
       tc = _copy(config.init.train)
       tc.norm, tc.seed = norm, int(seed)
-      run = training.setup(tc)
-      p0 = jax.device_get(run.state.params)
       hist, run = training.train(tc, log=lambda *_: None)
-      p1 = jax.device_get(run.state.params)
+      p0, p1 = jax.device_get((run.init_state.params, run.state.params))
       res[norm] = (p0, p1, hist["curve"][-1]["train_loss"])
     layers = [k for k in res["batch"][0] if k.startswith("dense")]
     for layer in layers:
@@ -132,6 +127,11 @@ def _pct(x: float) -> str:
 
 
 def run(config, workdir: str, log=print) -> str:
+  with jax.enable_x64(True):  # the theory checks are about exactness: float64
+    return _run(config, workdir, log)
+
+
+def _run(config, workdir: str, log=print) -> str:
   os.makedirs(workdir, exist_ok=True)
   log("BN input gradient vs autodiff")
   grad = bn_gradient(config)

@@ -5,9 +5,11 @@ prints `error: <one line>` on stderr and exits with status 2, without a tracebac
 
 * `run(main)` wraps `absl.app.run`, turning the user errors that `main` raises into that line;
 * `parse_or_exit(argv)` parses the flags of a `config_flags` entry point (scripts/train.py).
-  config_flags reports problems in several shapes (a flags.Error whose message embeds a traceback,
-  an AttributeError for an unknown `--config.KEY`, an IOError deferred until the config is first
-  read); each becomes the one line.
+  Problems are told apart by their types, never by their text: absl's UnrecognizedFlagError (a
+  flag that does not exist) and IllegalFlagValueError (a value its parser rejects; a config file's
+  own error is the root of its exception chain), ml_collections' KeyError/AttributeError for an
+  unknown `--config.KEY` (the key is then looked up in the config), and the OSError config_flags
+  defers until the config is first read (the path is then checked).
 
 Imports only absl here (the data and train packages load when an error is checked), so the
 entry points start without jax.
@@ -22,7 +24,6 @@ from typing import Callable, NoReturn, Sequence
 from absl import app, flags
 
 USER_ERROR_EXIT = 2
-_EXC_PREFIXES = ("ValueError: ", "TypeError: ", "KeyError: ", "AttributeError: ", "OSError: ", "IOError: ")
 
 
 def fail(message: str, code: int = USER_ERROR_EXIT) -> NoReturn:
@@ -36,16 +37,24 @@ def first_line(error: BaseException) -> str:
   return text.splitlines()[0] if text else type(error).__name__
 
 
-def last_line(error: BaseException) -> str:
-  """The informative last line of an error message (config_flags embeds whole tracebacks)."""
-  lines = [ln.strip() for ln in str(error).splitlines() if ln.strip()]
-  if not lines:
-    return type(error).__name__
-  last = lines[-1]
-  for prefix in _EXC_PREFIXES:
-    if last.startswith(prefix):
-      last = last[len(prefix):]
-  return last
+def root_cause(error: BaseException) -> BaseException:
+  """The first exception of `error`'s chain (`__cause__`, else `__context__`)."""
+  seen = {id(error)}
+  while True:
+    nxt = error.__cause__ or error.__context__
+    if nxt is None or id(nxt) in seen:
+      return error
+    seen.add(id(nxt))
+    error = nxt
+
+
+def flag_error_line(error: BaseException) -> str:
+  """One line for an error of parsing flags: a config file's own error (config_flags re-raises it,
+  absl wraps that again: a chain of three) by its root's first line, others by their own."""
+  cause = error.__cause__ or error.__context__
+  if cause is not None and (cause.__cause__ or cause.__context__) is not None:
+    return first_line(root_cause(error))
+  return first_line(error)
 
 
 def user_error_types() -> tuple[type[BaseException], ...]:
@@ -127,23 +136,33 @@ def unknown_override(argv: Sequence[str], flag_name: str = "config") -> str | No
   return None
 
 
+def _load_failure(argv: Sequence[str], flag_name: str, error: OSError) -> str:
+  path = (_flag_value(argv, flag_name) or "?").partition(":")[0]
+  if not os.path.isfile(path):
+    return f"cannot load config file {path!r}: no such file"
+  if not os.access(path, os.R_OK):
+    return f"cannot load config file {path!r}: not readable"
+  return f"cannot load config file {path!r}: {first_line(root_cause(error))}"
+
+
 def parse_or_exit(argv: Sequence[str], flag_name: str = "config") -> list[str]:
   """FLAGS(argv) with one-line errors; also forces loading the config so a bad path fails here."""
   FLAGS = flags.FLAGS
   try:
     rest = FLAGS(argv)
-  except (flags.Error, AttributeError, KeyError, TypeError, ValueError, OSError) as e:
-    fail(unknown_override(argv, flag_name) or last_line(e))
+  except (KeyError, AttributeError) as e:  # ml_collections: an override of a key the config lacks
+    fail(unknown_override(argv, flag_name) or f"unknown config key {first_line(root_cause(e))}")
+  except (flags.Error, TypeError, ValueError) as e:
+    fail(flag_error_line(e))
+  except OSError as e:
+    fail(_load_failure(argv, flag_name, e))
   config = getattr(FLAGS, flag_name)
   if config is None:
     fail(f"--{flag_name} is required: --{flag_name}=configs/NAME.py[:PRESET]")
   try:
     config.keys()
   except OSError as e:  # config_flags defers a missing/unreadable file until first use
-    spec = _flag_value(argv, flag_name) or "?"
-    cause = e.__cause__ or e
-    fail(f"cannot load config file {spec.partition(':')[0]!r}: "
-         f"{getattr(cause, 'strerror', None) or last_line(cause)}")
+    fail(_load_failure(argv, flag_name, e))
   if len(rest) > 1:
     fail(f"unexpected arguments: {' '.join(rest[1:])}")
   return rest

@@ -68,15 +68,6 @@ def pmax(x, axis_name: AxisName):
   return lax.pmax(x, names) if names else x
 
 
-def count(x_shape, axes: tuple[int, ...], mask, axis_name: AxisName, dtype) -> jax.Array:
-  """Number of valid elements in S (kept dims), summed over devices."""
-  if mask is None:
-    n = jnp.asarray(math.prod(x_shape[a] for a in axes), dtype)
-    return psum(n, axis_name)
-  m = jnp.broadcast_to(mask, x_shape).astype(dtype)
-  return psum(jnp.sum(m, axes, keepdims=True), axis_name)
-
-
 # --- performance notes --------------------------------------------------------------------------
 # The formulas are fixed (two-pass moments, the closed-form VJP); the code below only shapes the
 # graph so that XLA compiles it into few passes over memory. Measured on XLA:CPU (jax 0.10, which

@@ -19,6 +19,8 @@ from normlab.analysis import ics as ics_lib
 from normlab.analysis import landscape as ls_lib
 from normlab.analysis import theory as T
 
+pytestmark = pytest.mark.usefixtures("float64")  # float64 references (tests/conftest.py)
+
 
 class TinyNet(nn.Module):
   """Dense -> norm -> relu, twice, then a head; sows like normlab.models do."""
@@ -307,7 +309,7 @@ def test_initialization_identity_and_scaled_distance():
 
 def _train_config(**overrides):
   from configs.experiments._common import train_defaults
-  return train_defaults(model_options={"widths": (16,)}, batch_size=16, num_steps=3, **overrides)
+  return train_defaults(**{"model_options": {"widths": (16,)}, "batch_size": 16, "num_steps": 3, **overrides})
 
 
 def test_training_runs_noisy_bn_with_the_train_steps_noise():
@@ -318,7 +320,7 @@ def test_training_runs_noisy_bn_with_the_train_steps_noise():
 
   def measure(run, step, state, batch, new_state):
     x, y = jnp.asarray(batch["x"]), jnp.asarray(batch["y"])
-    return {"order": len(run.order),
+    return {"order": len(training.call_order(run)),
             "same": float(training.batch_loss(run, step)(state.params, state.batch_stats, x, y)),
             "other": float(training.batch_loss(run, step + 1)(state.params, state.batch_stats, x, y))}
   hist, _ = training.train(_train_config(norm="noisy_batch"), measure, measure_every=1, log=lambda *_: None)
@@ -331,6 +333,8 @@ def test_training_runs_noisy_bn_with_the_train_steps_noise():
 
 def test_training_honours_norm_placement():
   from normlab.analysis import training
-  assert training.setup(_train_config(norm="batch")).model.placement == "before_activation"
-  run = training.setup(_train_config(norm="batch", norm_placement="after_activation"))
+  _, run = training.train(_train_config(norm="batch", num_steps=1), log=lambda *_: None)
+  assert run.model.placement == "before_activation"
+  _, run = training.train(_train_config(norm="batch", norm_placement="after_activation", num_steps=1),
+                          log=lambda *_: None)
   assert run.model.placement == "after_activation"

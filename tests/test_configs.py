@@ -118,7 +118,7 @@ BAD = [
 @pytest.mark.parametrize("overrides,key,value,valid", BAD, ids=[next(iter(b[0])) for b in BAD])
 def test_bad_config_is_one_line_config_error(overrides, key, value, valid):
   with pytest.raises(ConfigError) as e:
-    validate(smoke(**overrides))
+    validate(smoke(**overrides), num_available_devices=8)
   message = str(e.value)
   assert "\n" not in message
   assert message.startswith(key + ":"), message
@@ -147,7 +147,9 @@ def run_cli(*args, timeout=120):
     (["--config=configs/mlp.py:smoke", "--config.colour=blue"], "unknown config key 'colour'"),
     (["--config=configs/mlp.py:smoke", "--config.norm=btach"], "config.norm: unknown norm 'btach'"),
     (["--config=configs/mlp.py:huge"], "unknown preset 'huge'"),
-], ids=["unknown-key", "bad-norm", "unknown-preset"])
+    (["--config=configs/nofile.py"], "cannot load config file 'configs/nofile.py': no such file"),
+    (["--config=configs/mlp.py:smoke", "--config.num_steps=abc"], "flag --config.num_steps=abc: invalid literal"),
+], ids=["unknown-key", "bad-norm", "unknown-preset", "missing-file", "bad-value"])
 def test_cli_user_errors_exit_2_with_one_line(tmp_path, args, expected):
   result = run_cli(f"--workdir={tmp_path / 'w'}", *args)
   assert result.returncode == 2, result.stderr
@@ -170,8 +172,23 @@ def test_unknown_override_message_names_key_and_valid_keys():
   assert "'model_options.depth'" in message and "widths" in message and "\n" not in message
 
 
-def test_last_line_strips_embedded_traceback():
+def test_flag_errors_are_told_apart_by_their_chain_not_their_text():
   from normlab import cli
-  error = ValueError("Error whilst parsing config file:\n\nTraceback (most recent call last):\n  File x\n"
-                     "ValueError: unknown preset 'x' for configs/mlp.py; valid presets: smoke, cpu, gpu")
-  assert cli.last_line(error) == "unknown preset 'x' for configs/mlp.py; valid presets: smoke, cpu, gpu"
+  try:  # as a config file's error reaches parse_or_exit: get_config -> config_flags -> absl
+    try:
+      try:
+        raise ValueError("unknown preset 'x' for configs/mlp.py; valid presets: smoke, cpu, gpu")
+      except ValueError:
+        raise ValueError("Error whilst parsing config file:\n\nTraceback ...")
+    except ValueError as e:
+      raise RuntimeError("flag --config=configs/mlp.py:x: Error whilst parsing config file:") from e
+  except RuntimeError as e:
+    chained = e
+  assert cli.flag_error_line(chained) == "unknown preset 'x' for configs/mlp.py; valid presets: smoke, cpu, gpu"
+  try:  # a flag value its parser rejects: absl's own one line, naming the flag
+    try:
+      int("abc")
+    except ValueError as e:
+      raise RuntimeError("flag --config.num_steps=abc: invalid literal") from e
+  except RuntimeError as e:
+    assert cli.flag_error_line(e) == "flag --config.num_steps=abc: invalid literal"

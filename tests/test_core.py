@@ -10,9 +10,9 @@ import normlab as nl
 from normlab import core
 
 import references as R
+from references import sample as _x, max_abs_diff as maxerr
 
-def _x(shape, scale=1.5, shift=0.3, seed=0):
-    return np.random.default_rng(seed).normal(size=shape) * scale + shift
+pytestmark = pytest.mark.usefixtures("float64")  # float64 references (tests/conftest.py)
 
 
 def _mask(shape, seed):
@@ -24,10 +24,6 @@ def _mask(shape, seed):
     m[:, :, 0] = 1.0
     m[..., 0] = 1.0
     return m
-
-
-def maxerr(a, b):
-    return float(np.max(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64))))
 
 
 # --- standardize: values vs float64 NumPy, custom VJP vs autodiff of a plain two-pass version ------
@@ -175,9 +171,9 @@ CORE_NORMS = {
     "standardize_center_false_masked": lambda x, s, b: core.standardize(x, (0, 1), eps=1e-3, mask=_MASK6,
                                                                         center=False)[0],
 }
-GX = jnp.asarray(_x((6, 3, 4), seed=31))
-GS = jnp.asarray(_x((4,), seed=32))
-GB = jnp.asarray(_x((4,), seed=33))
+GX = _x((6, 3, 4), seed=31)  # NumPy float64: jax arrays are made inside the tests (float64 fixture)
+GS = _x((4,), seed=32)
+GB = _x((4,), seed=33)
 # float64 central differences with eps=1e-4 have O(eps^2) ~ 1e-8 truncation error: 1e-6 is honest
 
 

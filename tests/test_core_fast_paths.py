@@ -11,6 +11,8 @@ from jax.test_util import check_grads
 import normlab as nl
 from normlab import core
 
+pytestmark = pytest.mark.usefixtures("float64")  # float64 references (tests/conftest.py)
+
 
 @pytest.mark.parametrize("axes, center, masked", [
     ((-1,), True, False), ((1, -1), True, True), ((0, -2), False, False),
@@ -146,7 +148,7 @@ def test_fast_core_keeps_the_numerics_the_issue_asks_for():
   assert x_hat.dtype == stats.mean.dtype == stats.var.dtype == jnp.float32
 
 
-@pytest.mark.skipif(jax.device_count() < 4, reason="needs 4 (fake) devices; see tests/conftest.py")
+@pytest.mark.devices(4)  # a subprocess with 4 fake devices (tests/conftest.py)
 @pytest.mark.parametrize("check_vma", [True, False])
 @pytest.mark.parametrize("axis_name, axes", [(None, (0, 1)), ("d", (0, 1)), (None, (-1,))])
 def test_standardize_affine_under_shard_map_matches_the_composition(check_vma, axis_name, axes):

@@ -66,6 +66,7 @@ def test_remedies_smoke(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.devices(8)
 def test_sync_bn_smoke(tmp_path):
   _, wd, text = _run("sync_bn", tmp_path, 2)
   assert "SyncBN" in text

@@ -1,4 +1,4 @@
-"""Numerics fuzz test: normlab's norms against an independent float64 reference (tests/fuzz_reference.py).
+"""Numerics fuzz test: normlab's norms against an independent float64 reference (tests/references.py, `fuzz`).
 
 Deterministic: every case is drawn from `np.random.default_rng([SEED, ...])` at collection time, so
 the same cases (and ids) run everywhere. Each *configuration* (function, dtype, shape, axes/groups/p/
@@ -63,7 +63,10 @@ import numpy as np
 import pytest
 
 import normlab
-import fuzz_reference as ref
+from references import fuzz as ref
+
+pytestmark = pytest.mark.usefixtures("float64")  # float64 references (tests/conftest.py)
+
 
 SEED = 20260521
 FUNCS = ("batch_norm", "layer_norm", "rms_norm", "instance_norm", "group_norm", "ghost_batch_norm",

@@ -23,6 +23,9 @@ import pytest
 
 import normlab as nl
 
+pytestmark = pytest.mark.usefixtures("float64")  # float64 references (tests/conftest.py)
+
+
 EPS = 1e-12
 PHI = 3.0
 UNIT = 2  # the output unit whose weight vector is re-scaled
@@ -37,8 +40,9 @@ TABLE = {  # True = invariant
 }
 
 _rng = np.random.default_rng(0)
-DATA = {"dense": jnp.asarray(_rng.normal(size=(16, 5))), "conv": jnp.asarray(_rng.normal(size=(4, 6, 6, 3)))}
-KERNEL = {"dense": jnp.asarray(_rng.normal(size=(5, 8))), "conv": jnp.asarray(_rng.normal(size=(3, 3, 3, 8)))}
+# NumPy float64: jax arrays are made inside the tests (float64 fixture)
+DATA = {"dense": _rng.normal(size=(16, 5)), "conv": _rng.normal(size=(4, 6, 6, 3))}
+KERNEL = {"dense": _rng.normal(size=(5, 8)), "conv": _rng.normal(size=(3, 3, 3, 8))}
 
 
 def _linear(kind, x, w):
@@ -65,7 +69,7 @@ def layer(kind, norm, x, w):
 
 
 def rescaled(kind, how):
-    x, w = DATA[kind], KERNEL[kind]
+    x, w = jnp.asarray(DATA[kind]), jnp.asarray(KERNEL[kind])
     if how == "weight_vector":
         return x, w.at[..., UNIT].multiply(PHI)
     if how == "data":

@@ -15,8 +15,11 @@ from normlab.registry import NORM_NAMES, make_norm
 
 import references as R
 
+pytestmark = pytest.mark.usefixtures("float64")  # float64 references (tests/conftest.py)
+
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-X = jnp.asarray(np.random.default_rng(0).normal(size=(4, 5, 5, 8)) * 2.0 + 0.5)
+X = np.random.default_rng(0).normal(size=(4, 5, 5, 8)) * 2.0 + 0.5  # NumPy float64 (float64 fixture)
 # options each norm needs for 8 channels and a batch of 4
 OPTIONS = {"group": {"num_groups": 4}, "ghost_batch": {"virtual_batch_size": 2}, "evonorm_s0": {"num_groups": 2}}
 # rbg keys: XLA's RngBitGenerator compiles much faster than threefry on CPU (tests only)

@@ -200,6 +200,7 @@ def test_bf16_compute_keeps_f32_params():
   assert y.dtype == F32
 
 
+@pytest.mark.devices(4)
 def test_syncbn_axis_name_matches_full_batch():
   devices = np.array(jax.devices()[:4])
   mesh = Mesh(devices, ("batch",))
@@ -288,6 +289,7 @@ def test_sequence_batch_norm_eval_reuses_last_row_beyond_trained_length():
   np.testing.assert_allclose(y, (x - mean[rows]) / jnp.sqrt(1 + 1e-5), atol=1e-5)
 
 
+@pytest.mark.devices(4)
 def test_rnn_syncbn_with_padding_matches_full_batch():
   mesh = Mesh(np.array(jax.devices()[:4]), ("batch",))
   model = _rnn("lstm", "batch")

@@ -14,6 +14,8 @@ import normlab as nl
 import helpers_multiprocess as H
 import references as R
 
+pytestmark = pytest.mark.usefixtures("float64")  # float64 references (tests/conftest.py)
+
 TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
 REPO_ROOT = os.path.dirname(TESTS_DIR)
 TIMEOUT_S = 120

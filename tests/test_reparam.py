@@ -9,14 +9,13 @@ import normlab as nl
 from normlab import layers
 
 import references as R
+from references import max_abs_diff as maxerr
+
+pytestmark = pytest.mark.usefixtures("float64")  # float64 references (tests/conftest.py)
 
 
 def _x(shape, scale=1.0, shift=0.0, seed=0):
     return np.random.default_rng(seed).normal(size=shape) * scale + shift
-
-
-def maxerr(a, b):
-    return float(np.max(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64))))
 
 
 KERNELS = {"dense": _x((5, 7), seed=1), "conv": _x((3, 3, 4, 6), seed=2)}

@@ -88,6 +88,7 @@ def test_seeds_refuse_duplicate_seeds_and_run_differing_configs_one_by_one(tmp_p
 
 
 @pytest.mark.slow
+@pytest.mark.devices(8)
 @pytest.mark.parametrize("bn_mode", ["sync", "local"])
 def test_vmapped_seeds_on_8_devices_equal_separate_runs(tmp_path, bn_mode):
   """The sync_bn study's path: seeds vmapped inside the 8-device shard_map (gradients pmean'd once)."""

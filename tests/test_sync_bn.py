@@ -1,4 +1,4 @@
-"""SyncBN: batch_norm(x_shard, axis_name=...) inside jax.shard_map on the 8 fake CPU devices (conftest)
+"""SyncBN: batch_norm(x_shard, axis_name=...) inside jax.shard_map on 8 fake CPU devices (the `devices` marker, tests/conftest.py)
 equals full-batch batch norm -- values and gradients; tuple axis names; grouped SyncBN; masked /
 unequal per-device counts; vmap axis names; unknown axis names."""
 import jax
@@ -10,8 +10,9 @@ from jax.sharding import Mesh, PartitionSpec as P
 import normlab as nl
 
 import references as R
+from references import max_abs_diff as maxerr
 
-pytestmark = pytest.mark.skipif(jax.device_count() < 8, reason="needs 8 (fake) devices; see tests/conftest.py")
+pytestmark = [pytest.mark.devices(8), pytest.mark.usefixtures("float64")]  # see tests/conftest.py
 
 C = 3
 X = np.random.default_rng(0).normal(size=(32, 2, C)) * 1.7 + 0.4   # 4 examples per device
@@ -26,10 +27,6 @@ def mesh1d():
 
 def mesh2d(names=("group", "batch")):
     return Mesh(np.array(jax.devices()[:8]).reshape(2, 4), names)
-
-
-def maxerr(a, b):
-    return float(np.max(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64))))
 
 
 def sharded_bn(mesh, spec, axis_name, **kw):

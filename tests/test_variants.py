@@ -11,14 +11,9 @@ import normlab as nl
 from normlab.core import stats_dtype
 
 import references as R
+from references import sample as _x, max_abs_diff as maxerr
 
-
-def _x(shape, scale=1.5, shift=0.3, seed=0):
-    return np.random.default_rng(seed).normal(size=shape) * scale + shift
-
-
-def maxerr(a, b):
-    return float(np.max(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64))))
+pytestmark = pytest.mark.usefixtures("float64")  # float64 references (tests/conftest.py)
 
 
 X = _x((8, 3, 4, 6))               # (N, H, W, C)

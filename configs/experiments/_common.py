@@ -1,8 +1,8 @@
-"""Shared pieces of the claim-study configs: the preset check, training defaults, common settings.
+"""Shared pieces of the claim-study configs: training defaults, common settings.
 
 A study config (`study_config(arg, source)`: the preset in `preset`) holds study keys plus its
-training keys: `train` (one ConfigDict of training keys) or `runs` ({run name: ConfigDict}), trained
-by `normlab.analysis.training` (normlab.train's step) with each norm the study compares.
+training keys: `train` (one normlab.train config) or `runs` ({run name: config}), trained by
+`normlab.analysis.training` (normlab.train's loop, in memory) with each norm the study compares.
 """
 from __future__ import annotations
 
@@ -10,46 +10,29 @@ from typing import Any, Mapping
 
 import ml_collections as mlc
 
-PRESETS = ("smoke", "cpu", "gpu")
+from configs import common
+
+PRESETS = common.PRESET_NAMES
+
+
+# The studies' training settings, over normlab.train's defaults (configs/common.py): small CPU
+# datasets, a constant learning rate, one device, batch statistics per device.
+STUDY_TRAINING = {"dataset": "digits", "normalize_inputs": True, "batch_size": 64, "learning_rate": 0.05,
+                  "schedule": "constant", "num_steps": 200, "bn_mode": "local", "num_devices": 1}
 
 
 def train_defaults(**overrides: Any) -> mlc.ConfigDict:
-  """The training keys `normlab.analysis.training` reads (normlab.train's names and meanings)."""
-  c = mlc.ConfigDict()
-  c.model = "mlp"
-  c.model_options = mlc.ConfigDict()
-  c.norm_options = mlc.ConfigDict()
-  c.dataset = "digits"
-  c.normalize_inputs = True
-  c.batch_size = 64
-  c.optimizer = "momentum"
-  c.learning_rate = 0.05
-  c.momentum = 0.9
-  c.nesterov = False
-  c.adam_b1 = 0.9
-  c.adam_b2 = 0.999
-  c.schedule = "constant"
-  c.warmup_steps = 0
-  c.weight_decay = 0.0
-  c.grad_clip_norm = 0.0
-  c.num_steps = 200
-  c.seed = 0
-  for k, v in overrides.items():
+  """A full normlab.train config: `get_base_config()`, then STUDY_TRAINING, then `overrides`."""
+  c = common.get_base_config()
+  for k, v in {**STUDY_TRAINING, **overrides}.items():
     c[k] = mlc.ConfigDict(v) if isinstance(v, dict) else v
   return c
-
-
-def check_preset(arg: str | None, source: str) -> str:
-  preset = arg or "cpu"
-  if preset not in PRESETS:
-    raise ValueError(f"unknown preset {preset!r} for {source}; valid presets: {', '.join(PRESETS)}")
-  return preset
 
 
 def study_config(arg: str | None, source: str) -> mlc.ConfigDict:
   """An empty study config for preset `arg` (default 'cpu'; unknown -> ValueError naming `source`)."""
   c = mlc.ConfigDict()
-  c.preset = check_preset(arg, source)
+  c.preset = common.check_preset(arg, PRESETS, source)
   return c
 
 

@@ -97,10 +97,6 @@ def bn_input_grad_seed(g, y, gamma=1.0, eps: float = 0.0, axis: int = 0):
   return gamma / (m * sigma) * (m * g - jnp.sum(g, axis, keepdims=True) + yh * jnp.sum(yh * g, axis, keepdims=True))
 
 
-def _maxabs(a, b) -> float:
-  return float(jnp.max(jnp.abs(a - b)))
-
-
 def bn_gradient_check(seed: int = 0, *, shape=(32, 8), eps: float = 1e-5, trials: int = 20) -> dict:
   """Max |difference| to autodiff of the pure-jnp BN, over random instances, for: our closed form,
   normlab's custom VJP (`normlab.norms.batch_norm`), and the seed's formula. Also the max |autodiff|

@@ -1,13 +1,12 @@
 """A full training step of a CIFAR ResNet with normlab's BatchNorm vs the same model with flax's.
 
-Both models come from `normlab.models.get_model` with the norm injected, and both steps are the
-project's own `normlab.train.step.train_step` (loss, gradients, SGD with momentum, running
-statistics, finiteness checks): the only difference is the norm layer.
+Both models come from `normlab.models.get_model` with the norm injected, and both steps are the one
+the training loop compiles (`normlab.train.step.build_steps`: loss, gradients, SGD with momentum,
+running statistics, finiteness checks): the only difference is the norm layer.
 """
 from __future__ import annotations
 
 import dataclasses
-import functools
 import time
 
 import flax.linen as nn
@@ -46,13 +45,19 @@ def flax_batch_norm_factory():
 
 
 def _step_fn(model, x, y, num_classes: int):
+  """The training loop's own compiled step (normlab.train.step.build_steps on a one-device mesh), SGD
+  with momentum 0.1/0.9, seed 0; returns a function running it once on (x, y)."""
+  import ml_collections as mlc
+
+  from normlab.train import distributed, step as step_lib
   from normlab.train.state import create_state, init_variables
-  from normlab.train.step import train_step
   tx = optax.sgd(0.1, momentum=0.9)
-  state = create_state(init_variables(model, x, seed=0), tx)
-  step = jax.jit(functools.partial(train_step, apply_fn=model.apply, tx=tx, schedule=lambda s: 0.1,
-                                   num_classes=num_classes, seed=0, axis_name=None))
-  batch = {"x": jnp.asarray(x), "y": jnp.asarray(y)}
+  mesh = distributed.make_mesh(1)
+  state = jax.device_put(create_state(init_variables(model, x, seed=0), tx), step_lib.state_sharding(mesh))
+  keys = mlc.ConfigDict({"seed": 0, "nan_policy": "stop", "label_smoothing": 0.0, "debug_nan_at_step": 0})
+  step, _ = step_lib.build_steps(keys, apply_fn=model.apply, tx=tx, schedule=lambda s: 0.1,
+                                 num_classes=num_classes, mesh=mesh, donate=False)
+  batch = jax.device_put({"x": jnp.asarray(x), "y": jnp.asarray(y)}, step_lib.batch_sharding(mesh))
   compiled = step.lower(state, batch).compile()
   return lambda: jax.block_until_ready(compiled(state, batch))
 

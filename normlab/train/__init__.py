@@ -5,8 +5,9 @@
 Modules: validate (ConfigError before anything compiles), optim (optax optimizers/schedules),
 state (TrainState), step (pure train/eval steps + shard_map data parallelism), checkpoint (orbax,
 fallback on corrupt), metrics_io (metrics.jsonl, TensorBoard, JSON), workdir (new/resume/done,
-refuse another run), distributed (mesh, multi-process), loop (train_and_evaluate), seeds (S seeds
-vmapped in one program). Attributes load lazily, so the errors import without jax (flag errors and
+refuse another run), distributed (mesh, multi-process), loop (train_and_evaluate: the one training
+loop), hooks (CLU-style periodic hooks of the loop: the studies' measurements), seeds (S seeds
+vmapped in one program: an option of the loop), base_config (the keys, defaults and types). Attributes load lazily, so the errors import without jax (flag errors and
 the one-line exit are `normlab.cli`).
 """
 import importlib

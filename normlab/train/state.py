@@ -38,11 +38,28 @@ def make_key(seed: int) -> jax.Array:
   return jax.random.key(seed, impl=PRNG_IMPL)
 
 
-def init_variables(model: nn.Module, x: np.ndarray, seed: int) -> dict:
-  """Model variables from an example batch (eval mode: no cross-device statistics needed)."""
+def input_apply(model: nn.Module, x) -> Any:
+  """model.apply for inputs `x`: an array, or {'x', 'mask'} (sequences with padding masks), called as
+  model(x['x'], mask=x['mask'])."""
+  if not isinstance(x, dict):
+    return model.apply
+
+  def apply(variables, inp, **kw):
+    return model.apply(variables, inp["x"], mask=inp["mask"], **kw)
+  return apply
+
+
+def init_variables(model: nn.Module, x, seed: int) -> dict:
+  """Model variables from an example batch (eval mode: no cross-device statistics needed); `x` as in
+  `input_apply`."""
   params_key, noise_key, dropout_key = jax.random.split(jax.random.fold_in(make_key(seed), 2**31 - 1), 3)
   rngs = {"params": params_key, "noise": noise_key, "dropout": dropout_key}
-  return jax.jit(lambda r, x: model.init(r, x, train=False))(rngs, jnp.asarray(x))
+
+  def init(r, x):
+    if isinstance(x, dict):
+      return model.init(r, x["x"], mask=x["mask"], train=False)
+    return model.init(r, x, train=False)
+  return jax.jit(init)(rngs, jax.tree.map(jnp.asarray, x))
 
 
 def create_state(variables: dict, tx: optax.GradientTransformation) -> TrainState:

@@ -3,7 +3,8 @@
 Inside `shard_map` every device sees its shard of the batch; gradients, metrics and the running
 statistics are `pmean`'d over 'data', so params/opt state stay replicated. The model was built with
 `axis_name='data'` for bn_mode='sync' (statistics over the global batch) or None for 'local' (over
-each device's shard). Per-step randomness is `fold_in(fold_in(key(seed), step), device index)`.
+each device's shard). Per-step randomness is `fold_in(key(seed), step)`, with the device index folded in
+when there is more than one device.
 
 The step checks that the loss and every gradient are finite. A non-finite step never changes the
 params, statistics or optimizer state (a `where` select inside the step): with nan_policy='skip' it
@@ -46,7 +47,7 @@ def train_step(state: TrainState, batch: dict, *, apply_fn: Callable, tx: optax.
   With `axis_name` (inside shard_map) gradients and metrics are averaged over that axis.
   """
   rng = jax.random.fold_in(make_key(seed), state.step)
-  if axis_name is not None:
+  if axis_name is not None and jax.lax.axis_size(axis_name) > 1:  # one device: the same keys as no axis
     rng = jax.random.fold_in(rng, jax.lax.axis_index(axis_name))
   noise_rng, dropout_rng = jax.random.split(rng)
   pmean = (lambda t: jax.lax.pmean(t, axis_name)) if axis_name is not None else (lambda t: t)
@@ -123,16 +124,17 @@ def make_data_parallel(fn: Callable, mesh: Mesh, *, donate_state: bool) -> Calla
   return jax.jit(sharded, donate_argnums=(0,) if donate_state else ())
 
 
-def build_steps(config, *, apply_fn: Callable, tx, schedule, num_classes: int, mesh: Mesh
-                ) -> tuple[Callable, Callable]:
-  """(train_step, eval_step): jitted, data-parallel over `mesh`, config values baked in."""
+def build_steps(config, *, apply_fn: Callable, tx, schedule, num_classes: int, mesh: Mesh,
+                donate: bool = True) -> tuple[Callable, Callable]:
+  """(train_step, eval_step): jitted, data-parallel over `mesh`, config values baked in; the train
+  step donates its input state when `donate`."""
   train = functools.partial(
       train_step, apply_fn=apply_fn, tx=tx, schedule=schedule, num_classes=num_classes, seed=int(config.seed),
       nan_policy=config.nan_policy, label_smoothing=float(config.label_smoothing),
       debug_nan_at_step=int(config.debug_nan_at_step), axis_name=DATA_AXIS)
   evaluate = functools.partial(eval_step, apply_fn=apply_fn, num_classes=num_classes, axis_name=DATA_AXIS)
-  return make_data_parallel(train, mesh, donate_state=True), make_data_parallel(evaluate, mesh,
-                                                                                  donate_state=False)
+  return (make_data_parallel(train, mesh, donate_state=donate),
+          make_data_parallel(evaluate, mesh, donate_state=False))
 
 
 def state_sharding(mesh: Mesh) -> Any:

@@ -5,8 +5,9 @@
     config.norm: unknown norm 'btach'; valid choices: none, batch, layer, ...
     config.batch_size: 100 is not divisible by the 8 devices; use a multiple of 8 (or set num_devices)
 
-The schema below is the full set of keys (configs/common.py gives their defaults); any other key is
-an error, so a typo never silently falls back to a default.
+The schema is `normlab.train.base_config.get_base_config()`: its keys are the full set (any other
+key is an error, so a typo never silently falls back to a default) and each key's type is its
+default's; models, norms, placements and datasets are named by their registries.
 """
 from __future__ import annotations
 
@@ -15,26 +16,21 @@ from typing import Any, Callable
 
 import ml_collections as mlc
 
+from normlab.train.base_config import get_base_config
 from normlab.train.errors import ConfigError
 
 OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")
 SCHEDULES = ("constant", "cosine", "warmup_cosine")
 BN_MODES = ("sync", "local")
 NAN_POLICIES = ("stop", "skip")
-_FALLBACK_PLACEMENTS = ("before_activation", "after_activation")
+
+
+def _kind(default: Any) -> Any:
+  return "options" if isinstance(default, mlc.ConfigDict) else type(default)
+
 
 # key -> expected type: int, float (ints accepted), str, bool, or "options" (a ConfigDict / dict).
-SCHEMA: dict[str, Any] = {
-    "model": str, "model_options": "options", "norm": str, "norm_options": "options",
-    "norm_placement": str, "bn_mode": str,
-    "dataset": str, "data_dir": str, "augment": bool, "normalize_inputs": bool,
-    "batch_size": int, "eval_batch_size": int,
-    "optimizer": str, "learning_rate": float, "momentum": float, "nesterov": bool,
-    "adam_b1": float, "adam_b2": float, "schedule": str, "warmup_steps": int,
-    "weight_decay": float, "grad_clip_norm": float, "label_smoothing": float, "num_steps": int,
-    "eval_every": int, "log_every": int, "checkpoint_every": int, "keep_checkpoints": int,
-    "seed": int, "nan_policy": str, "num_devices": int, "debug_nan_at_step": int,
-}
+SCHEMA: dict[str, Any] = {k: _kind(v) for k, v in get_base_config().items()}
 # Keys that do not change a run's results: a finished/resumed run may differ in these only.
 HARMLESS_KEYS = ("log_every", "eval_every", "checkpoint_every", "keep_checkpoints", "data_dir")
 
@@ -80,10 +76,7 @@ def _models():
 def model_choices() -> tuple[tuple[str, ...], tuple[str, ...]]:
   """(MODEL_NAMES, PLACEMENTS) from normlab.models."""
   models = _models()
-  placements = getattr(models, "PLACEMENTS", None)
-  if placements is None:
-    placements = getattr(getattr(models, "common", None), "PLACEMENTS", _FALLBACK_PLACEMENTS)
-  return tuple(models.MODEL_NAMES), tuple(placements)
+  return tuple(models.MODEL_NAMES), tuple(models.PLACEMENTS)
 
 
 def device_count() -> int:
@@ -101,8 +94,8 @@ def validate(config: mlc.ConfigDict, *, num_available_devices: int | None = None
     raise ConfigError(f"config.{unknown[0]}: unknown config key; valid keys: {_choices(sorted(SCHEMA))}")
   missing = [k for k in SCHEMA if k not in keys]
   if missing:
-    raise ConfigError(f"config.{missing[0]}: missing (start the config from configs/common.py "
-                      f"get_base_config())")
+    raise ConfigError(f"config.{missing[0]}: missing (start the config from get_base_config(), "
+                      f"normlab.train.base_config or configs/common.py)")
   for key, kind in SCHEMA.items():
     _check_type(key, config[key], kind)
 
