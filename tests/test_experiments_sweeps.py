@@ -35,14 +35,13 @@ def _check(workdir, report_path, n_runs):
 
 
 def _run(study, tmp_path, n_runs):
-  import jax
-  assert jax.device_count() >= 8  # the studies' protocol: 8 devices (tests/conftest.py fakes 8 CPU devices)
   module = importlib.import_module(f"experiments.{study}")
   wd = str(tmp_path / study)
   text = _check(wd, module.run("smoke", wd, log=lambda *_: None), n_runs)
   return module, wd, text
 
 
+@pytest.mark.devices(8)  # the studies' protocol: 8 devices
 def test_group_count_smoke_and_rerun_skips(tmp_path):
   module, wd, text = _run("group_count", tmp_path, 3)
   assert "G=1" in text and "IN" in text
@@ -54,12 +53,14 @@ def test_group_count_smoke_and_rerun_skips(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.devices(8)
 def test_batch_size_smoke(tmp_path):
   _, _, text = _run("batch_size", tmp_path, 5)
   assert "(a) BN's error rises" in text and "(f) controlled" in text and "error_vs_batch.png" in text
 
 
 @pytest.mark.slow
+@pytest.mark.devices(8)
 def test_remedies_smoke(tmp_path):
   _, _, text = _run("remedies", tmp_path, 4)
   assert "BRN beats BN" in text and "SyncBN beats BN" in text
