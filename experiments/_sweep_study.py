@@ -27,6 +27,7 @@ from typing import Callable
 from experiments import REPO_ROOT
 
 PRESETS = ("smoke", "cpu", "gpu")
+REPORT_ONLY = False  # set by the entry point's --report_only: build the report from the cells there are
 CONVERGENCE_TOL = 0.02  # relative change of the train loss between the last two tenths of training
 RESULT_COLUMNS = ("variant", "batch_size", "num_devices", "seed", "eval_error", "final_train_loss",
                   "converged", "train_loss_change", "steps", "learning_rate", "status")
@@ -122,7 +123,9 @@ def load_sweep(name: str, preset: str):
 
 def run_study_sweep(name: str, preset: str, workdir: str, log=print, subdir: str = "sweep"):
   """Runs configs/sweeps/<name>.py:<preset> into workdir/<subdir> (resumable); returns (sweep config, rows):
-  one row per run with RESULT_COLUMNS (batch_size per device) plus the sweep's extra columns."""
+  one row per run with RESULT_COLUMNS (batch_size per device) plus the sweep's extra columns.
+  With REPORT_ONLY set (the entry point's --report_only), trains nothing: unfinished cells are 'pending'.
+  The commit that trains a sweep's cells is recorded in workdir/<subdir>/trained_at.txt."""
   from normlab.sweep import run_sweep
   from normlab.sweep.report import collect_results
   quiet_logs()
@@ -130,7 +133,11 @@ def run_study_sweep(name: str, preset: str, workdir: str, log=print, subdir: str
   sweep = load_sweep(name, preset)
   sweep_dir = os.path.join(workdir, subdir)
   t0 = time.time()
-  cells = run_sweep(sweep, sweep_dir, log=log)
+  if not REPORT_ONLY:
+    os.makedirs(sweep_dir, exist_ok=True)
+    with open(os.path.join(sweep_dir, "trained_at.txt"), "a") as f:
+      f.write(provenance() + "\n")
+  cells = run_sweep(sweep, sweep_dir, log=log, report_only=REPORT_ONLY)
   log(f"{name}: sweep done in {time.time() - t0:.0f} s")
   extra = [k for k in sweep.get("extra_columns", ()) if k not in cells[0].params]
   rows = collect_results(cells, sweep_dir, extra)
@@ -159,6 +166,16 @@ def write_results_csv(rows, workdir: str, name: str = "results.csv") -> str:
   return path
 
 
+def trained_at(workdir: str, *subdirs: str) -> str:
+  """The commits that trained the cells (workdir/<subdir>/trained_at.txt), for the report."""
+  lines = []
+  for sub in subdirs:
+    path = os.path.join(workdir, sub, "trained_at.txt")
+    if os.path.isfile(path):
+      lines += [f"{sub}: {line.strip()}" for line in open(path) if line.strip()]
+  return "; ".join(lines) or "not recorded"
+
+
 def provenance() -> str:
   """'commit abc1234 (clean tree), run finished 2026-12-01 10:00 UTC': the report's provenance line."""
   def git(*args):
@@ -172,7 +189,9 @@ def provenance() -> str:
 def convergence_note(rows) -> str:
   runs = [r for r in rows if r.get("status") in ("done", "diverged")]
   ok = sum(bool(r.get("converged")) for r in runs)
-  return (f"{ok}/{len(runs)} runs converged (train loss over the last tenth of training within "
+  pending = sum(r.get("status") == "pending" for r in rows)
+  return ((f"{pending} of {len(rows)} runs had not finished when this report was written (missing below); " if pending
+           else "") + f"{ok}/{len(runs)} finished runs converged (train loss over the last tenth of training within "
           f"{100 * CONVERGENCE_TOL:.0f}% of the tenth before); cells marked * did not all converge, and a claim "
           f"that uses one is inconclusive")
 
@@ -201,6 +220,8 @@ def study_main(study: str, run: Callable, num_devices: int = 8) -> None:
   from normlab.errors import UserError
   flags.DEFINE_enum("preset", None, PRESETS, "configs/sweeps/<study>.py preset")
   flags.DEFINE_string("workdir", None, "output directory (report.md, plots, results.csv/json; cells in sweep/)")
+  flags.DEFINE_bool("report_only", False, "train nothing: write the report from the cells that finished (the "
+                    "others count as missing, so the claims that need them are inconclusive)")
   FLAGS = flags.FLAGS
 
   def main(argv):
@@ -212,6 +233,8 @@ def study_main(study: str, run: Callable, num_devices: int = 8) -> None:
     if jax.device_count() < num_devices:
       raise UserError(f"{study} needs {num_devices} devices, found {jax.device_count()}: set XLA_FLAGS="
                       f"--xla_force_host_platform_device_count={num_devices} before jax is imported")
+    global REPORT_ONLY
+    REPORT_ONLY = FLAGS.report_only
     t0 = time.time()
     path = run(FLAGS.preset, FLAGS.workdir)
     print(f"{study}: report in {path} ({time.time() - t0:.0f} s)")

@@ -174,7 +174,8 @@ def run(preset: str, workdir: str, log=print) -> str:
   steps = {r["batch_size"]: r.get("steps") for r in rows}
   model = dict(sweep.overrides.get("model_options", {}) or {})
   ghost_line = " | ".join(f"v={v}: {g[v]}" for v in sorted(g))
-  notes = f"""Provenance: {study.provenance()}.
+  notes = f"""Provenance: report written at {study.provenance()}; cells trained at
+{study.trained_at(workdir, "sweep", "fixed")}.
 
 Preset `{preset}`: model `{sweep.overrides.model}` {model} on `{sweep.overrides.dataset}`, {sweep.num_devices}
 devices with bn_mode=local (BN statistics over each device's b examples, gradients over 8b), SGD momentum 0.9,

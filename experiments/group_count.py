@@ -72,7 +72,8 @@ def run(preset: str, workdir: str, log=print) -> str:
   png = _report.save_figure(fig, workdir, "error_vs_groups.png")
   study.write_results_csv(rows, workdir)
   lines = ["| variant | error (%) |", "|---|---|"] + [f"| {n} | {study.show(t.get(n))} |" for n in names]
-  notes = f"""Provenance: {study.provenance()}.
+  notes = f"""Provenance: report written at {study.provenance()}; cells trained at
+{study.trained_at(workdir, "sweep")}.
 
 Preset `{preset}`: model `{sweep.overrides.model}` {dict(sweep.overrides.get('model_options', {}) or {})} on
 `{sweep.overrides.dataset}`, 8 devices x 32 (bn_mode=local), lr 0.1, the batch-size study's protocol

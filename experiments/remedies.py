@@ -69,7 +69,8 @@ def run(preset: str, workdir: str, log=print) -> str:
   png = _report.save_figure(fig, workdir, "remedies.png")
   study.write_results_csv(rows, workdir)
   lines = ["| variant | error (%) |", "|---|---|"] + [f"| {n} | {study.show(t.get(n))} |" for n in names]
-  notes = f"""Provenance: {study.provenance()}.
+  notes = f"""Provenance: report written at {study.provenance()}; cells trained at
+{study.trained_at(workdir, "sweep")}.
 
 Preset `{preset}`: model `{sweep.overrides.model}` on `{sweep.overrides.dataset}`, the batch-size study's protocol
 (configs/sweeps/_common.py: 8 devices, local BN, lr 0.1 x 8b/256, warmup, equal epochs); BRN ramps r_max 1 -> 3 and

@@ -68,7 +68,8 @@ def run(preset: str, workdir: str, log=print) -> str:
   ax.legend(fontsize=8)
   png = _report.save_figure(fig, workdir, "sync_vs_local.png")
   study.write_results_csv(rows, workdir)
-  notes = f"""Provenance: {study.provenance()}.
+  notes = f"""Provenance: report written at {study.provenance()}; cells trained at
+{study.trained_at(workdir, "sweep")}.
 
 Preset `{preset}`: model `{sweep.overrides.model}` on `{sweep.overrides.dataset}`, 8 devices (fake CPU devices:
 same numerics as real ones, not the speed), gradients averaged over all devices in both modes; only BN's batch
