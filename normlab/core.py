@@ -73,7 +73,7 @@ def count(x_shape, axes: tuple[int, ...], mask, axis_name: AxisName, dtype) -> j
   if mask is None:
     n = jnp.asarray(math.prod(x_shape[a] for a in axes), dtype)
     return psum(n, axis_name)
-  m = jnp.broadcast_to(mask, x_shape).astype(dtype)
+  m = (jnp.broadcast_to(mask, x_shape) != 0).astype(dtype)
   return psum(jnp.sum(m, axes, keepdims=True), axis_name)
 
 
@@ -189,17 +189,19 @@ def _view_moments(view: _View, x, mask, axis_name: AxisName, center: bool):
   """Two-pass moments in view layout: (x in the stats dtype, mask or None, mean or None, var, n)."""
   dt = stats_dtype(x.dtype)
   xs = view.to(x).astype(dt)
-  m = None if mask is None else view.to(jnp.broadcast_to(mask, x.shape)).astype(dt)
+  m = None if mask is None else view.to(jnp.broadcast_to(mask, x.shape) != 0).astype(dt)
   if m is None:
     n = psum(jnp.asarray(math.prod(x.shape[a] for a in view.axes), dt), axis_name)
   else:
     n = view.sum(m, axis_name)
   n_safe = jnp.maximum(n, 1)
+  # Masked-out elements enter the statistics as 0 (a select, not a product: NaN/inf there stay out).
+  xv = xs if m is None else jnp.where(m > 0, xs, 0)
   if center:
-    mean = view.sum(xs if m is None else xs * m, axis_name) / n_safe
-    d = xs + (-mean)  # the same numbers as `xs - mean`, a different expression: see the notes
+    mean = view.sum(xv, axis_name) / n_safe
+    d = xv + (-mean)  # the same numbers as `xs - mean`, a different expression: see the notes
   else:
-    mean, d = None, xs
+    mean, d = None, xv
   d2 = d * d if m is None else d * d * m
   var = view.sum(d2, axis_name) / n_safe
   return xs, m, mean, var, n
@@ -230,6 +232,12 @@ def _standardize_fwd(x, mask, axes, eps, axis_name, center, under_vjp=True):
   return (view.back(x_hat), stats), (x, mask, mean, rstd, n)
 
 
+def _masked_product(g, centred, mask):
+  """g * (x - mean), where a zero cotangent gives 0 even if x is NaN/inf (only with a mask: masked-out
+  elements may hold anything, and a loss over the valid outputs puts a zero cotangent on them)."""
+  return g * centred if mask is None else jnp.where(g == 0, 0, g * centred)
+
+
 def _standardize_bwd(axes, eps, axis_name, center, res, cts):
   x, mask, mean, rstd, n = res
   g, _ = cts  # the returned statistics are stop-gradient'ed by `standardize`
@@ -250,12 +258,12 @@ def _standardize_bwd(axes, eps, axis_name, center, res, cts):
   # After a staged (group norm) reduction, keep the per-group factors out of the elementwise pass
   # (after a one-stage reduction the fused form measured faster).
   apart = _copy if view.inner > 1 else (lambda t: t)
-  s_gx = view.sum(g * centred_sum, axis_name)
+  s_gx = view.sum(_masked_product(g, centred_sum, mask), axis_name)
   inner = centred_out * apart(r_sum * (r_sum * (r_sum * s_gx / n_safe)))
   if center:
     inner = inner + apart(r_sum * view.sum(g, axis_name) / n_safe)
   if mask is not None:
-    inner = inner * view.to(jnp.broadcast_to(mask, x.shape)).astype(dt)
+    inner = jnp.where(view.to(jnp.broadcast_to(mask, x.shape) != 0), inner, 0)
   dx = g * r_out - inner
   return view.back(dx).astype(x.dtype), None
 
@@ -309,7 +317,7 @@ def _fused_affine_bwd(axes, eps, axis_name, center, out_dtype, res, cts):
   # s times them up over the group's channels (`stage`) and over devices.
   centred_sum, centred_out = (xs - _copy(mean), xs - _copy(_copy(mean))) if center else (xs, xs)
   p_g = view.partial(gy)
-  p_gx = view.partial(gy * centred_sum)
+  p_gx = view.partial(_masked_product(gy, centred_sum, mask))
   s_gx = psum(view.stage(s * p_gx), axis_name)
   apart = _copy if view.inner > 1 else (lambda t: t)  # as in `_standardize_bwd`
   r = _copy(rstd)
@@ -317,7 +325,7 @@ def _fused_affine_bwd(axes, eps, axis_name, center, out_dtype, res, cts):
   if center:
     inner = inner + apart(r * psum(view.stage(s * p_g), axis_name) / n_safe)
   if mask is not None:
-    inner = inner * view.to(jnp.broadcast_to(mask, x.shape)).astype(dt)
+    inner = jnp.where(view.to(jnp.broadcast_to(mask, x.shape) != 0), inner, 0)
   dx = gy * apart(_copy(s) * r) - inner
 
   def param_grad(param, per_entry):

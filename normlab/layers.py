@@ -13,7 +13,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from normlab import norms, reparam as rp, variants
+from normlab import checks, norms, reparam as rp, variants
 from normlab.core import AxisName, Moments
 
 Initializer = Callable[..., jax.Array]
@@ -44,7 +44,8 @@ class _ChannelAffine(nn.Module):
   def batch_statistics_norm(self, x, train: bool, batch_fn, eval_fn=None, use_scale=True, use_bias=True):
     """The shared shape of the batch-statistics norms: eval mode normalizes with the running moments
     (`eval_fn(scale, bias, running)`, default plain BN); train mode calls
-    `batch_fn(scale, bias, running) -> (y, batch moments)` and updates the running moments."""
+    `batch_fn(scale, bias, running) -> (y, batch moments)` and updates the running moments. The norms'
+    single-value error names the layer and its `allow_single_value` field."""
     scale, bias = self.affine_params(x, use_scale, use_bias)
     mean, var = self.running_stats(x.shape[-1])
     running = Moments(mean.value, var.value)
@@ -52,7 +53,11 @@ class _ChannelAffine(nn.Module):
       if eval_fn is not None:
         return eval_fn(scale, bias, running)
       return norms.batch_norm(x, scale, bias, eps=self.epsilon, running=running)
-    y, batch = batch_fn(scale, bias, running)
+    try:
+      y, batch = batch_fn(scale, bias, running)
+    except checks.SingleValueError as e:
+      layer = type(self).__name__
+      raise e.with_hint(f"set {layer}(allow_single_value=True)", where=f"{layer} ({e.where})") from None
     self.maybe_update(mean, var, batch, self.momentum, train)
     return y
 
@@ -73,12 +78,14 @@ class BatchNorm(_ChannelAffine):
   axis_name: AxisName = None
   use_scale: bool = True
   use_bias: bool = True
+  allow_single_value: bool = False
 
   @nn.compact
   def __call__(self, x, train: bool = True, mask=None):
     return self.batch_statistics_norm(
         x, train, lambda s, b, _: norms.batch_norm(x, s, b, eps=self.epsilon, axis_name=self.axis_name,
-                                                   mask=mask, return_stats=True),
+                                                   mask=mask, return_stats=True,
+                                                   allow_single_value=self.allow_single_value),
         use_scale=self.use_scale, use_bias=self.use_bias)
 
 
@@ -87,12 +94,14 @@ class GhostBatchNorm(_ChannelAffine):
   virtual_batch_size: int = 16
   momentum: float = 0.9
   epsilon: float = 1e-5
+  allow_single_value: bool = False
 
   @nn.compact
   def __call__(self, x, train: bool = True, mask=None):
     v = min(self.virtual_batch_size, x.shape[0])
     return self.batch_statistics_norm(x, train, lambda s, b, _: variants.ghost_batch_norm(
-        x, s, b, virtual_batch_size=v, eps=self.epsilon, mask=mask, return_stats=True))
+        x, s, b, virtual_batch_size=v, eps=self.epsilon, mask=mask, return_stats=True,
+        allow_single_value=self.allow_single_value))
 
 
 class BatchRenorm(_ChannelAffine):
@@ -102,12 +111,13 @@ class BatchRenorm(_ChannelAffine):
   momentum: float = 0.99
   epsilon: float = 1e-5
   axis_name: AxisName = None
+  allow_single_value: bool = False
 
   @nn.compact
   def __call__(self, x, train: bool = True, mask=None):
     return self.batch_statistics_norm(x, train, lambda s, b, running: variants.batch_renorm(
         x, s, b, running=running, r_max=self.r_max, d_max=self.d_max, eps=self.epsilon,
-        axis_name=self.axis_name, mask=mask, return_stats=True))
+        axis_name=self.axis_name, mask=mask, return_stats=True, allow_single_value=self.allow_single_value))
 
 
 class FrozenBatchNorm(_ChannelAffine):
@@ -127,14 +137,16 @@ class LpBatchNorm(_ChannelAffine):
   momentum: float = 0.9
   epsilon: float = 1e-5
   axis_name: AxisName = None
+  allow_single_value: bool = False
 
   @nn.compact
   def __call__(self, x, train: bool = True, mask=None):
     def eval_fn(s, b, running):  # the running `var` holds scale^2 of the l_p scale
-      return ((x - running.mean) / (jnp.sqrt(running.var) + self.epsilon) * s + b).astype(x.dtype)
+      return variants.lp_batch_norm(x, s, b, p=self.p, eps=self.epsilon, mask=mask, running=running)
 
     return self.batch_statistics_norm(x, train, lambda s, b, _: variants.lp_batch_norm(
-        x, s, b, p=self.p, eps=self.epsilon, axis_name=self.axis_name, mask=mask, return_stats=True), eval_fn)
+        x, s, b, p=self.p, eps=self.epsilon, axis_name=self.axis_name, mask=mask, return_stats=True,
+        allow_single_value=self.allow_single_value), eval_fn)
 
 
 class NoisyBatchNorm(_ChannelAffine):
@@ -144,12 +156,14 @@ class NoisyBatchNorm(_ChannelAffine):
   momentum: float = 0.9
   epsilon: float = 1e-5
   axis_name: AxisName = None
+  allow_single_value: bool = False
 
   @nn.compact
   def __call__(self, x, train: bool = True, mask=None):
     return self.batch_statistics_norm(x, train, lambda s, b, _: variants.noisy_batch_norm(
         x, self.make_rng("noise"), s, b, mean_range=self.mean_range, std_range=self.std_range,
-        eps=self.epsilon, axis_name=self.axis_name, mask=mask, return_stats=True))
+        eps=self.epsilon, axis_name=self.axis_name, mask=mask, return_stats=True,
+        allow_single_value=self.allow_single_value))
 
 
 class LayerNorm(_ChannelAffine):
@@ -218,6 +232,7 @@ class EvoNormB0(_ChannelAffine):
   epsilon: float = 1e-5
   axis_name: AxisName = None
   replaces_activation: bool = True
+  allow_single_value: bool = False
 
   @nn.compact
   def __call__(self, x, train: bool = True, mask=None):
@@ -225,7 +240,7 @@ class EvoNormB0(_ChannelAffine):
     return self.batch_statistics_norm(
         x, train,
         lambda s, b, _: variants.evonorm_b0(x, s, b, v, eps=self.epsilon, axis_name=self.axis_name, mask=mask,
-                                            return_stats=True),
+                                            return_stats=True, allow_single_value=self.allow_single_value),
         lambda s, b, running: variants.evonorm_b0(x, s, b, v, eps=self.epsilon, mask=mask, running=running))
 
 
@@ -248,6 +263,7 @@ class SwitchableNorm(_ChannelAffine):
   momentum: float = 0.9
   epsilon: float = 1e-5
   axis_name: AxisName = None
+  allow_single_value: bool = False
 
   @nn.compact
   def __call__(self, x, train: bool = True, mask=None):
@@ -256,7 +272,8 @@ class SwitchableNorm(_ChannelAffine):
     return self.batch_statistics_norm(
         x, train,
         lambda s, b, _: variants.switchable_norm(x, s, b, wm, wv, eps=self.epsilon, axis_name=self.axis_name,
-                                                 mask=mask, return_stats=True),
+                                                 mask=mask, return_stats=True,
+                                                 allow_single_value=self.allow_single_value),
         lambda s, b, running: variants.switchable_norm(x, s, b, wm, wv, eps=self.epsilon, running=running))
 
 

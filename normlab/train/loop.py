@@ -24,6 +24,7 @@ import ml_collections as mlc
 import numpy as np
 
 from normlab import data, registry
+from normlab.checks import SingleValueError
 from normlab.train import distributed, optim, state as state_lib, step as step_lib
 from normlab.train import workdir as workdir_lib
 from normlab.train.checkpoint import Checkpointer
@@ -161,7 +162,12 @@ def train_and_evaluate(config: mlc.ConfigDict, workdir: str, *, fresh: bool = Fa
                                         normalize_inputs=config.normalize_inputs)
   t0 = time.perf_counter()
   example = distributed.global_batch(host_batch(start), sharded)
-  train_c = train_fn.lower(state, example).compile()
+  try:
+    train_c = train_fn.lower(state, example).compile()
+  except SingleValueError as e:
+    raise ConfigError(str(e.with_hint(
+        f"set --config.norm_options.allow_single_value=True (norm {config.norm!r}, batch_size "
+        f"{config.batch_size} over {num_devices} devices)"))) from None
   eval_example = distributed.global_batch(next(eval_iter()), sharded)
   eval_c = eval_fn.lower(state, eval_example).compile()
   compile_time = time.perf_counter() - t0
