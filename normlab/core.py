@@ -26,6 +26,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from normlab import checks
+
 AxisName = str | Sequence[str] | None
 
 
@@ -214,6 +216,8 @@ def moments(x, axes: tuple[int, ...], *, axis_name: AxisName = None, mask=None,
   Returns (Moments with kept dims, valid count n). With `center=False` the mean is 0 and `var` is the
   mean square (RMS-type norms). Empty masks give mean 0, var 0 instead of NaN.
   """
+  checks.check_x(x, fn="moments")
+  checks.check_mask_array(mask, x.shape, fn="moments")
   view = _View(x.shape, tuple(axes))
   _, _, mean, var, n = _view_moments(view, x, mask, axis_name, center)
   dt = var.dtype
@@ -283,6 +287,8 @@ def standardize(x, axes: tuple[int, ...], *, eps: float, axis_name: AxisName = N
   The statistics are returned without gradient (they feed running averages); the gradient of the
   output is the closed form in the module docstring.
   """
+  checks.check_x(x, fn="standardize")
+  checks.check_mask_array(mask, x.shape, fn="standardize")
   axis_name = tuple(_names(axis_name)) or None
   axes = tuple(sorted(a % x.ndim for a in axes))
   x_hat, stats = _standardize(x, mask, axes, float(eps), axis_name, bool(center))

@@ -41,7 +41,8 @@ class _ChannelAffine(nn.Module):
       new = norms.update_running_stats(Moments(mean.value, var.value), batch, momentum)
       mean.value, var.value = new.mean, new.var
 
-  def batch_statistics_norm(self, x, train: bool, batch_fn, eval_fn=None, use_scale=True, use_bias=True):
+  def batch_statistics_norm(self, x, train: bool, batch_fn, eval_fn=None, use_scale=True, use_bias=True,
+                            mask=None):
     """The shared shape of the batch-statistics norms: eval mode normalizes with the running moments
     (`eval_fn(scale, bias, running)`, default plain BN); train mode calls
     `batch_fn(scale, bias, running) -> (y, batch moments)` and updates the running moments. The norms'
@@ -52,7 +53,7 @@ class _ChannelAffine(nn.Module):
     if not train:
       if eval_fn is not None:
         return eval_fn(scale, bias, running)
-      return norms.batch_norm(x, scale, bias, eps=self.epsilon, running=running)
+      return norms.batch_norm(x, scale, bias, eps=self.epsilon, running=running, mask=mask)
     try:
       y, batch = batch_fn(scale, bias, running)
     except checks.SingleValueError as e:
@@ -86,7 +87,7 @@ class BatchNorm(_ChannelAffine):
         x, train, lambda s, b, _: norms.batch_norm(x, s, b, eps=self.epsilon, axis_name=self.axis_name,
                                                    mask=mask, return_stats=True,
                                                    allow_single_value=self.allow_single_value),
-        use_scale=self.use_scale, use_bias=self.use_bias)
+        use_scale=self.use_scale, use_bias=self.use_bias, mask=mask)
 
 
 class GhostBatchNorm(_ChannelAffine):
@@ -101,7 +102,7 @@ class GhostBatchNorm(_ChannelAffine):
     v = min(self.virtual_batch_size, x.shape[0])
     return self.batch_statistics_norm(x, train, lambda s, b, _: variants.ghost_batch_norm(
         x, s, b, virtual_batch_size=v, eps=self.epsilon, mask=mask, return_stats=True,
-        allow_single_value=self.allow_single_value))
+        allow_single_value=self.allow_single_value), mask=mask)
 
 
 class BatchRenorm(_ChannelAffine):
@@ -117,7 +118,8 @@ class BatchRenorm(_ChannelAffine):
   def __call__(self, x, train: bool = True, mask=None):
     return self.batch_statistics_norm(x, train, lambda s, b, running: variants.batch_renorm(
         x, s, b, running=running, r_max=self.r_max, d_max=self.d_max, eps=self.epsilon,
-        axis_name=self.axis_name, mask=mask, return_stats=True, allow_single_value=self.allow_single_value))
+        axis_name=self.axis_name, mask=mask, return_stats=True, allow_single_value=self.allow_single_value),
+        mask=mask)
 
 
 class FrozenBatchNorm(_ChannelAffine):
@@ -126,6 +128,7 @@ class FrozenBatchNorm(_ChannelAffine):
 
   @nn.compact
   def __call__(self, x, train: bool = True, mask=None):
+    checks.check_mask_array(mask, x.shape, fn="frozen_batch_norm")  # unused, checked like the others
     scale, bias = self.affine_params(x)
     mean, var = self.running_stats(x.shape[-1])
     return variants.frozen_batch_norm(x, mean.value, var.value, scale, bias, eps=self.epsilon)
@@ -163,7 +166,7 @@ class NoisyBatchNorm(_ChannelAffine):
     return self.batch_statistics_norm(x, train, lambda s, b, _: variants.noisy_batch_norm(
         x, self.make_rng("noise"), s, b, mean_range=self.mean_range, std_range=self.std_range,
         eps=self.epsilon, axis_name=self.axis_name, mask=mask, return_stats=True,
-        allow_single_value=self.allow_single_value))
+        allow_single_value=self.allow_single_value), mask=mask)
 
 
 class LayerNorm(_ChannelAffine):
@@ -177,6 +180,7 @@ class LayerNorm(_ChannelAffine):
     scale, bias = self.affine_params(x, self.use_scale, self.use_bias)
     # `mask` (padding of examples/time steps) is accepted for a uniform interface and unused: the
     # statistics are per position, so padded positions never enter a valid position's statistics.
+    checks.check_mask_array(mask, x.shape, fn="layer_norm")
     return norms.layer_norm(x, scale, bias, eps=self.epsilon)
 
 
@@ -186,6 +190,7 @@ class RMSNorm(_ChannelAffine):
 
   @nn.compact
   def __call__(self, x, train: bool = True, mask=None):
+    checks.check_mask_array(mask, x.shape, fn="rms_norm")  # unused: per-position statistics
     scale, _ = self.affine_params(x, use_bias=False)
     return norms.rms_norm(x, scale, eps=self.epsilon)
 
@@ -223,6 +228,7 @@ class FilterResponseNorm(_ChannelAffine):
   def __call__(self, x, train: bool = True, mask=None):
     scale, bias = self.affine_params(x)
     tau = self.channel_param("tau", nn.initializers.zeros, x)
+    checks.check_mask_array(mask, x.shape, fn="filter_response_norm")  # unused
     return variants.filter_response_norm(x, scale, bias, tau, eps=self.epsilon)
 
 
@@ -256,6 +262,7 @@ class EvoNormS0(_ChannelAffine):
     v = self.channel_param("v", nn.initializers.ones, x)
     c = x.shape[-1]  # the largest group count <= num_groups that divides the channels
     groups = max(g for g in range(1, min(self.num_groups, c) + 1) if c % g == 0)
+    checks.check_mask_array(mask, x.shape, fn="evonorm_s0")  # unused
     return variants.evonorm_s0(x, scale, bias, v, num_groups=groups, eps=self.epsilon)
 
 
@@ -285,6 +292,7 @@ class LocalResponseNorm(nn.Module):
 
   @nn.compact
   def __call__(self, x, train: bool = True, mask=None):
+    checks.check_mask_array(mask, x.shape, fn="local_response_norm")  # unused: per-position statistics
     return variants.local_response_norm(x, size=self.size, alpha=self.alpha, beta=self.beta, k=self.k)
 
 

@@ -259,6 +259,9 @@ def switchable_norm(x, scale=None, bias=None, mean_logits=None, var_logits=None,
                        f"of (instance, layer, batch) statistics")
   checks.check_mask_array(mask, x.shape, fn=fn)
   checks.check_running(running, x.shape, (x.ndim - 1,), fn=fn)
+  if running is None:
+    checks.check_batch_values(x.shape, (0,) + axes_i, num_devices(axis_name, fn=fn), fn=fn,
+                              allow=allow_single_value)
   dt = stats_dtype(x.dtype)
   xs = x.astype(dt)
   (mu_i, var_i), n_i = moments(x, axes_i, mask=mask)
@@ -266,8 +269,6 @@ def switchable_norm(x, scale=None, bias=None, mean_logits=None, var_logits=None,
   mu_l = jnp.mean(mu_i, -1, keepdims=True)
   var_l = jnp.mean(sq_i, -1, keepdims=True) - mu_l * mu_l
   if running is None:
-    checks.check_batch_values(x.shape, (0,) + axes_i, num_devices(axis_name, fn=fn), fn=fn,
-                              allow=allow_single_value)
     w = jnp.broadcast_to(n_i, mu_i.shape).astype(dt)  # each example's valid count per channel
     count = jnp.maximum(psum(jnp.sum(w, 0, keepdims=True), axis_name), 1)
     mu_b = psum(jnp.sum(w * mu_i, 0, keepdims=True), axis_name) / count
