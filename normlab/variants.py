@@ -140,10 +140,34 @@ def lp_batch_norm(x, scale=None, bias=None, *, p=1, eps: float = 1e-5, axis_name
     if p == 2:  # safe sqrt: d sqrt/ds is infinite at 0 (a dead channel), the output's gradient is not
       pos = s > 0
       s = jnp.where(pos, jnp.sqrt(jnp.where(pos, s, 1.0)), 0.0)
-  y = affine((xs - mu) / (s + eps), scale, bias, x.dtype)
+  inv = 1.0 / (s + eps)
+  y = affine((xs - mu) * inv if valid is None else _times_strong_zero(xs - mu, inv), scale, bias, x.dtype)
   if not return_stats:
     return y
   return y, Moments(*(lax.stop_gradient(jnp.squeeze(t, axes)) for t in (mu, s * s)))
+
+
+@jax.custom_vjp
+def _times_strong_zero(a, b):
+  """a * b (b broadcast over a), whose gradient takes a zero cotangent as an exact zero even where the
+  other factor is NaN/inf: a masked-out input may hold anything, and a loss over the valid outputs
+  puts a zero cotangent on it, which must not turn the statistics' gradient into NaN."""
+  return a * b
+
+
+def _times_strong_zero_fwd(a, b):
+  return a * b, (a, b)
+
+
+def _times_strong_zero_bwd(res, g):
+  a, b = res
+  zero = g == 0
+  ga = jnp.where(zero, 0, g * b)
+  gb = jnp.where(zero, 0, g * a)
+  return ga, jnp.sum(gb, tuple(i for i, d in enumerate(b.shape) if d == 1 and gb.shape[i] != 1), keepdims=True)
+
+
+_times_strong_zero.defvjp(_times_strong_zero_fwd, _times_strong_zero_bwd)
 
 
 def noisy_batch_norm(x, key, scale=None, bias=None, *, mean_range: float = 1.0, std_range: float = 2.0,
