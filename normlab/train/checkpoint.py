@@ -17,6 +17,8 @@ from typing import Any, Callable
 
 import orbax.checkpoint as ocp
 
+from normlab.train.errors import WorkdirError
+
 log = logging.getLogger("normlab.train")
 
 
@@ -30,6 +32,18 @@ def _quiet():
     yield
   finally:
     absl_logger.setLevel(old)
+
+
+@contextlib.contextmanager
+def _silenced(name: str):
+  """No records at all from logger `name` meanwhile (the caller reports the failure itself)."""
+  logger = logging.getLogger(name)
+  old = logger.level
+  logger.setLevel(logging.CRITICAL + 1)
+  try:
+    yield
+  finally:
+    logger.setLevel(old)
 
 
 def _quietly(fn):
@@ -58,10 +72,19 @@ class Checkpointer:
 
   @_quietly
   def save(self, step: int, state: Any) -> None:
+    """Writes step `step`; a failed write (read-only or full directory) raises a one-line WorkdirError
+    and leaves the previous checkpoints as they were (orbax only renames a complete temporary dir)."""
     if step in self._manager.all_steps():
       return
-    self._manager.save(step, args=ocp.args.StandardSave(state), force=True)
-    self._manager.wait_until_finished()
+    try:
+      with _silenced("absl"):  # orbax logs the failed write's traceback before raising it
+        self._manager.save(step, args=ocp.args.StandardSave(state), force=True)
+        self._manager.wait_until_finished()
+    except (OSError, ValueError) as e:  # tensorstore reports a failed file write as a ValueError
+      reason = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300]
+      raise WorkdirError(f"cannot write the checkpoint of step {step} to {self.directory} ({reason}); "
+                         f"stopped with the previous checkpoints {self.all_steps()} intact: free disk space "
+                         f"or make the directory writable, then rerun to resume") from None
 
   @_quietly
   def restore_latest(self, target: Any, on_fallback: Callable[[str], None] | None = None
