@@ -73,39 +73,33 @@ def full_disk(max_file_bytes: int = 64):
     signal.signal(signal.SIGXFSZ, old_handler)
 
 
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory):
-  """The summary of one uninterrupted tiny run (24 steps, checkpoints at 8, 16, 24)."""
-  return train_and_evaluate(tiny(), str(tmp_path_factory.mktemp("ref") / "w"))
-
-
-@pytest.mark.parametrize("fault", ["read_only", "full_disk"])
-def test_failed_checkpoint_write_stops_with_one_line_and_keeps_the_previous(fault, reference, tmp_path,
-                                                                            monkeypatch):
+def test_failed_checkpoint_writes_stop_with_one_line_and_keep_the_previous(tmp_path, monkeypatch):
+  """The step-16 write fails twice (read-only, then full); each run stops with one line and checkpoint 8
+  stays the newest readable one; the third run resumes from it and finishes. (That a resumed run ends
+  with the uninterrupted run's figures is tests/test_train.py's and the kill tests' business.)"""
   work = str(tmp_path / "w")
   ckpt_dir = os.path.join(work, "checkpoints")
   save = checkpoint_lib.Checkpointer.save
+  for fault in ("read_only", "full_disk"):
+    def failing_save(self, step, state, fault=fault):
+      if step != 16:
+        return save(self, step, state)
+      with read_only(ckpt_dir) if fault == "read_only" else full_disk():
+        return save(self, step, state)
 
-  def failing_save(self, step, state):
-    if step != 16:
-      return save(self, step, state)
-    with read_only(ckpt_dir) if fault == "read_only" else full_disk():
-      return save(self, step, state)
+    monkeypatch.setattr(checkpoint_lib.Checkpointer, "save", failing_save)
+    with pytest.raises(WorkdirError) as info:
+      train_and_evaluate(tiny(), work)
+    msg = str(info.value)
+    assert "\n" not in msg and msg.startswith("cannot write the checkpoint of step 16"), (fault, msg)
+    assert "previous checkpoints [8] intact" in msg, (fault, msg)
+    assert not os.path.exists(os.path.join(work, "summary.json"))
+    assert [s for s in os.listdir(ckpt_dir) if s.isdigit()] == ["8"], (fault, os.listdir(ckpt_dir))
 
-  monkeypatch.setattr(checkpoint_lib.Checkpointer, "save", failing_save)
-  with pytest.raises(WorkdirError) as info:
-    train_and_evaluate(tiny(), work)
-  msg = str(info.value)
-  assert "\n" not in msg and msg.startswith("cannot write the checkpoint of step 16"), msg
-  assert "previous checkpoints [8] intact" in msg, msg
-  assert not os.path.exists(os.path.join(work, "summary.json"))
-
-  # The previous checkpoint is intact: listed, readable, and the rerun resumes from it to the same end.
   monkeypatch.setattr(checkpoint_lib.Checkpointer, "save", save)
-  assert checkpoint_lib.Checkpointer(ckpt_dir, 2).all_steps() == [8]
   summary = train_and_evaluate(tiny(), work)
-  assert summary["resumed_from_step"] == 8
-  assert {k: summary[k] for k in EXACT_KEYS} == {k: reference[k] for k in EXACT_KEYS}
+  assert summary["resumed_from_step"] == 8 and summary["steps"] == 24
+  assert checkpoint_lib.Checkpointer(ckpt_dir, 2).all_steps() == [16, 24]
   assert [r["step"] for r in read_metrics(os.path.join(work, "metrics.jsonl"))] == [4, 8, 12, 16, 20, 24]
 
 

@@ -199,3 +199,39 @@ def test_moments_and_standardize_refuse_integer_input():
   for f in (lambda x: nl.moments(x, (0,)), lambda x: nl.standardize(x, (0,), eps=1e-5)):
     with pytest.raises(TypeError, match="int32"):
       f(jnp.ones((4, 3), jnp.int32))
+
+
+ARRAY_CHECKS = ("check_x", "check_param", "check_running", "check_mask_array", "check_mask", "check_batch_values")
+
+
+@pytest.mark.parametrize("norm", ["batch", "lp_batch"])
+def test_checks_add_nothing_to_the_compiled_train_step(norm, monkeypatch):
+  """The checks read shapes and dtypes while tracing: a jitted train step lowers to the same program
+  with them as with every array check replaced by a no-op."""
+  import functools
+
+  import optax
+
+  from normlab import checks
+  from normlab.models import get_model
+  from normlab.registry import make_norm
+  from normlab.train.state import create_state, init_variables
+  from normlab.train.step import train_step
+
+  name = "l1_batch" if norm == "lp_batch" else norm
+  model = get_model("resnet", num_classes=10, norm=make_norm(name), stage_sizes=(1,),
+                    block="basic", stem="cifar", widths=(4,))
+  x = np.random.default_rng(0).standard_normal((8, 8, 8, 3)).astype(np.float32)
+  batch = {"x": jnp.asarray(x), "y": jnp.zeros(8, jnp.int32)}
+  tx = optax.sgd(0.1, momentum=0.9)
+  state = create_state(init_variables(model, x, seed=0), tx)
+
+  def lowered_text():
+    step = jax.jit(functools.partial(train_step, apply_fn=model.apply, tx=tx, schedule=lambda s: 0.1,
+                                     num_classes=10, seed=0, axis_name=None))
+    return step.lower(state, batch).as_text()
+
+  with_checks = lowered_text()
+  for fn in ARRAY_CHECKS:
+    monkeypatch.setattr(checks, fn, lambda *a, **k: None)
+  assert lowered_text() == with_checks
