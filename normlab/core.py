@@ -211,7 +211,8 @@ def _view_moments(view: _View, x, mask, axis_name: AxisName, center: bool):
 
 def moments(x, axes: tuple[int, ...], *, axis_name: AxisName = None, mask=None,
             center: bool = True) -> tuple[Moments, jax.Array]:
-  """Two-pass mean/variance of `x` over `axes` (+ devices on `axis_name`), weighted by `mask`.
+  """Two-pass mean/variance of `x` over `axes` (+ devices on `axis_name`), over the valid (nonzero)
+  elements of `mask` only.
 
   Returns (Moments with kept dims, valid count n). With `center=False` the mean is 0 and `var` is the
   mean square (RMS-type norms). Empty masks give mean 0, var 0 instead of NaN.

@@ -201,7 +201,8 @@ def test_training_survives_sigkill_at_random_moments(tmp_path):
   assert final.returncode == 0, f"NORMLAB_FAULT_SEED={FAULT_SEED}\n{log}\n{final.stderr[-2000:]}"
   a = json.load(open(tmp_path / "ref" / "summary.json"))
   b = json.load(open(work / "summary.json"))
-  assert {k: a[k] for k in EXACT_KEYS} == {k: b[k] for k in EXACT_KEYS}, f"NORMLAB_FAULT_SEED={FAULT_SEED}\n{log}"
+  same = {k: a[k] for k in EXACT_KEYS} == {k: b[k] for k in EXACT_KEYS}
+  assert same, f"NORMLAB_FAULT_SEED={FAULT_SEED}\n{log}"
   steps = [r["step"] for r in read_metrics(str(work / "metrics.jsonl"))]
   assert steps == sorted(set(steps)) and steps[-1] == 800
   assert len(survived) >= 10

@@ -50,7 +50,8 @@ X_NAME = {"weight_norm": "v", "weight_standardize": "w", "spectral_normalize": "
 PARAMS = {  # per-channel parameters each function takes
     "batch_norm": ("scale", "bias"), "layer_norm": ("scale", "bias"), "rms_norm": ("scale",),
     "instance_norm": ("scale", "bias"), "group_norm": ("scale", "bias"), "ghost_batch_norm": ("scale", "bias"),
-    "batch_renorm": ("scale", "bias"), "frozen_batch_norm": ("scale", "bias"), "lp_batch_norm": ("scale", "bias"),
+    "batch_renorm": ("scale", "bias"), "frozen_batch_norm": ("scale", "bias"),
+    "lp_batch_norm": ("scale", "bias"),
     "noisy_batch_norm": ("scale", "bias"), "filter_response_norm": ("scale", "bias", "tau"),
     "evonorm_b0": ("scale", "bias", "v"), "evonorm_s0": ("scale", "bias", "v"),
     "switchable_norm": ("scale", "bias"), "weight_norm": ("g",), "spectral_normalize": ("u",),
@@ -158,7 +159,8 @@ def test_single_value_counts_devices():
   """Under shard_map over 2 devices a (1, C) shard has 2 values per channel: allowed; one device is not."""
   mesh = jax.sharding.Mesh(np.array(jax.devices()[:2]), ("d",))
   spec = jax.sharding.PartitionSpec("d")
-  f = jax.jit(jax.shard_map(lambda x: nl.batch_norm(x, axis_name="d"), mesh=mesh, in_specs=spec, out_specs=spec))
+  f = jax.jit(jax.shard_map(lambda x: nl.batch_norm(x, axis_name="d"), mesh=mesh, in_specs=spec,
+                            out_specs=spec))
   y = f(jnp.asarray([[1.0, 2.0], [3.0, 5.0]]))
   np.testing.assert_allclose(np.asarray(y), [[-1.0, -1.0], [1.0, 1.0]], atol=1e-4)
   mesh1 = jax.sharding.Mesh(np.array(jax.devices()[:1]), ("d",))
@@ -201,7 +203,8 @@ def test_moments_and_standardize_refuse_integer_input():
       f(jnp.ones((4, 3), jnp.int32))
 
 
-ARRAY_CHECKS = ("check_x", "check_param", "check_running", "check_mask_array", "check_mask", "check_batch_values")
+ARRAY_CHECKS = ("check_x", "check_param", "check_running", "check_mask_array", "check_mask",
+                "check_batch_values")
 
 
 @pytest.mark.parametrize("norm", ["batch", "lp_batch"])

@@ -114,7 +114,8 @@ def test_layer_single_value_error_names_the_layer_option(name):
   assert msg.endswith(f"set {layer}(allow_single_value=True)")
   allowed = make_norm(name, allow_single_value=True)()
   variables = jax.eval_shape(lambda: allowed.init(RNGS, x, train=False))
-  y, _ = jax.eval_shape(lambda v: allowed.apply(v, x, train=True, rngs=RNGS, mutable=["batch_stats"]), variables)
+  y, _ = jax.eval_shape(lambda v: allowed.apply(v, x, train=True, rngs=RNGS, mutable=["batch_stats"]),
+                        variables)
   assert y.shape == x.shape
   assert jax.eval_shape(lambda v: mod.apply(v, x, train=False, rngs=RNGS), variables).shape == x.shape  # eval
 
