@@ -182,11 +182,11 @@ def test_training_survives_sigkill_at_random_moments(tmp_path):
         detail += f" (writing {tmp[0]})"
     elif kind == "train":
       reached = p.wait_for(lambda: _training_started(p))
-      delay = rng.uniform(0.0, 0.3)
+      delay = rng.uniform(0.0, 0.15)  # <= ~75 steps at 500 steps/s: the 12 kills cannot reach step 800
       time.sleep(delay)
       detail = f"{delay:.2f} s into training"
     else:
-      delay = rng.uniform(0.5, 6.0)
+      delay = rng.uniform(0.3, 3.0)  # imports, data, restore, compile
       time.sleep(delay)
       reached = True
       detail = f"{delay:.2f} s after start"
