@@ -110,13 +110,14 @@ TRAIN_ARGS = ["--config=configs/mlp.py:smoke", "--config.num_steps=800", "--conf
 
 
 class _Proc:
-  """A subprocess whose stderr lines are collected by a thread (so that waiting on them never blocks)."""
+  """A subprocess whose output lines (stdout and stderr) are collected by a thread, so that waiting on
+  them never blocks."""
 
   def __init__(self, cmd, env=None):
-    self.proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, text=True, stdout=subprocess.DEVNULL,
-                                 stderr=subprocess.PIPE)
+    self.proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, text=True, stdout=subprocess.PIPE,
+                                 stderr=subprocess.STDOUT)
     self.lines: list[str] = []
-    self.reader = threading.Thread(target=lambda: self.lines.extend(iter(self.proc.stderr.readline, "")),
+    self.reader = threading.Thread(target=lambda: self.lines.extend(iter(self.proc.stdout.readline, "")),
                                    daemon=True)
     self.reader.start()
 
@@ -249,7 +250,8 @@ def test_sweep_survives_sigkill_at_random_moments(tmp_path):
   for i in range(5):
     p = _Proc(_script("scripts/sweep.py", work, *args))
     # a random moment after the sweep has started a cell, within a quarter of the uninterrupted time
-    p.wait_for(lambda: any("sweep: cell" in line for line in p.lines))
+    started = p.wait_for(lambda: any("sweep: cell" in line for line in p.lines))
+    assert started, f"kill {i}: the sweep ended before starting a cell: {p.lines[-5:]}"
     delay = rng.uniform(0.0, t_ref / 4)
     time.sleep(delay)
     cells = sorted(os.listdir(work / "cells")) if (work / "cells").is_dir() else []
