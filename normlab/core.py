@@ -26,6 +26,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from normlab import checks
+
 AxisName = str | Sequence[str] | None
 
 
@@ -180,17 +182,19 @@ def _view_moments(view: _View, x, mask, axis_name: AxisName, center: bool):
   """Two-pass moments in view layout: (x in the stats dtype, mask or None, mean or None, var, n)."""
   dt = stats_dtype(x.dtype)
   xs = view.to(x).astype(dt)
-  m = None if mask is None else view.to(jnp.broadcast_to(mask, x.shape)).astype(dt)
+  m = None if mask is None else view.to(jnp.broadcast_to(mask, x.shape) != 0).astype(dt)
   if m is None:
     n = psum(jnp.asarray(math.prod(x.shape[a] for a in view.axes), dt), axis_name)
   else:
     n = view.sum(m, axis_name)
   n_safe = jnp.maximum(n, 1)
+  # Masked-out elements enter the statistics as 0 (a select, not a product: NaN/inf there stay out).
+  xv = xs if m is None else jnp.where(m > 0, xs, 0)
   if center:
-    mean = view.sum(xs if m is None else xs * m, axis_name) / n_safe
-    d = xs + (-mean)  # the same numbers as `xs - mean`, a different expression: see the notes
+    mean = view.sum(xv, axis_name) / n_safe
+    d = xv + (-mean)  # the same numbers as `xs - mean`, a different expression: see the notes
   else:
-    mean, d = None, xs
+    mean, d = None, xv
   d2 = d * d if m is None else d * d * m
   var = view.sum(d2, axis_name) / n_safe
   return xs, m, mean, var, n
@@ -198,11 +202,14 @@ def _view_moments(view: _View, x, mask, axis_name: AxisName, center: bool):
 
 def moments(x, axes: tuple[int, ...], *, axis_name: AxisName = None, mask=None,
             center: bool = True) -> tuple[Moments, jax.Array]:
-  """Two-pass mean/variance of `x` over `axes` (+ devices on `axis_name`), weighted by `mask`.
+  """Two-pass mean/variance of `x` over `axes` (+ devices on `axis_name`), over the valid (nonzero)
+  elements of `mask` only.
 
   Returns (Moments with kept dims, valid count n). With `center=False` the mean is 0 and `var` is the
   mean square (RMS-type norms). Empty masks give mean 0, var 0 instead of NaN.
   """
+  checks.check_x(x, fn="moments")
+  checks.check_mask_array(mask, x.shape, fn="moments")
   view = _View(x.shape, tuple(axes))
   _, _, mean, var, n = _view_moments(view, x, mask, axis_name, center)
   dt = var.dtype
@@ -219,6 +226,12 @@ def _standardize_fwd(x, mask, axes, eps, axis_name, center, under_vjp=True):
   x_hat = (xs - mean) * rstd if center else xs * rstd
   stats = Moments(jnp.zeros(view.kshape, var.dtype) if mean is None else view.kept(mean), view.kept(var))
   return (view.back(x_hat), stats), (x, mask, mean, rstd, n)
+
+
+def _masked_product(g, centred, mask):
+  """g * (x - mean), where a zero cotangent gives 0 even if x is NaN/inf (only with a mask: masked-out
+  elements may hold anything, and a loss over the valid outputs puts a zero cotangent on them)."""
+  return g * centred if mask is None else jnp.where(g == 0, 0, g * centred)
 
 
 def _standardize_bwd(axes, eps, axis_name, center, res, cts):
@@ -241,12 +254,12 @@ def _standardize_bwd(axes, eps, axis_name, center, res, cts):
   # After a staged (group norm) reduction, keep the per-group factors out of the elementwise pass
   # (after a one-stage reduction the fused form measured faster).
   apart = _copy if view.inner > 1 else (lambda t: t)
-  s_gx = view.sum(g * centred_sum, axis_name)
+  s_gx = view.sum(_masked_product(g, centred_sum, mask), axis_name)
   inner = centred_out * apart(r_sum * (r_sum * (r_sum * s_gx / n_safe)))
   if center:
     inner = inner + apart(r_sum * view.sum(g, axis_name) / n_safe)
   if mask is not None:
-    inner = inner * view.to(jnp.broadcast_to(mask, x.shape)).astype(dt)
+    inner = jnp.where(view.to(jnp.broadcast_to(mask, x.shape) != 0), inner, 0)
   dx = g * r_out - inner
   return view.back(dx).astype(x.dtype), None
 
@@ -266,6 +279,8 @@ def standardize(x, axes: tuple[int, ...], *, eps: float, axis_name: AxisName = N
   The statistics are returned without gradient (they feed running averages); the gradient of the
   output is the closed form in the module docstring.
   """
+  checks.check_x(x, fn="standardize")
+  checks.check_mask_array(mask, x.shape, fn="standardize")
   axis_name = tuple(_names(axis_name)) or None
   axes = tuple(sorted(a % x.ndim for a in axes))
   x_hat, stats = _standardize(x, mask, axes, float(eps), axis_name, bool(center))
@@ -300,7 +315,7 @@ def _fused_affine_bwd(axes, eps, axis_name, center, out_dtype, res, cts):
   # s times them up over the group's channels (`stage`) and over devices.
   centred_sum, centred_out = (xs - _copy(mean), xs - _copy(_copy(mean))) if center else (xs, xs)
   p_g = view.partial(gy)
-  p_gx = view.partial(gy * centred_sum)
+  p_gx = view.partial(_masked_product(gy, centred_sum, mask))
   s_gx = psum(view.stage(s * p_gx), axis_name)
   apart = _copy if view.inner > 1 else (lambda t: t)  # as in `_standardize_bwd`
   r = _copy(rstd)
@@ -308,7 +323,7 @@ def _fused_affine_bwd(axes, eps, axis_name, center, out_dtype, res, cts):
   if center:
     inner = inner + apart(r * psum(view.stage(s * p_g), axis_name) / n_safe)
   if mask is not None:
-    inner = inner * view.to(jnp.broadcast_to(mask, x.shape)).astype(dt)
+    inner = jnp.where(view.to(jnp.broadcast_to(mask, x.shape) != 0), inner, 0)
   dx = gy * apart(_copy(s) * r) - inner
 
   def param_grad(param, per_entry):

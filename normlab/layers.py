@@ -13,7 +13,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from normlab import norms, reparam as rp, variants
+from normlab import checks, norms, reparam as rp, variants
 from normlab.core import AxisName, Moments
 
 Initializer = Callable[..., jax.Array]
@@ -41,18 +41,24 @@ class _ChannelAffine(nn.Module):
       new = norms.update_running_stats(Moments(mean.value, var.value), batch, momentum)
       mean.value, var.value = new.mean, new.var
 
-  def batch_statistics_norm(self, x, train: bool, batch_fn, eval_fn=None, use_scale=True, use_bias=True):
+  def batch_statistics_norm(self, x, train: bool, batch_fn, eval_fn=None, use_scale=True, use_bias=True,
+                            mask=None):
     """The shared shape of the batch-statistics norms: eval mode normalizes with the running moments
     (`eval_fn(scale, bias, running)`, default plain BN); train mode calls
-    `batch_fn(scale, bias, running) -> (y, batch moments)` and updates the running moments."""
+    `batch_fn(scale, bias, running) -> (y, batch moments)` and updates the running moments. The norms'
+    single-value error names the layer and its `allow_single_value` field."""
     scale, bias = self.affine_params(x, use_scale, use_bias)
     mean, var = self.running_stats(x.shape[-1])
     running = Moments(mean.value, var.value)
     if not train:
       if eval_fn is not None:
         return eval_fn(scale, bias, running)
-      return norms.batch_norm(x, scale, bias, eps=self.epsilon, running=running)
-    y, batch = batch_fn(scale, bias, running)
+      return norms.batch_norm(x, scale, bias, eps=self.epsilon, running=running, mask=mask)
+    try:
+      y, batch = batch_fn(scale, bias, running)
+    except checks.SingleValueError as e:
+      layer = type(self).__name__
+      raise e.with_hint(f"set {layer}(allow_single_value=True)", where=f"{layer} ({e.where})") from None
     self.maybe_update(mean, var, batch, self.momentum, train)
     return y
 
@@ -73,13 +79,15 @@ class BatchNorm(_ChannelAffine):
   axis_name: AxisName = None
   use_scale: bool = True
   use_bias: bool = True
+  allow_single_value: bool = False
 
   @nn.compact
   def __call__(self, x, train: bool = True, mask=None):
     return self.batch_statistics_norm(
         x, train, lambda s, b, _: norms.batch_norm(x, s, b, eps=self.epsilon, axis_name=self.axis_name,
-                                                   mask=mask, return_stats=True),
-        use_scale=self.use_scale, use_bias=self.use_bias)
+                                                   mask=mask, return_stats=True,
+                                                   allow_single_value=self.allow_single_value),
+        use_scale=self.use_scale, use_bias=self.use_bias, mask=mask)
 
 
 class GhostBatchNorm(_ChannelAffine):
@@ -87,12 +95,14 @@ class GhostBatchNorm(_ChannelAffine):
   virtual_batch_size: int = 16
   momentum: float = 0.9
   epsilon: float = 1e-5
+  allow_single_value: bool = False
 
   @nn.compact
   def __call__(self, x, train: bool = True, mask=None):
     v = min(self.virtual_batch_size, x.shape[0])
     return self.batch_statistics_norm(x, train, lambda s, b, _: variants.ghost_batch_norm(
-        x, s, b, virtual_batch_size=v, eps=self.epsilon, mask=mask, return_stats=True))
+        x, s, b, virtual_batch_size=v, eps=self.epsilon, mask=mask, return_stats=True,
+        allow_single_value=self.allow_single_value), mask=mask)
 
 
 class BatchRenorm(_ChannelAffine):
@@ -105,6 +115,7 @@ class BatchRenorm(_ChannelAffine):
   momentum: float = 0.99
   epsilon: float = 1e-5
   axis_name: AxisName = None
+  allow_single_value: bool = False
 
   @nn.compact
   def __call__(self, x, train: bool = True, mask=None):
@@ -118,7 +129,8 @@ class BatchRenorm(_ChannelAffine):
         steps.value = steps.value + 1
     return self.batch_statistics_norm(x, train, lambda s, b, running: variants.batch_renorm(
         x, s, b, running=running, r_max=r_max, d_max=d_max, eps=self.epsilon,
-        axis_name=self.axis_name, mask=mask, return_stats=True))
+        axis_name=self.axis_name, mask=mask, return_stats=True, allow_single_value=self.allow_single_value),
+        mask=mask)
 
 
 class FrozenBatchNorm(_ChannelAffine):
@@ -127,6 +139,7 @@ class FrozenBatchNorm(_ChannelAffine):
 
   @nn.compact
   def __call__(self, x, train: bool = True, mask=None):
+    checks.check_mask_array(mask, x.shape, fn="frozen_batch_norm")  # unused, checked like the others
     scale, bias = self.affine_params(x)
     mean, var = self.running_stats(x.shape[-1])
     return variants.frozen_batch_norm(x, mean.value, var.value, scale, bias, eps=self.epsilon)
@@ -138,14 +151,16 @@ class LpBatchNorm(_ChannelAffine):
   momentum: float = 0.9
   epsilon: float = 1e-5
   axis_name: AxisName = None
+  allow_single_value: bool = False
 
   @nn.compact
   def __call__(self, x, train: bool = True, mask=None):
     def eval_fn(s, b, running):  # the running `var` holds scale^2 of the l_p scale
-      return ((x - running.mean) / (jnp.sqrt(running.var) + self.epsilon) * s + b).astype(x.dtype)
+      return variants.lp_batch_norm(x, s, b, p=self.p, eps=self.epsilon, mask=mask, running=running)
 
     return self.batch_statistics_norm(x, train, lambda s, b, _: variants.lp_batch_norm(
-        x, s, b, p=self.p, eps=self.epsilon, axis_name=self.axis_name, mask=mask, return_stats=True), eval_fn)
+        x, s, b, p=self.p, eps=self.epsilon, axis_name=self.axis_name, mask=mask, return_stats=True,
+        allow_single_value=self.allow_single_value), eval_fn)
 
 
 class NoisyBatchNorm(_ChannelAffine):
@@ -155,12 +170,14 @@ class NoisyBatchNorm(_ChannelAffine):
   momentum: float = 0.9
   epsilon: float = 1e-5
   axis_name: AxisName = None
+  allow_single_value: bool = False
 
   @nn.compact
   def __call__(self, x, train: bool = True, mask=None):
     return self.batch_statistics_norm(x, train, lambda s, b, _: variants.noisy_batch_norm(
         x, self.make_rng("noise"), s, b, mean_range=self.mean_range, std_range=self.std_range,
-        eps=self.epsilon, axis_name=self.axis_name, mask=mask, return_stats=True))
+        eps=self.epsilon, axis_name=self.axis_name, mask=mask, return_stats=True,
+        allow_single_value=self.allow_single_value), mask=mask)
 
 
 class LayerNorm(_ChannelAffine):
@@ -174,6 +191,7 @@ class LayerNorm(_ChannelAffine):
     scale, bias = self.affine_params(x, self.use_scale, self.use_bias)
     # `mask` (padding of examples/time steps) is accepted for a uniform interface and unused: the
     # statistics are per position, so padded positions never enter a valid position's statistics.
+    checks.check_mask_array(mask, x.shape, fn="layer_norm")
     return norms.layer_norm(x, scale, bias, eps=self.epsilon)
 
 
@@ -183,6 +201,7 @@ class RMSNorm(_ChannelAffine):
 
   @nn.compact
   def __call__(self, x, train: bool = True, mask=None):
+    checks.check_mask_array(mask, x.shape, fn="rms_norm")  # unused: per-position statistics
     scale, _ = self.affine_params(x, use_bias=False)
     return norms.rms_norm(x, scale, eps=self.epsilon)
 
@@ -220,6 +239,7 @@ class FilterResponseNorm(_ChannelAffine):
   def __call__(self, x, train: bool = True, mask=None):
     scale, bias = self.affine_params(x)
     tau = self.channel_param("tau", nn.initializers.zeros, x)
+    checks.check_mask_array(mask, x.shape, fn="filter_response_norm")  # unused
     return variants.filter_response_norm(x, scale, bias, tau, eps=self.epsilon)
 
 
@@ -229,6 +249,7 @@ class EvoNormB0(_ChannelAffine):
   epsilon: float = 1e-5
   axis_name: AxisName = None
   replaces_activation: bool = True
+  allow_single_value: bool = False
 
   @nn.compact
   def __call__(self, x, train: bool = True, mask=None):
@@ -236,7 +257,7 @@ class EvoNormB0(_ChannelAffine):
     return self.batch_statistics_norm(
         x, train,
         lambda s, b, _: variants.evonorm_b0(x, s, b, v, eps=self.epsilon, axis_name=self.axis_name, mask=mask,
-                                            return_stats=True),
+                                            return_stats=True, allow_single_value=self.allow_single_value),
         lambda s, b, running: variants.evonorm_b0(x, s, b, v, eps=self.epsilon, mask=mask, running=running))
 
 
@@ -252,6 +273,7 @@ class EvoNormS0(_ChannelAffine):
     v = self.channel_param("v", nn.initializers.ones, x)
     c = x.shape[-1]  # the largest group count <= num_groups that divides the channels
     groups = max(g for g in range(1, min(self.num_groups, c) + 1) if c % g == 0)
+    checks.check_mask_array(mask, x.shape, fn="evonorm_s0")  # unused
     return variants.evonorm_s0(x, scale, bias, v, num_groups=groups, eps=self.epsilon)
 
 
@@ -259,6 +281,7 @@ class SwitchableNorm(_ChannelAffine):
   momentum: float = 0.9
   epsilon: float = 1e-5
   axis_name: AxisName = None
+  allow_single_value: bool = False
 
   @nn.compact
   def __call__(self, x, train: bool = True, mask=None):
@@ -267,7 +290,8 @@ class SwitchableNorm(_ChannelAffine):
     return self.batch_statistics_norm(
         x, train,
         lambda s, b, _: variants.switchable_norm(x, s, b, wm, wv, eps=self.epsilon, axis_name=self.axis_name,
-                                                 mask=mask, return_stats=True),
+                                                 mask=mask, return_stats=True,
+                                                 allow_single_value=self.allow_single_value),
         lambda s, b, running: variants.switchable_norm(x, s, b, wm, wv, eps=self.epsilon, running=running))
 
 
@@ -279,6 +303,7 @@ class LocalResponseNorm(nn.Module):
 
   @nn.compact
   def __call__(self, x, train: bool = True, mask=None):
+    checks.check_mask_array(mask, x.shape, fn="local_response_norm")  # unused: per-position statistics
     return variants.local_response_norm(x, size=self.size, alpha=self.alpha, beta=self.beta, k=self.k)
 
 

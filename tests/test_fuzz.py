@@ -54,6 +54,7 @@ all-valid masks, and broadcast-shaped masks.
 from __future__ import annotations
 
 import functools
+import os
 from typing import NamedTuple
 
 import jax
@@ -68,19 +69,29 @@ from references import fuzz as ref
 pytestmark = pytest.mark.usefixtures("float64")  # float64 references (tests/conftest.py)
 
 
-SEED = 20260521
+# A failure prints this seed and the case id; NORMLAB_FUZZ_SEED=<seed> pytest tests/test_fuzz.py -k <id>
+# reproduces it (any other seed draws a fresh set of cases).
+SEED = int(os.environ.get("NORMLAB_FUZZ_SEED", "20260521"))
 FUNCS = ("batch_norm", "layer_norm", "rms_norm", "instance_norm", "group_norm", "ghost_batch_norm",
          "lp_batch_norm", "filter_response_norm")
 MASKED = ("batch_norm", "layer_norm", "instance_norm", "group_norm", "lp_batch_norm")
 NO_BIAS = ("rms_norm",)
 DTYPES = {"float32": np.dtype(np.float32), "bfloat16": np.dtype(ml_dtypes.bfloat16),
-          "float16": np.dtype(np.float16)}
+          "float16": np.dtype(np.float16), "float64": np.dtype(np.float64)}
 LOG10_SIGMA = {"float32": (-6.0, 4.0), "bfloat16": (-6.0, 4.0), "float16": (-6.0, 3.0),
                "float64": (-6.0, 4.0)}
-KINDS = ("normal", "offset", "constant", "const_channel", "tiny", "huge", "mixed")
-GRAD_KINDS = ("normal", "offset", "tiny", "huge", "mixed")  # + "const_channel" for every config
-FWD_CONFIGS, FWD_INPUTS = 3, 5   # per (function, dtype)
-GRAD_CONFIGS, GRAD_INPUTS = 2, 3  # per function (+1 for lp_batch_norm); inputs run in float32 and float64
+# "extreme" magnitudes: from 1e-30 up to what the dtype's statistics hold. A sum of up to 2744 squares
+# of |x| <= 4 * sigma must stay finite in the statistics dtype (float32 for 16-bit inputs): sigma <= 1e16
+# there, 1e30 in float64 (squares 1e61 << 1.8e308); float16 inputs themselves end at 65504.
+LOG10_EXTREME = {"float32": (-30.0, 16.0), "bfloat16": (-30.0, 16.0), "float16": (-30.0, 3.0),
+                 "float64": (-30.0, 30.0)}
+KINDS = ("normal", "offset", "constant", "const_channel", "tiny", "huge", "mixed", "extreme", "far_offset",
+         "poisoned")
+GRAD_KINDS = ("normal", "offset", "tiny", "huge", "mixed", "extreme", "far_offset", "poisoned")
+# + "const_channel" for every config. "poisoned" (NaN/+-inf in the masked-out positions; only the valid
+# outputs are compared) needs a mask: configurations without one draw the next kind instead.
+FWD_CONFIGS, FWD_INPUTS = 3, 11   # per (function, dtype): 8 * 4 * 3 * 11 = 1056 forward cases
+GRAD_CONFIGS, GRAD_INPUTS = 2, 9  # per function (+1 for lp_batch_norm), in float32 and float64: 306 cases
 
 # Fixed bug (regression tests below): lp_batch_norm(p=2) returned NaN gradients when a channel had zero
 # spread (constant channel, or exactly 1 valid element under a mask): d sqrt(s)/ds = inf at s=0 times 0.
@@ -190,6 +201,13 @@ def _make_x(kind, shape, dtype, rng):
     k = rng.integers(-16, 17, size=shape[-1])
     e = rng.integers(-4, 5, size=shape[-1])
     x = np.broadcast_to(k * 2.0 ** e, shape).copy()
+  elif kind in ("extreme", "poisoned"):  # "poisoned": masked-out positions are overwritten later
+    lo_x, hi_x = LOG10_EXTREME[np.dtype(dtype).name] if kind == "extreme" else (lo, hi)
+    x = 10.0 ** rng.uniform(lo_x, hi_x) * z
+  elif kind == "far_offset":  # |mean| >> std: std down to 1e-12 of the mean
+    lo_x, hi_x = LOG10_EXTREME[np.dtype(dtype).name]
+    mean = sign() * 10.0 ** rng.uniform(0.0, hi_x)
+    x = mean + abs(mean) * 10.0 ** rng.uniform(-12.0, -2.0) * z
   elif kind == "mixed":  # channels of wildly different scales and offsets
     c = shape[-1]
     sig = 10.0 ** rng.uniform(lo, hi, size=c)
@@ -225,6 +243,11 @@ def _f32(a):
   return np.asarray(a, np.float32)
 
 
+def _valid(cfg, arrays):
+  """Where the outputs are compared: everywhere, or the valid positions of a poisoned input."""
+  return np.broadcast_to(arrays["mask"], cfg.shape) if "mask" in arrays else np.ones(cfg.shape, bool)
+
+
 def _make_input(cfg, kind, mask_mode, rng, dtype, *, grad=False):
   x = _make_x(kind, cfg.shape, dtype, rng)
   arrays = {}
@@ -238,7 +261,21 @@ def _make_input(cfg, kind, mask_mode, rng, dtype, *, grad=False):
   if cfg.tau_shape is not None:
     arrays["tau"] = _f32(rng.uniform(-2.0, 2.0, size=cfg.tau_shape))
   g = _f32(rng.standard_normal(cfg.shape)).astype(np.float64) if grad else None
+  if kind == "poisoned":
+    valid = _valid(cfg, arrays)
+    poison = rng.choice(np.array([np.nan, np.inf, -np.inf]), size=cfg.shape)
+    x = np.where(valid, x, poison.astype(dtype))
+    if g is not None:
+      g = np.where(valid, g, 0.0)  # a loss over the valid outputs only
   return Input(kind, mask_mode, x, arrays, g)
+
+
+def _kind(kinds, n, cfg):
+  """The n-th kind in turn, skipping "poisoned" for a configuration without a mask."""
+  kind = kinds[n % len(kinds)]
+  if kind == "poisoned" and cfg.mask_shape is None:
+    kind = kinds[(n + 1) % len(kinds)]
+  return kind
 
 
 def _reference(cfg, x, arrays, xp=np):
@@ -259,8 +296,10 @@ def _forward_cases():
         rng = np.random.default_rng([SEED, 0, fi, di, ci])
         cfg = _make_config(fn, dtype, rng, ci, small=False, variant=ci + FWD_CONFIGS * di)
         for ii in range(FWD_INPUTS):
-          kind = KINDS[n % len(KINDS)]
+          kind = _kind(KINDS, n, cfg)
           mode = mask_modes[(ci + ii) % len(mask_modes)] if cfg.mask_shape else "-"
+          if kind == "poisoned" and mode == "all":
+            mode = "bernoulli"  # something to poison
           inp = _make_input(cfg, kind, mode, rng, DTYPES[dtype])
           cases.append(_param(cfg, inp, f"{cfg.key}-i{ii}-{kind}" + (f"-mask_{mode}" if cfg.mask_shape else "")))
           n += 1
@@ -279,9 +318,11 @@ def _grad_cases():
         if ii == 1:  # every configuration sees zero-spread (dyadic per-channel constant) input
           kind = "const_channel"
         else:
-          kind = GRAD_KINDS[n % len(GRAD_KINDS)]
+          kind = _kind(GRAD_KINDS, n, cfg)
           n += 1
         mode = mask_modes[(ci + ii) % len(mask_modes)] if cfg.mask_shape else "-"
+        if kind == "poisoned" and mode == "all":
+          mode = "bernoulli"
         for dtype in ("float32", "float64"):
           inp = _make_input(cfg, kind, mode, np.random.default_rng([SEED, 2, fi, ci, ii]), np.dtype(dtype),
                             grad=True)
@@ -297,8 +338,14 @@ GRAD_CASES = _grad_cases()
 
 # ----------------------------------------------------------------------------- running normlab
 
+# batch statistics over one value per channel are refused by default; the fuzz checks their numbers too
+SINGLE_VALUE_OK = {"allow_single_value": True}
+BATCH_STATS = ("batch_norm", "ghost_batch_norm", "lp_batch_norm")
+
+
 def _call(cfg, x, arrays):
-  return getattr(normlab, cfg.fn)(x, **cfg.static, **arrays)
+  extra = SINGLE_VALUE_OK if cfg.fn in BATCH_STATS else {}
+  return getattr(normlab, cfg.fn)(x, **cfg.static, **arrays, **extra)
 
 
 _CONFIGS = {}
@@ -373,12 +420,15 @@ def _describe(cfg, inp, dtype, idx, **vals):
            f"**{{k: jnp.asarray(v) for k, v in {arrays!r}.items()}})",
            f"kind={inp.kind} mask={inp.mask_mode} shape={cfg.shape} first bad element {idx}:"]
   parts += [f"  {k} = {v!r}" for k, v in vals.items()]
+  parts.append(f"reproduce: NORMLAB_FUZZ_SEED={SEED} pytest tests/test_fuzz.py -k '{cfg.key}-'")
   return "\n".join(parts)
 
 
 def _check_close(got, want, tol, dtype, cfg, inp, what):
+  """Elementwise check on the compared positions (all, or the valid ones of a poisoned input)."""
   got64 = np.asarray(got, np.float64)
-  assert np.all(np.isfinite(want)), f"{what}: float64 reference is not finite (test bug)"
+  compared = _valid(cfg, inp.arrays) if inp.kind == "poisoned" else np.ones(got64.shape, bool)
+  assert np.all(np.isfinite(want[compared])), f"{what}: float64 reference is not finite (test bug)"
   big = float(ml_dtypes.finfo(dtype).max)
   in_range = np.abs(want) + tol < big
   over = np.abs(want) - tol > big
@@ -386,12 +436,20 @@ def _check_close(got, want, tol, dtype, cfg, inp, what):
   ok = ~np.isnan(got64)
   ok &= ~in_range | (np.isfinite(got64) & (err <= tol))
   ok &= ~over | (np.sign(got64) == np.sign(want))
+  ok |= ~compared
   if not ok.all():
     idx = tuple(int(i) for i in np.argwhere(~ok)[0])
     raise AssertionError(f"{what}: {int((~ok).sum())}/{ok.size} elements off\n" + _describe(
         cfg, inp, np.dtype(dtype).name, idx, x=float(inp.x[idx]), expected=float(want[idx]),
         got=float(got64[idx]), tol=float(tol[idx]), max_err_over_tol=float(np.max(
             np.where(in_range, err / tol, 0.0)))))
+
+
+def _reference_x(cfg, inp):
+  """x in float64 for the reference; a poisoned input's masked-out positions (which enter no valid
+  output) as 0, so the reference stays finite."""
+  x64 = inp.x.astype(np.float64)
+  return np.where(_valid(cfg, inp.arrays), x64, 0.0) if inp.kind == "poisoned" else x64
 
 
 # ----------------------------------------------------------------------------- tests
@@ -401,7 +459,7 @@ def test_forward_matches_float64_reference(cfg, inp):
   dtype = DTYPES[cfg.dtype]
   y = np.asarray(_jit_forward(cfg)(jnp.asarray(inp.x), _jax_arrays(inp.arrays)))
   assert y.dtype == dtype, f"{cfg.fn}: output dtype {y.dtype} != input dtype {dtype}"
-  x64 = inp.x.astype(np.float64)
+  x64 = _reference_x(cfg, inp)
   r = _reference(cfg, x64, inp.arrays)
   _check_close(y, r.y, _forward_tol(cfg, dtype, x64, inp.arrays, r), dtype, cfg, inp, "forward")
 
@@ -412,7 +470,7 @@ def test_gradient_matches_float64_autodiff(cfg, inp, dtype):
   arrays = _jax_arrays(inp.arrays)
   dx = np.asarray(_jit_grad(cfg, dtype.name)(jnp.asarray(inp.x), jnp.asarray(inp.g), arrays))
   assert dx.dtype == dtype
-  x64 = inp.x.astype(np.float64)
+  x64 = _reference_x(cfg, inp)
   want = np.asarray(_jit_ref_grad(cfg)(jnp.asarray(x64), jnp.asarray(inp.g), arrays))
   r = _reference(cfg, x64, inp.arrays)
   c_n, amp, xhat_max = _terms(cfg, x64, inp.arrays, r)
@@ -430,21 +488,34 @@ def test_gradient_matches_float64_autodiff(cfg, inp, dtype):
 
 
 def test_case_counts_and_coverage():
-  """The fuzz really covers what it claims: case counts, kinds, and 0/1-valid masked sets."""
-  assert len(FORWARD_CASES) >= 300 and len(GRAD_CASES) >= 50
-  kinds = {p.values[1].kind for p in FORWARD_CASES}
-  assert kinds == set(KINDS)
-  n_valid = {0: 0, 1: 0}
-  for p in FORWARD_CASES:
-    cfg, inp = p.values
+  """The fuzz really covers what it claims: case counts, dtypes, kinds, shapes with size-1 and odd
+  axes, magnitudes 1e-30..1e30, 0/1/all-valid masked sets, NaN and inf in masked-out positions."""
+  assert len(FORWARD_CASES) >= 1000 and len(GRAD_CASES) >= 300, (len(FORWARD_CASES), len(GRAD_CASES))
+  fwd = [p.values for p in FORWARD_CASES]
+  assert {inp.kind for _, inp in fwd} == set(KINDS)
+  assert {p.values[1].kind for p in GRAD_CASES} == set(GRAD_KINDS) | {"const_channel"}
+  assert {cfg.dtype for cfg, _ in fwd} == set(DTYPES)
+  assert {p.values[2] for p in GRAD_CASES} == {"float32", "float64"}
+  dims = [d for cfg, _ in fwd for d in cfg.shape]
+  assert 1 in dims and {3, 5, 7} <= set(dims)
+  x64 = [np.abs(inp.x[np.isfinite(inp.x)]) for cfg, inp in fwd if cfg.dtype == "float64"]
+  assert max(a.max() for a in x64 if a.size) >= 1e25
+  assert min(a[a > 0].min() for a in x64 if (a > 0).any()) <= 1e-25
+  poisoned = [inp.x for _, inp in fwd if inp.kind == "poisoned"]
+  assert len(poisoned) >= 30
+  assert any(np.isnan(x).any() for x in poisoned) and any(np.isinf(x).any() for x in poisoned)
+  n_valid = {0: 0, 1: 0, "all": 0}
+  for cfg, inp in fwd:
     if "mask" not in inp.arrays:
       continue
     vshape, axes = ref.set_view(cfg.fn, cfg.shape, **cfg.static)
     m = np.broadcast_to(inp.arrays["mask"], cfg.shape).reshape(vshape)
     counts = m.sum(axis=axes)
-    for k in n_valid:
-      n_valid[k] += int(np.any(counts == k))
-  assert n_valid[0] >= 20 and n_valid[1] >= 20, n_valid
+    full = int(np.prod([vshape[a] for a in axes]))
+    n_valid[0] += int(np.any(counts == 0))
+    n_valid[1] += int(np.any(counts == 1))
+    n_valid["all"] += int(np.any(counts == full))
+  assert min(n_valid.values()) >= 20, n_valid
 
 
 def _grad_pair(x, g, **kw):

@@ -32,6 +32,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from normlab.train import distributed
+from normlab.train.errors import WorkdirError
 
 log = logging.getLogger("normlab.train")
 
@@ -49,6 +50,18 @@ def _quiet():
     yield
   finally:
     absl_logger.setLevel(old)
+
+
+@contextlib.contextmanager
+def _silenced(name: str):
+  """No records at all from logger `name` meanwhile (the caller reports the failure itself)."""
+  logger = logging.getLogger(name)
+  old = logger.level
+  logger.setLevel(logging.CRITICAL + 1)
+  try:
+    yield
+  finally:
+    logger.setLevel(old)
 
 
 def _quietly(fn):
@@ -126,14 +139,23 @@ class Checkpointer:
 
   @_quietly
   def save(self, step: int, state: Any) -> None:
+    """Writes step `step`; a failed write (read-only or full directory) raises a one-line WorkdirError
+    and leaves the previous checkpoints as they were (orbax only renames a complete temporary dir)."""
     if step in self._manager.all_steps():
       return
     items = {STATE_ITEM: ocp.args.StandardSave(state)}
     if self.digests:
       items[DIGEST_ITEM] = ocp.args.JsonSave({"algorithm": "sha256", "step": int(step),
                                               "leaves": tree_digest(state)})
-    self._manager.save(step, args=ocp.args.Composite(**items), force=True)
-    self._manager.wait_until_finished()
+    try:
+      with _silenced("absl"):  # orbax logs the failed write's traceback before raising it
+        self._manager.save(step, args=ocp.args.Composite(**items), force=True)
+        self._manager.wait_until_finished()
+    except (OSError, ValueError) as e:  # tensorstore reports a failed file write as a ValueError
+      reason = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300]
+      raise WorkdirError(f"cannot write the checkpoint of step {step} to {self.directory} ({reason}); "
+                         f"stopped with the previous checkpoints {self.all_steps()} intact: free disk space "
+                         f"or make the directory writable, then rerun to resume") from None
 
   def _file_in(self, error: Exception, step: int) -> str:
     """The path an orbax error names, if it names one under this step, else the step's directory."""

@@ -30,6 +30,7 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from normlab import data, registry
+from normlab.checks import SingleValueError
 from normlab.train import distributed, hooks as hooks_lib, optim, state as state_lib, step as step_lib
 from normlab.train import workdir as workdir_lib
 from normlab.train.checkpoint import Checkpointer
@@ -304,7 +305,12 @@ def train_runs(config: mlc.ConfigDict, num_devices: int, seeds: Sequence[int], w
   eval_iter = lambda: data.eval_batches(test_ds, config.eval_batch_size,  # noqa: E731
                                         normalize_inputs=config.normalize_inputs)
   t0 = time.perf_counter()
-  train_c = train_fn.lower(state, *device_input(host_input(start, K), K)).compile()
+  try:
+    train_c = train_fn.lower(state, *device_input(host_input(start, K), K)).compile()
+  except SingleValueError as e:
+    raise ConfigError(str(e.with_hint(
+        f"set --config.norm_options.allow_single_value=True (norm {config.norm!r}, batch_size "
+        f"{config.batch_size} over {num_devices} devices)"))) from None
   if test_eval:
     eval_c = eval_fn.lower(state, distributed.global_batch(next(eval_iter()), sharded)).compile()
   compile_time = time.perf_counter() - t0
