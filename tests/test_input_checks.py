@@ -16,6 +16,8 @@ import pytest
 import normlab as nl
 from normlab.checks import SingleValueError
 
+pytestmark = pytest.mark.usefixtures("float64")  # float64 inputs and references (tests/conftest.py)
+
 N, T, C = 4, 5, 3
 X = jnp.asarray(np.random.default_rng(0).normal(size=(N, T, C)), jnp.float32)
 RUNNING = nl.Moments(jnp.zeros(C), jnp.ones(C))

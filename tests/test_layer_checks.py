@@ -120,8 +120,9 @@ def test_layer_single_value_error_names_the_layer_option(name):
   assert jax.eval_shape(lambda v: mod.apply(v, x, train=False, rngs=RNGS), variables).shape == x.shape  # eval
 
 
+@pytest.mark.devices(8)
 def test_config_single_value_error_names_the_config_option(tmp_path):
-  """8 examples on the 8 devices of conftest, local batch norm: one value per channel per device (MLP)."""
+  """8 examples on 8 fake devices, local batch norm: one value per channel per device (MLP)."""
   from normlab.train import ConfigError, train_and_evaluate
   spec = importlib.util.spec_from_file_location("cfg_mlp", os.path.join(REPO_ROOT, "configs", "mlp.py"))
   module = importlib.util.module_from_spec(spec)
