@@ -26,6 +26,22 @@ from absl import app, flags
 USER_ERROR_EXIT = 2
 
 
+def setup_logging() -> None:
+  """The training loop's lines (resume, takeover, damaged checkpoints) on stderr, from process 0; library
+  INFO chatter (orbax) off."""
+  import logging
+
+  import jax
+  from absl import logging as absl_logging
+  absl_logging.set_verbosity(absl_logging.WARNING)
+  logger = logging.getLogger("normlab.train")
+  handler = logging.StreamHandler(sys.stderr)
+  handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+  logger.addHandler(handler)
+  logger.setLevel(logging.INFO if jax.process_index() == 0 else logging.WARNING)
+  logger.propagate = False
+
+
 def fail(message: str, code: int = USER_ERROR_EXIT) -> NoReturn:
   print(f"error: {message}", file=sys.stderr)
   sys.exit(code)

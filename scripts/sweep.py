@@ -46,26 +46,13 @@ def main(argv):
     return
   from normlab.train import distributed
   distributed.maybe_initialize(FLAGS.multihost)
-  _setup_logging()
+  cli.setup_logging()
   from normlab import sweep
   sweep.run_sweep(config, FLAGS.workdir, cell_index=FLAGS.cell, report_only=FLAGS.report_only)
   if distributed.is_main_process():
     print(f"sweep: results in {os.path.join(FLAGS.workdir, 'results.csv')} and report.md")
 
 
-def _setup_logging() -> None:
-  """The training loop's lines (resume, takeover, damaged checkpoints) on stderr, from process 0."""
-  import logging
-
-  import jax
-  from absl import logging as absl_logging
-  absl_logging.set_verbosity(absl_logging.WARNING)
-  logger = logging.getLogger("normlab.train")
-  handler = logging.StreamHandler(sys.stderr)
-  handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
-  logger.addHandler(handler)
-  logger.setLevel(logging.INFO if jax.process_index() == 0 else logging.WARNING)
-  logger.propagate = False
 
 
 if __name__ == "__main__":

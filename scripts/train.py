@@ -6,14 +6,12 @@ JAX_COORDINATOR_ADDRESS in the environment) starts jax.distributed for a multi-p
 Exit status: 0 done, 2 user error (bad config/flag/workdir, data not prepared: one `error:` line),
 3 training diverged (non-finite loss under nan_policy='stop').
 """
-import logging
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import flags  # noqa: E402
-from absl import logging as absl_logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 from normlab import cli  # noqa: E402
@@ -32,22 +30,13 @@ def parse_flags(argv):
   return rest
 
 
-def _setup_logging() -> None:
-  absl_logging.set_verbosity(absl_logging.WARNING)  # library INFO chatter (orbax) off
-  logger = logging.getLogger("normlab.train")
-  handler = logging.StreamHandler(sys.stderr)
-  handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
-  logger.addHandler(handler)
-  import jax
-  logger.setLevel(logging.INFO if jax.process_index() == 0 else logging.WARNING)
-  logger.propagate = False
 
 
 def main(argv):
   del argv
   from normlab.train import TrainingDivergedError, distributed, train_and_evaluate
   distributed.maybe_initialize(FLAGS.multihost)
-  _setup_logging()
+  cli.setup_logging()
   try:
     train_and_evaluate(FLAGS.config, FLAGS.workdir, fresh=FLAGS.fresh)
   except TrainingDivergedError as e:
