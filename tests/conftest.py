@@ -58,5 +58,8 @@ def pytest_runtest_protocol(item, nextitem):
                   f"in a subprocess with {n} devices (exit {proc.returncode}):\n{output}" if bad else None,
                   took if when == "call" else 0.0)
     item.ihook.pytest_runtest_logreport(report=rep)
+  # The normal protocol would tear down here what `nextitem` does not share (an earlier test's module
+  # fixtures); skipping it leaves them set up and breaks the next module's setup.
+  item.session._setupstate.teardown_exact(nextitem)
   item.ihook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
   return True

@@ -29,7 +29,7 @@ def _check(workdir, report_path, n_runs):
   assert list(runs[0])[:7] == ["variant", "batch_size", "num_devices", "seed", "eval_error", "final_train_loss",
                                "converged"]
   assert {r["num_devices"] for r in runs} == {"8"} and all(r["converged"] in ("True", "False") for r in runs)
-  assert "Provenance: commit " in text
+  assert "Provenance: report written at commit " in text and "cells trained at" in text
   json.load(open(os.path.join(workdir, "results.json")))
   return text
 

@@ -26,6 +26,8 @@ def tiny_sweep(vmap_seeds: bool):
   s.grid.seed = (0, 1)
   s.vmap_seeds = vmap_seeds
   s.budget_examples = 80  # 10 steps
+  s.overrides.num_devices = 1  # one device here (the studies' protocol uses 8)
+  s.log_points = None
   s.overrides.log_every = 5
   return s
 
