@@ -127,6 +127,7 @@ def test_invariance_rescale_operations():
 
 # ----------------------------------------------------------------------------- studies end to end
 
+@pytest.mark.slow  # a study smoke run (pytest.ini: slow)
 def test_invariance_study_measures_the_expected_pattern(tmp_path):
   from experiments import invariance
   c = _smoke("invariance")
@@ -143,6 +144,7 @@ def test_invariance_study_measures_the_expected_pattern(tmp_path):
   assert text.count("**reproduced**") == 5
 
 
+@pytest.mark.slow  # a study smoke run (pytest.ini: slow)
 def test_train_eval_gap_is_exactly_zero_for_group_norm(tmp_path):
   from experiments import train_eval_gap
   c = _smoke("train_eval_gap", batch_sizes=(4,), test_batch_sizes=(2, 4), probe_batch_size=4)
@@ -159,6 +161,7 @@ def test_train_eval_gap_is_exactly_zero_for_group_norm(tmp_path):
   assert bn["examples"] == 360 and set(bn["test_batch_sweep"]) == {"2", "4"}
 
 
+@pytest.mark.slow  # a study smoke run (pytest.ini: slow)
 def test_noisy_bn_study_smoke(tmp_path):
   from experiments import noisy_bn
   c = _smoke("noisy_bn", measure_every=4, dist_batch=32)

@@ -2,7 +2,8 @@
 end on their smoke presets: the sweep trains every cell with the real loop, and report.md carries the claim
 table (claim | paper | ours | verdict), its linked PNG, results.csv (one row per run) and results.json.
 The claims' outcomes are not asserted (smoke runs are far too short to mean anything).
-group_count is the quick one (3 cells); the others are marked slow (about a minute each on 2 CPU cores).
+All are marked slow (study smoke runs, about a minute each on 2 CPU cores); the rules are tested fast in
+tests/test_sweep_study_rules.py.
 """
 import csv
 import importlib
@@ -41,6 +42,7 @@ def _run(study, tmp_path, n_runs):
   return module, wd, text
 
 
+@pytest.mark.slow  # a study smoke run (pytest.ini: slow)
 @pytest.mark.devices(8)  # the studies' protocol: 8 devices
 def test_group_count_smoke_and_rerun_skips(tmp_path):
   module, wd, text = _run("group_count", tmp_path, 3)

@@ -50,6 +50,7 @@ def test_configs_load_and_refuse_unknown_presets():
     experiments.load_config("ics", "huge")
 
 
+@pytest.mark.slow  # a study smoke run (pytest.ini: slow)
 def test_theory_study_trimmed_smoke(tmp_path):
   from experiments import theory
   c = experiments.load_config("theory", "smoke")

@@ -28,10 +28,6 @@ def reference(tmp_path_factory):
   return workdir, train_and_evaluate(tiny(**KEEP3), workdir)
 
 
-def _largest(pattern):
-  return max((p for p in glob.glob(pattern, recursive=True) if os.path.isfile(p)), key=os.path.getsize)
-
-
 def rewrite_data(step_dir):
   """Replace the state's bytes by another valid state (it decodes; only the digest can tell)."""
   import jax
@@ -50,14 +46,20 @@ def rewrite_data(step_dir):
 
 
 def flip_bytes(step_dir):
-  """64 bytes flipped in the middle of the largest data file (what an operator saw from bit rot)."""
-  path = _largest(os.path.join(step_dir, "default", "**", "d", "*"))
-  n = os.path.getsize(path)
-  with open(path, "r+b") as f:
-    f.seek(n // 2)
-    chunk = f.read(64)
-    f.seek(n // 2)
-    f.write(bytes(b ^ 0xFF for b in chunk))
+  """64 bytes flipped in the middle of every data file of the state (what an operator saw from bit rot).
+
+  Every file, not only the largest: which of orbax's data files holds the values a restore reads (the
+  index's or the process's copy) depends on their sizes, so damaging one of them alone is not always
+  damage to the checkpoint."""
+  paths = glob.glob(os.path.join(step_dir, "default", "**", "d", "*"), recursive=True)
+  assert paths, step_dir
+  for path in paths:
+    n = os.path.getsize(path)
+    with open(path, "r+b") as f:
+      f.seek(n // 2)
+      chunk = f.read(64)
+      f.seek(n // 2)
+      f.write(bytes(b ^ 0xFF for b in chunk))
 
 
 def delete_digest(step_dir):
