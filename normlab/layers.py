@@ -1,274 +1,275 @@
-"""Thin `flax.linen` modules over the functional norms: they own params and running statistics only.
+"""flax.linen drop-ins over normlab's functional norms: the same fields, defaults, call signatures,
+parameter and `batch_stats` names and shapes as `flax.linen`'s BatchNorm, LayerNorm, RMSNorm, GroupNorm
+and InstanceNorm, so a flax checkpoint loads into them and swapping the import is the whole change.
 
-Every activation-norm module is called as `module(x, train=..., mask=None)`; running statistics live
-in the `batch_stats` collection (updated when `train=True` and the collection is mutable), noise for
-`NoisyBatchNorm` comes from the `noise` RNG stream. `Dense`/`Conv` take a `reparam` option
-('weight', 'weight_std', 'spectral') for the kernel norms.
+Norms with batch statistics take `use_running_average` in the constructor or the call (flax's
+`merge_param`: exactly one must be set) and update `batch_stats` in training (writing an immutable
+collection raises, as in flax); the others are called `module(x, *, mask=None)`. `mask` (boolean,
+broadcastable to x) keeps positions out of every statistic. Differences from flax, on purpose:
+statistics are always two-pass in >= float32 (`use_fast_variance` is accepted and irrelevant;
+`force_float32_reductions=False` is refused); `axis_index_groups` is refused (lax.psum does not take
+it under shard_map: make the groups a mesh axis); with a mask and `axis_name`, statistics are weighted
+by each device's valid count (flax averages per-device means). normlab's extra norms (ghost BN, batch
+renorm, l_p BN, noisy BN, FRN, EvoNorm, switchable, LRN) follow the same conventions.
+`Dense`/`Conv` take a `reparam` option ('weight', 'weight_std', 'spectral') for the kernel norms.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, ClassVar, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from normlab import norms, reparam as rp, variants
-from normlab.core import AxisName, Moments
+from normlab import layer_math as lm, reparam as rp
+from normlab.core import Moments
+from normlab.norms import update_running_stats
 
 Initializer = Callable[..., jax.Array]
+Axes = int | Sequence[int]
+_zeros, _ones = nn.initializers.zeros, nn.initializers.ones
 
 
-class _ChannelAffine(nn.Module):
-  """Shared parameter creation: per-channel float32 parameters (scale: ones, bias: zeros, ...) and the
-  running statistics of the batch-statistics norms."""
+class _Norm(nn.Module):
+  """Shared body: parameters and running statistics as flax names them, math from `layer_math`."""
+  kind: ClassVar[str]
+  replaces_activation: ClassVar[bool] = False  # FRN/EvoNorm include their nonlinearity
 
-  def channel_param(self, name: str, init: Initializer, x) -> jax.Array:
-    return self.param(name, init, (x.shape[-1],), jnp.float32)
-
-  def affine_params(self, x, use_scale=True, use_bias=True):
-    scale = self.channel_param("scale", nn.initializers.ones, x) if use_scale else None
-    bias = self.channel_param("bias", nn.initializers.zeros, x) if use_bias else None
-    return scale, bias
-
-  def running_stats(self, c: int):
-    mean = self.variable("batch_stats", "mean", lambda: jnp.zeros((c,), jnp.float32))
-    var = self.variable("batch_stats", "var", lambda: jnp.ones((c,), jnp.float32))
-    return mean, var
-
-  def maybe_update(self, mean, var, batch: Moments, momentum: float, train: bool):
-    if train and not self.is_initializing() and self.is_mutable_collection("batch_stats"):
-      new = norms.update_running_stats(Moments(mean.value, var.value), batch, momentum)
+  def _run(self, x, train: bool, mask):
+    k = lm.KINDS[self.kind]
+    lm.check_common(self, type(self).__name__)
+    fshape = tuple(x.shape[a] for a in k.feature_axes(self, x.ndim))
+    running = None
+    if k.running:
+      mean = self.variable("batch_stats", "mean", lambda s: jnp.zeros(s, jnp.float32), fshape)
+      var = self.variable("batch_stats", "var", lambda s: jnp.ones(s, jnp.float32), fshape)
+      running = Moments(mean.value, var.value)
+    params = {name: self.param(name, init, fshape if shape is None else shape, self.param_dtype)
+              for name, (init, shape) in k.params(self).items()}
+    initializing = self.is_initializing()
+    # As flax's BatchNorm: init may run outside the mapped axes, so it reduces locally.
+    axis_name = None if (k.running and initializing) else getattr(self, "axis_name", None)
+    rng = self.make_rng("noise") if (k.noise and train) else None
+    y, batch = k.forward(self, x, params, running, train=train, mask=mask, rng=rng, axis_name=axis_name)
+    if batch is not None and k.updates and not initializing:
+      new = update_running_stats(running, batch, self.momentum)
       mean.value, var.value = new.mean, new.var
-
-  def batch_statistics_norm(self, x, train: bool, batch_fn, eval_fn=None, use_scale=True, use_bias=True):
-    """The shared shape of the batch-statistics norms: eval mode normalizes with the running moments
-    (`eval_fn(scale, bias, running)`, default plain BN); train mode calls
-    `batch_fn(scale, bias, running) -> (y, batch moments)` and updates the running moments."""
-    scale, bias = self.affine_params(x, use_scale, use_bias)
-    mean, var = self.running_stats(x.shape[-1])
-    running = Moments(mean.value, var.value)
-    if not train:
-      if eval_fn is not None:
-        return eval_fn(scale, bias, running)
-      return norms.batch_norm(x, scale, bias, eps=self.epsilon, running=running)
-    y, batch = batch_fn(scale, bias, running)
-    self.maybe_update(mean, var, batch, self.momentum, train)
     return y
+
+
+class _RunningNorm(_Norm):
+  """Norms with running statistics: `module(x, use_running_average=None, *, mask=None)`."""
+
+  @nn.compact
+  def __call__(self, x, use_running_average: bool | None = None, *, mask: jax.Array | None = None):
+    use_ra = nn.merge_param("use_running_average", self.use_running_average, use_running_average)
+    return self._run(x, not use_ra, mask)
+
+
+class _StatelessNorm(_Norm):
+  """Batch-independent norms: `module(x, *, mask=None)`."""
+
+  @nn.compact
+  def __call__(self, x, *, mask: jax.Array | None = None):
+    return self._run(x, True, mask)
 
 
 class Identity(nn.Module):
   """The 'none' norm, for ablations."""
 
   @nn.compact
-  def __call__(self, x, train: bool = True, mask=None):
-    del train, mask
+  def __call__(self, x, *, mask=None):
+    del mask
     return x
 
 
-class BatchNorm(_ChannelAffine):
-  """Batch norm; `axis_name` syncs statistics across devices (SyncBN), None keeps them local."""
-  momentum: float = 0.9
-  epsilon: float = 1e-5
-  axis_name: AxisName = None
-  use_scale: bool = True
-  use_bias: bool = True
+# ----- flax.linen drop-ins: fields in flax's order, with flax's defaults -----
 
-  @nn.compact
-  def __call__(self, x, train: bool = True, mask=None):
-    return self.batch_statistics_norm(
-        x, train, lambda s, b, _: norms.batch_norm(x, s, b, eps=self.epsilon, axis_name=self.axis_name,
-                                                   mask=mask, return_stats=True),
-        use_scale=self.use_scale, use_bias=self.use_bias)
-
-
-class GhostBatchNorm(_ChannelAffine):
-  """Batch norm over virtual batches of `virtual_batch_size` examples (falls back to the batch if larger)."""
-  virtual_batch_size: int = 16
-  momentum: float = 0.9
-  epsilon: float = 1e-5
-
-  @nn.compact
-  def __call__(self, x, train: bool = True, mask=None):
-    v = min(self.virtual_batch_size, x.shape[0])
-    return self.batch_statistics_norm(x, train, lambda s, b, _: variants.ghost_batch_norm(
-        x, s, b, virtual_batch_size=v, eps=self.epsilon, mask=mask, return_stats=True))
-
-
-class BatchRenorm(_ChannelAffine):
-  """Batch renormalization; r_max/d_max are fixed here (schedules can be set from config)."""
-  r_max: float = 3.0
-  d_max: float = 5.0
+class BatchNorm(_RunningNorm):
+  """flax.linen.BatchNorm; `axis_name` syncs statistics across devices (SyncBN)."""
+  kind: ClassVar[str] = "batch"
+  use_running_average: bool | None = None
+  axis: int = -1
   momentum: float = 0.99
   epsilon: float = 1e-5
-  axis_name: AxisName = None
-
-  @nn.compact
-  def __call__(self, x, train: bool = True, mask=None):
-    return self.batch_statistics_norm(x, train, lambda s, b, running: variants.batch_renorm(
-        x, s, b, running=running, r_max=self.r_max, d_max=self.d_max, eps=self.epsilon,
-        axis_name=self.axis_name, mask=mask, return_stats=True))
-
-
-class FrozenBatchNorm(_ChannelAffine):
-  """Batch norm that always uses the stored statistics (never updated by training)."""
-  epsilon: float = 1e-5
-
-  @nn.compact
-  def __call__(self, x, train: bool = True, mask=None):
-    scale, bias = self.affine_params(x)
-    mean, var = self.running_stats(x.shape[-1])
-    return variants.frozen_batch_norm(x, mean.value, var.value, scale, bias, eps=self.epsilon)
-
-
-class LpBatchNorm(_ChannelAffine):
-  """l1 / l2 / l_inf batch norm (Santurkar et al. section 3.3)."""
-  p: Any = 1
-  momentum: float = 0.9
-  epsilon: float = 1e-5
-  axis_name: AxisName = None
-
-  @nn.compact
-  def __call__(self, x, train: bool = True, mask=None):
-    def eval_fn(s, b, running):  # the running `var` holds scale^2 of the l_p scale
-      return ((x - running.mean) / (jnp.sqrt(running.var) + self.epsilon) * s + b).astype(x.dtype)
-
-    return self.batch_statistics_norm(x, train, lambda s, b, _: variants.lp_batch_norm(
-        x, s, b, p=self.p, eps=self.epsilon, axis_name=self.axis_name, mask=mask, return_stats=True), eval_fn)
-
-
-class NoisyBatchNorm(_ChannelAffine):
-  """Batch norm followed by noise whose mean/variance change every step (needs the 'noise' RNG)."""
-  mean_range: float = 1.0
-  std_range: float = 2.0
-  momentum: float = 0.9
-  epsilon: float = 1e-5
-  axis_name: AxisName = None
-
-  @nn.compact
-  def __call__(self, x, train: bool = True, mask=None):
-    return self.batch_statistics_norm(x, train, lambda s, b, _: variants.noisy_batch_norm(
-        x, self.make_rng("noise"), s, b, mean_range=self.mean_range, std_range=self.std_range,
-        eps=self.epsilon, axis_name=self.axis_name, mask=mask, return_stats=True))
-
-
-class LayerNorm(_ChannelAffine):
-  """Layer norm over the last axis (per-feature scale and bias)."""
-  epsilon: float = 1e-5
-  use_scale: bool = True
+  dtype: Any = None
+  param_dtype: Any = jnp.float32
   use_bias: bool = True
+  use_scale: bool = True
+  bias_init: Initializer = _zeros
+  scale_init: Initializer = _ones
+  axis_name: str | None = None
+  axis_index_groups: Any = None
+  use_fast_variance: bool = True
+  force_float32_reductions: bool = True
 
-  @nn.compact
-  def __call__(self, x, train: bool = True, mask=None):
-    scale, bias = self.affine_params(x, self.use_scale, self.use_bias)
-    # `mask` (padding of examples/time steps) is accepted for a uniform interface and unused: the
-    # statistics are per position, so padded positions never enter a valid position's statistics.
-    return norms.layer_norm(x, scale, bias, eps=self.epsilon)
 
-
-class RMSNorm(_ChannelAffine):
-  """RMS norm over the last axis."""
+class LayerNorm(_StatelessNorm):
+  """flax.linen.LayerNorm: statistics over `reduction_axes`, scale/bias over `feature_axes`."""
+  kind: ClassVar[str] = "layer"
   epsilon: float = 1e-6
-
-  @nn.compact
-  def __call__(self, x, train: bool = True, mask=None):
-    scale, _ = self.affine_params(x, use_bias=False)
-    return norms.rms_norm(x, scale, eps=self.epsilon)
-
-
-class InstanceNorm(_ChannelAffine):
-  epsilon: float = 1e-5
-
-  @nn.compact
-  def __call__(self, x, train: bool = True, mask=None):
-    scale, bias = self.affine_params(x)
-    return norms.instance_norm(x, scale, bias, eps=self.epsilon, mask=mask)
+  dtype: Any = None
+  param_dtype: Any = jnp.float32
+  use_bias: bool = True
+  use_scale: bool = True
+  bias_init: Initializer = _zeros
+  scale_init: Initializer = _ones
+  reduction_axes: Axes = -1
+  feature_axes: Axes = -1
+  axis_name: str | None = None
+  axis_index_groups: Any = None
+  use_fast_variance: bool = True
+  force_float32_reductions: bool = True
 
 
-class GroupNorm(_ChannelAffine):
-  """Group norm; give num_groups or group_size. A set group_size wins over num_groups (whose default
-  32 is always set), as in `variants.evonorm_s0`: GroupNorm(group_size=4) means groups of 4 channels."""
+class RMSNorm(_StatelessNorm):
+  """flax.linen.RMSNorm: x / sqrt(mean(x^2) + eps) over `reduction_axes`, no bias."""
+  kind: ClassVar[str] = "rms"
+  epsilon: float = 1e-6
+  dtype: Any = None
+  param_dtype: Any = jnp.float32
+  use_scale: bool = True
+  scale_init: Initializer = _ones
+  reduction_axes: Axes = -1
+  feature_axes: Axes = -1
+  axis_name: str | None = None
+  axis_index_groups: Any = None
+  use_fast_variance: bool = True
+  force_float32_reductions: bool = True
+
+
+class GroupNorm(_StatelessNorm):
+  """flax.linen.GroupNorm: give num_groups, or group_size with num_groups=None (both set is an error)."""
+  kind: ClassVar[str] = "group"
   num_groups: int | None = 32
   group_size: int | None = None
-  epsilon: float = 1e-5
-
-  @nn.compact
-  def __call__(self, x, train: bool = True, mask=None):
-    scale, bias = self.affine_params(x)
-    gsize = self.group_size
-    groups = None if gsize is not None else self.num_groups
-    return norms.group_norm(x, scale, bias, num_groups=groups, group_size=gsize, eps=self.epsilon, mask=mask)
-
-
-class FilterResponseNorm(_ChannelAffine):
-  """FRN + TLU: replaces norm *and* activation (models skip their ReLU after it)."""
   epsilon: float = 1e-6
-  replaces_activation: bool = True
+  dtype: Any = None
+  param_dtype: Any = jnp.float32
+  use_bias: bool = True
+  use_scale: bool = True
+  bias_init: Initializer = _zeros
+  scale_init: Initializer = _ones
+  reduction_axes: Axes | None = None
+  axis_name: str | None = None
+  axis_index_groups: Any = None
+  use_fast_variance: bool = True
+  force_float32_reductions: bool = True
 
-  @nn.compact
-  def __call__(self, x, train: bool = True, mask=None):
-    scale, bias = self.affine_params(x)
-    tau = self.channel_param("tau", nn.initializers.zeros, x)
-    return variants.filter_response_norm(x, scale, bias, tau, eps=self.epsilon)
+
+class InstanceNorm(_StatelessNorm):
+  """flax.linen.InstanceNorm: statistics over every axis but the batch (0) and `feature_axes`."""
+  kind: ClassVar[str] = "instance"
+  epsilon: float = 1e-6
+  dtype: Any = None
+  param_dtype: Any = jnp.float32
+  use_bias: bool = True
+  use_scale: bool = True
+  bias_init: Initializer = _zeros
+  scale_init: Initializer = _ones
+  feature_axes: Axes = -1
+  axis_name: str | None = None
+  axis_index_groups: Any = None
+  use_fast_variance: bool = True
+  force_float32_reductions: bool = True
 
 
-class EvoNormB0(_ChannelAffine):
+# ----- normlab's extra norms, same conventions (channels-last: features on the last axis) -----
+
+class _ExtraRunning(_RunningNorm):
+  use_running_average: bool | None = None
+  momentum: float = 0.99
+  epsilon: float = 1e-5
+  dtype: Any = None
+  param_dtype: Any = jnp.float32
+  use_bias: bool = True
+  use_scale: bool = True
+  bias_init: Initializer = _zeros
+  scale_init: Initializer = _ones
+
+
+class _ExtraStateless(_StatelessNorm):
+  epsilon: float = 1e-6
+  dtype: Any = None
+  param_dtype: Any = jnp.float32
+  use_bias: bool = True
+  use_scale: bool = True
+  bias_init: Initializer = _zeros
+  scale_init: Initializer = _ones
+
+
+class GhostBatchNorm(_ExtraRunning):
+  """Batch norm over virtual batches of `virtual_batch_size` examples (the batch, if smaller)."""
+  kind: ClassVar[str] = "ghost_batch"
+  virtual_batch_size: int = 16
+
+
+class BatchRenorm(_ExtraRunning):
+  """Batch renormalization with fixed r_max/d_max."""
+  kind: ClassVar[str] = "batch_renorm"
+  r_max: float = 3.0
+  d_max: float = 5.0
+  axis_name: str | None = None
+
+
+class FrozenBatchNorm(_ExtraStateless):
+  """Batch norm that always uses the stored `batch_stats` (never updated)."""
+  kind: ClassVar[str] = "frozen_batch"
+  epsilon: float = 1e-5
+
+
+class LpBatchNorm(_ExtraRunning):
+  """l1 / l2 / l_inf batch norm (Santurkar et al. section 3.3); running `var` holds scale^2."""
+  kind: ClassVar[str] = "lp_batch"
+  p: Any = 1
+  axis_name: str | None = None
+
+
+class NoisyBatchNorm(_ExtraRunning):
+  """Batch norm + noise whose mean/variance change every step (training draws the 'noise' RNG)."""
+  kind: ClassVar[str] = "noisy_batch"
+  mean_range: float = 1.0
+  std_range: float = 2.0
+  axis_name: str | None = None
+
+
+class FilterResponseNorm(_ExtraStateless):
+  """FRN + TLU: replaces norm *and* activation (models skip their ReLU after it)."""
+  kind: ClassVar[str] = "frn"
+  replaces_activation: ClassVar[bool] = True
+
+
+class EvoNormB0(_ExtraRunning):
   """EvoNorm-B0: batch-dependent norm-activation (models skip their ReLU after it)."""
-  momentum: float = 0.9
+  kind: ClassVar[str] = "evonorm_b0"
+  replaces_activation: ClassVar[bool] = True
+  axis_name: str | None = None
+
+
+class EvoNormS0(_ExtraStateless):
+  """EvoNorm-S0: batch-independent norm-activation; groups as GroupNorm (num_groups or group_size)."""
+  kind: ClassVar[str] = "evonorm_s0"
+  replaces_activation: ClassVar[bool] = True
   epsilon: float = 1e-5
-  axis_name: AxisName = None
-  replaces_activation: bool = True
-
-  @nn.compact
-  def __call__(self, x, train: bool = True, mask=None):
-    v = self.channel_param("v", nn.initializers.ones, x)
-    return self.batch_statistics_norm(
-        x, train,
-        lambda s, b, _: variants.evonorm_b0(x, s, b, v, eps=self.epsilon, axis_name=self.axis_name, mask=mask,
-                                            return_stats=True),
-        lambda s, b, running: variants.evonorm_b0(x, s, b, v, eps=self.epsilon, mask=mask, running=running))
+  num_groups: int | None = 32
+  group_size: int | None = None
 
 
-class EvoNormS0(_ChannelAffine):
-  """EvoNorm-S0: batch-independent norm-activation (models skip their ReLU after it)."""
-  num_groups: int = 8
-  epsilon: float = 1e-5
-  replaces_activation: bool = True
-
-  @nn.compact
-  def __call__(self, x, train: bool = True, mask=None):
-    scale, bias = self.affine_params(x)
-    v = self.channel_param("v", nn.initializers.ones, x)
-    c = x.shape[-1]  # the largest group count <= num_groups that divides the channels
-    groups = max(g for g in range(1, min(self.num_groups, c) + 1) if c % g == 0)
-    return variants.evonorm_s0(x, scale, bias, v, num_groups=groups, eps=self.epsilon)
+class SwitchableNorm(_ExtraRunning):
+  """Switchable norm: learned softmax mix of instance, layer and batch statistics."""
+  kind: ClassVar[str] = "switchable"
+  axis_name: str | None = None
 
 
-class SwitchableNorm(_ChannelAffine):
-  momentum: float = 0.9
-  epsilon: float = 1e-5
-  axis_name: AxisName = None
-
-  @nn.compact
-  def __call__(self, x, train: bool = True, mask=None):
-    wm = self.param("mean_logits", nn.initializers.zeros, (3,), jnp.float32)
-    wv = self.param("var_logits", nn.initializers.zeros, (3,), jnp.float32)
-    return self.batch_statistics_norm(
-        x, train,
-        lambda s, b, _: variants.switchable_norm(x, s, b, wm, wv, eps=self.epsilon, axis_name=self.axis_name,
-                                                 mask=mask, return_stats=True),
-        lambda s, b, running: variants.switchable_norm(x, s, b, wm, wv, eps=self.epsilon, running=running))
-
-
-class LocalResponseNorm(nn.Module):
+class LocalResponseNorm(_StatelessNorm):
+  """Local response norm across channels (torch's convention); no parameters."""
+  kind: ClassVar[str] = "local_response"
   size: int = 5
   alpha: float = 1e-4
   beta: float = 0.75
   k: float = 1.0
-
-  @nn.compact
-  def __call__(self, x, train: bool = True, mask=None):
-    return variants.local_response_norm(x, size=self.size, alpha=self.alpha, beta=self.beta, k=self.k)
+  dtype: Any = None
+  param_dtype: Any = jnp.float32
 
 
 # ----- kernel norms: Dense / Conv with a reparameterized kernel -----
