@@ -110,14 +110,18 @@ class NormFactory:
   def __call__(self, **module_kwargs: Any) -> nn.Module:
     return self.layer(**self.options, **module_kwargs)
 
-  def build(self, *, train: bool, axis_name: Any = None, name: str | None = None) -> nn.Module:
-    """The module for one call site: `use_running_average=not train` and `axis_name` where it has
-    those fields (flax's examples bind them the same way)."""
+  def build(self, *, train: bool, axis_name: Any = None, name: str | None = None, dtype: Any = None) -> nn.Module:
+    """The module for one call site: `use_running_average=not train`, `axis_name` (for norms whose
+    statistics span the batch) and the model's compute `dtype`, where the layer has those fields and
+    its options do not set them (flax's examples bind them the same way)."""
     kwargs: dict[str, Any] = {"name": name}
-    if "use_running_average" in self.fields:
+    fields = self.fields
+    if "use_running_average" in fields:
       kwargs["use_running_average"] = not train
     if axis_name is not None and self.cross_device:
       kwargs["axis_name"] = axis_name
+    if dtype is not None and "dtype" in fields and "dtype" not in self.options:
+      kwargs["dtype"] = dtype
     return self(**kwargs)
 
 

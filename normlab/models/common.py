@@ -35,10 +35,10 @@ def check_placement(placement: str, *, model: str, valid: Sequence[str] = PLACEM
   return placement
 
 
-def norm_layer(norm: NormFactory, axis_name: Any, name: str, train: bool = True) -> nn.Module:
-  """Builds the norm module: `use_running_average=not train`, and `axis_name` (SyncBN) only for
-  norms that have those fields."""
-  return norm.build(train=train, axis_name=axis_name, name=name)
+def norm_layer(norm: NormFactory, axis_name: Any, name: str, train: bool = True, dtype: Any = None) -> nn.Module:
+  """Builds the norm module: `use_running_average=not train`, `axis_name` (SyncBN) and the compute
+  `dtype`, each only for norms that have that field (see `NormFactory.build`)."""
+  return norm.build(train=train, axis_name=axis_name, name=name, dtype=dtype)
 
 
 def linear_bias(norm: NormFactory, placement: str) -> bool:
@@ -78,7 +78,7 @@ def norm_act(module: nn.Module, x, *, norm: NormFactory, placement: str, axis_na
   """
   module.sow("intermediates", f"{name}_preact", x)
   use_act = activation and not norm.replaces_activation
-  layer = norm_layer(norm, axis_name, name, train)
+  layer = norm_layer(norm, axis_name, name, train, dtype=x.dtype)
   if placement == "after_activation" and use_act:
     y = layer(act(x), mask=mask)
     module.sow("intermediates", f"{name}_normed", y)
