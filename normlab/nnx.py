@@ -63,7 +63,7 @@ class _Norm(nnx.Module):
       if name not in specs:
         setattr(self, name, nnx.data(None))
     for name, (init, shape) in specs.items():
-      meta = {"scale": self.scale_metadata, "bias": self.bias_metadata}.get(name, {})
+      meta = getattr(self, f"{name}_metadata", {})
       key = rngs.params() if rngs is not None else jax.random.key(0)
       setattr(self, name, nnx.Param(init(key, (num_features,) if shape is None else shape, self.param_dtype), **meta))
     self.rngs = rngs if k.noise else nnx.data(None)
@@ -115,7 +115,9 @@ def _nnx_class(linen_cls: type, positional: tuple[str, ...] = ()) -> type:
     params.append(P(f.name, kind, default=default))
   params.sort(key=lambda p: p.kind)  # positional ones first, in their order
   params.append(P("rngs", P.KEYWORD_ONLY) if has_state else P("rngs", P.KEYWORD_ONLY, default=None))
-  params += [P(n, P.KEYWORD_ONLY, default=d) for n, d in _NNX_ONLY.items()]
+  names = {f.name for f in fields}
+  params += [P(n, P.KEYWORD_ONLY, default=d) for n, d in _NNX_ONLY.items()
+             if n == "promote_dtype" or f"{n.split('_')[0]}_init" in names]
   base = _RunningNorm if "use_running_average" in {f.name for f in fields} else _StatelessNorm
   ns = {"kind": linen_cls.kind, "linen": linen_cls, "positional": positional, "__doc__": linen_cls.__doc__,
         "__module__": __name__, "replaces_activation": linen_cls.replaces_activation}
