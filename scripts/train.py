@@ -16,7 +16,7 @@ from absl import flags  # noqa: E402
 from absl import logging as absl_logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-from normlab import cli  # noqa: E402
+from normlab import cli, cli_options  # noqa: E402
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Experiment config: configs/NAME.py[:PRESET].", lock_config=True)
@@ -26,9 +26,18 @@ flags.DEFINE_bool("multihost", False, "Call jax.distributed.initialize() (multi-
 
 
 def parse_flags(argv):
+  try:
+    argv, options = cli_options.split_option_flags(argv)
+  except ValueError as e:
+    cli.fail(str(e))
+  sys.argv[:] = argv  # config_flags reads its --config.KEY overrides from sys.argv
   rest = cli.parse_or_exit(argv)
   if not FLAGS.workdir:
     cli.fail("--workdir is required")
+  try:
+    cli_options.apply_options(FLAGS.config, options)
+  except ValueError as e:
+    cli.fail(str(e))
   return rest
 
 
