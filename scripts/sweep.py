@@ -6,11 +6,9 @@ one cell, --report_only rebuilds results.csv, report.md and the plots from what 
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from absl import app, flags
 
-from absl import app, flags  # noqa: E402
-
-from normlab import cli  # noqa: E402
+from normlab import cli
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("config", None, "Sweep config: configs/sweeps/NAME.py[:PRESET].", required=True)

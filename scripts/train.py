@@ -7,16 +7,13 @@ Exit status: 0 done, 2 user error (bad config/flag/workdir, data not prepared: o
 3 training diverged (non-finite loss under nan_policy='stop').
 """
 import logging
-import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from absl import flags
+from absl import logging as absl_logging
+from ml_collections import config_flags
 
-from absl import flags  # noqa: E402
-from absl import logging as absl_logging  # noqa: E402
-from ml_collections import config_flags  # noqa: E402
-
-from normlab import cli, cli_options  # noqa: E402
+from normlab import cli, cli_options
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Experiment config: configs/NAME.py[:PRESET].", lock_config=True)

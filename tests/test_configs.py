@@ -9,12 +9,10 @@ import ml_collections as mlc
 import pytest
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if REPO_ROOT not in sys.path:
-  sys.path.insert(0, REPO_ROOT)
 
-from configs import common  # noqa: E402
-from normlab.train import ConfigError  # noqa: E402
-from normlab.train.validate import SCHEMA, validate  # noqa: E402
+from configs import common
+from normlab.train import ConfigError
+from normlab.train.validate import SCHEMA, validate
 
 CONFIG_FILES = sorted(
     p for p in glob.glob(os.path.join(REPO_ROOT, "configs", "*.py"))

@@ -12,13 +12,8 @@ Presets:
          idle cores (16/32/64-channel model).
   gpu    same grid, 3 seeds, 30 epochs, 32/64/128 channels.
 """
-import os
-import sys
 
-_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-if _ROOT not in sys.path:  # loaded by file path (the sweep runner): make `configs` importable
-  sys.path.insert(0, _ROOT)
-from configs.sweeps import _common  # noqa: E402
+from configs.sweeps import _common
 
 BATCH_SIZES = (2, 4, 8, 16, 32, 64)
 EPOCHS = {"smoke": 0.25, "cpu": 3, "gpu": 30}

@@ -9,13 +9,8 @@ group_size=1 (one channel per group in every layer). Presets (configs/sweeps/_co
   cpu    G in {1, 2, 4, 8, 16}, IN, BN x 2 seeds (vmapped), 8 epochs (1000 steps): ~4 min on 2 idle cores.
   gpu    G in {1, 2, 4, 8, 16, 32}, IN, BN x 3 seeds, 30 epochs.
 """
-import os
-import sys
 
-_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-if _ROOT not in sys.path:
-  sys.path.insert(0, _ROOT)
-from configs.sweeps import _common  # noqa: E402
+from configs.sweeps import _common
 
 GROUPS = {"smoke": (1, 4), "cpu": (1, 2, 4, 8, 16), "gpu": (1, 2, 4, 8, 16, 32)}
 EPOCHS = {"smoke": 0.25, "cpu": 8, "gpu": 30}

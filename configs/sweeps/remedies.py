@@ -10,13 +10,8 @@ separates the two things a small batch changes: BN's statistics (ghost: small) a
 Presets: smoke (BN, BRN, GN at b=4, ghost v=4 at b=32; 1 seed, 1/4 epoch: ~1 min), cpu (all variants x 2
 seeds vmapped, 3 epochs: ~5 min on 2 idle cores), gpu (3 seeds, 30 epochs, wider model).
 """
-import os
-import sys
 
-_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-if _ROOT not in sys.path:
-  sys.path.insert(0, _ROOT)
-from configs.sweeps import _common  # noqa: E402
+from configs.sweeps import _common
 
 EPOCHS = {"smoke": 0.25, "cpu": 3, "gpu": 30}
 

@@ -9,13 +9,8 @@ Needs 8 devices: on CPU, XLA_FLAGS=--xla_force_host_platform_device_count=8 befo
 sync/local, 1 seed, 1/2 epoch: ~1 min), cpu (b in {2, 4, 8}, BN sync/local + GN, 2 seeds vmapped,
 4 epochs: ~6 min on 2 idle cores), gpu (3 seeds, 30 epochs, wider model).
 """
-import os
-import sys
 
-_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-if _ROOT not in sys.path:
-  sys.path.insert(0, _ROOT)
-from configs.sweeps import _common  # noqa: E402
+from configs.sweeps import _common
 
 NUM_DEVICES = 8
 EPOCHS = {"smoke": 0.5, "cpu": 4, "gpu": 30}
