@@ -11,7 +11,8 @@ statistics are always two-pass in >= float32 (`use_fast_variance` is accepted an
 it under shard_map: make the groups a mesh axis); with a mask and `axis_name`, statistics are weighted
 by each device's valid count (flax averages per-device means). normlab's extra norms (ghost BN, batch
 renorm, l_p BN, noisy BN, FRN, EvoNorm, switchable, LRN) follow the same conventions.
-`Dense`/`Conv` take a `reparam` option ('weight', 'weight_std', 'spectral') for the kernel norms.
+`Dense`/`Conv` are flax's (every field) with a `reparam` option ('weight', 'weight_std', 'spectral') for
+the kernel norms; with dtype=None they compute in the input's dtype.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from typing import Any, Callable, ClassVar, Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from flax.linen import dtypes as flax_dtypes
 
 from normlab import layer_math as lm, reparam as rp
 from normlab.core import Moments
@@ -272,71 +274,80 @@ class LocalResponseNorm(_StatelessNorm):
   param_dtype: Any = jnp.float32
 
 
-# ----- kernel norms: Dense / Conv with a reparameterized kernel -----
+# ----- kernel norms: flax's Dense / Conv with a reparameterized kernel -----
 REPARAMS = (None, "weight", "weight_std", "spectral")
 
 
-class _ReparamKernel(nn.Module):
-  """Dense/Conv base: builds the kernel `v`, reparameterizes it and adds the bias.
+class _ReparamKernel:
+  """Mixin for flax's `nn.Dense` / `nn.Conv`: the kernel they create is handed back reparameterized
+  ('weight': w = g v/||v||, 'weight_std', 'spectral': w / sigma with `u` in `batch_stats`), so every
+  field of flax's layer (dtype, param_dtype, padding, dilation, feature groups, ...) keeps working.
+  Params: `kernel` (v), `bias`, and `g` for weight norm.
 
   With reparam='weight' and data_init=True, `model.init(rng, batch)` sets g and the bias from the init
-  batch so that its pre-activations are standardized (Salimans & Kingma's data-dependent init).
+  batch so that its pre-activations are standardized (Salimans & Kingma's data-dependent init). In
+  training, spectral norm's power iteration updates `u` (writing an immutable `batch_stats` skips it).
+  flax's own `nn.WeightNorm` / `nn.SpectralNorm` wrap any layer too, with their own variable layout.
   """
+
+  def param(self, name, init_fn, *init_args, **init_kwargs):
+    p = super().param(name, init_fn, *init_args, **init_kwargs)
+    if name != "kernel" or self.reparam is None:
+      return p
+    if self.reparam == "weight":
+      return rp.weight_norm(p, super().param("g", nn.initializers.ones, (self.features,), jnp.float32))
+    if self.reparam == "weight_std":
+      return rp.weight_standardize(p)
+    if self.reparam == "spectral":
+      u = self.variable("batch_stats", "u", lambda: jax.random.normal(
+          self.make_rng("params"), (self.features,), jnp.float32))
+      w, u_new, _ = rp.spectral_normalize(p, u.value, n_iters=self.n_power_iterations)
+      if self._nl_train and not self.is_initializing() and self.is_mutable_collection("batch_stats"):
+        u.value = u_new
+      return w
+    raise ValueError(f"unknown reparam {self.reparam!r}; valid choices: {', '.join(map(str, REPARAMS))}")
+
+  def _reparam_call(self, x, train: bool):
+    object.__setattr__(self, "_nl_train", train)  # read by `param` during this call
+    if not (self.reparam == "weight" and self.data_init and self.is_initializing()):
+      return super().__call__(x)
+    t = super().__call__(x)  # g = 1, bias = 0: the normalized kernel's pre-activations
+    g0, b0 = rp.weight_norm_data_init(t)
+    self.put_variable("params", "g", g0.astype(jnp.float32))
+    if self.use_bias:
+      self.put_variable("params", "bias", b0.astype(self.param_dtype))
+      return (t * g0 + b0).astype(t.dtype)
+    return (t * g0).astype(t.dtype)
+
+
+def promote_to_input(*args, dtype=None, inexact=True):
+  """flax's `promote_dtype`, except that dtype=None computes in the input's dtype (normlab's models run
+  bfloat16 activations with float32 parameters); an explicit `dtype` behaves as in flax."""
+  return flax_dtypes.promote_dtype(*args, dtype=jnp.result_type(args[0]) if dtype is None else dtype,
+                                   inexact=inexact)
+
+
+class Dense(_ReparamKernel, nn.Dense):
+  """flax.linen.Dense (every field) + `reparam` / `data_init` / `n_power_iterations`; call (x, train=True)."""
   features: int = 1
-  use_bias: bool = True
+  promote_dtype: Callable = promote_to_input
   reparam: str | None = None
   data_init: bool = False
   n_power_iterations: int = 1
-  kernel_init: Initializer = nn.initializers.lecun_normal()
 
-  def _apply(self, x, kernel_shape, op, train: bool):
-    v = self.param("kernel", self.kernel_init, kernel_shape, jnp.float32)
-    bias_init = nn.initializers.zeros
-    if self.reparam is None:
-      w = v
-    elif self.reparam == "weight":
-      g_init = nn.initializers.ones
-      if self.data_init and self.is_initializing():
-        g0, b0 = rp.weight_norm_data_init(op(x, rp.weight_norm(v).astype(x.dtype)))
-        g_init, bias_init = (lambda *_: g0), (lambda *_: b0)
-      w = rp.weight_norm(v, self.param("g", g_init, (self.features,), jnp.float32))
-    elif self.reparam == "weight_std":
-      w = rp.weight_standardize(v)
-    elif self.reparam == "spectral":
-      u = self.variable("batch_stats", "u", lambda: jax.random.normal(
-          self.make_rng("params"), (self.features,), jnp.float32))
-      w, u_new, _ = rp.spectral_normalize(v, u.value, n_iters=self.n_power_iterations)
-      if train and not self.is_initializing() and self.is_mutable_collection("batch_stats"):
-        u.value = u_new
-    else:
-      raise ValueError(f"unknown reparam {self.reparam!r}; valid choices: {', '.join(map(str, REPARAMS))}")
-    y = op(x, w.astype(x.dtype))
-    if self.use_bias:
-      y = y + self.param("bias", bias_init, (self.features,), jnp.float32).astype(x.dtype)
-    return y
-
-
-class Dense(_ReparamKernel):
-  @nn.compact
   def __call__(self, x, train: bool = True):
-    return self._apply(x, (x.shape[-1], self.features), lambda a, w: a @ w, train)
+    return self._reparam_call(x, train)
 
 
-class Conv(_ReparamKernel):
-  """N-D convolution, channels-last, SAME padding by default."""
-  kernel_size: Sequence[int] = (3, 3)
-  strides: Sequence[int] | int = 1
-  padding: str | Sequence = "SAME"
+class Conv(_ReparamKernel, nn.Conv):
+  """flax.linen.Conv (every field: strides, padding, kernel_dilation, feature_group_count, dtype, ...) +
+  `reparam` / `data_init` / `n_power_iterations`; call (x, train=True). Channels-last, SAME padding."""
+  features: int = 1
+  kernel_size: int | Sequence[int] = (3, 3)
+  promote_dtype: Callable = promote_to_input
+  reparam: str | None = None
+  data_init: bool = False
+  n_power_iterations: int = 1
 
-  @nn.compact
   def __call__(self, x, train: bool = True):
-    ks = tuple(self.kernel_size)
-    nd = len(ks)
-    strides = (self.strides,) * nd if isinstance(self.strides, int) else tuple(self.strides)
-    spatial = "DHW"[-nd:]
-
-    def conv(a, w):
-      dn = jax.lax.conv_dimension_numbers(a.shape, w.shape, (f"N{spatial}C", f"{spatial}IO", f"N{spatial}C"))
-      return jax.lax.conv_general_dilated(a, w, strides, self.padding, dimension_numbers=dn)
-
-    return self._apply(x, ks + (x.shape[-1], self.features), conv, train)
+    return self._reparam_call(x, train)
