@@ -157,3 +157,25 @@ def test_swap_in_flax_imagenet_resnet_and_nnx_cnn_on_8_devices():
   out = subprocess.run([sys.executable, os.path.join(REPO_ROOT, "tests", "swap_check.py")], capture_output=True,
                        text=True, timeout=900, env=env, cwd=REPO_ROOT)
   assert out.returncode == 0 and "all match" in out.stdout, out.stdout + out.stderr[-3000:]
+
+
+@pytest.mark.parametrize("reparam", ["weight", "weight_std", "spectral"])
+def test_kernel_reparam_keeps_flax_conv_fields(reparam):
+  """layers.Conv is flax's nn.Conv with the kernel reparameterized: dilation, feature groups and dtype
+  behave as in flax (the same output as nn.Conv given the reparameterized kernel)."""
+  from normlab import reparam as rp
+  kw = dict(features=6, kernel_size=(3, 3), kernel_dilation=2, feature_group_count=2, dtype=jnp.bfloat16)
+  x = X[:, :, :, :4]
+  ours = layers.Conv(reparam=reparam, **kw)
+  v = ours.init(KEY, x)
+  y, _ = ours.apply(v, x, train=False, mutable=["batch_stats"])
+  p = v["params"]
+  if reparam == "weight":
+    w = rp.weight_norm(p["kernel"], p["g"])
+  elif reparam == "weight_std":
+    w = rp.weight_standardize(p["kernel"])
+  else:
+    w = rp.spectral_normalize(p["kernel"], v["batch_stats"]["u"])[0]
+  assert p["kernel"].shape == (3, 3, 2, 6) and y.dtype == jnp.bfloat16
+  want = nn.Conv(**kw).apply({"params": {"kernel": w, "bias": p["bias"]}}, x)
+  np.testing.assert_allclose(np.asarray(y, np.float32), np.asarray(want, np.float32), atol=1e-2)
