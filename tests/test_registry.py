@@ -43,7 +43,7 @@ def test_options_defaults_and_soft_axis_name():
     assert make_norm("l2_batch", p=1).options["p"] == 1  # explicit options override entry defaults
     # axis_name is accepted by every norm and kept only where the layer has cross-device statistics
     assert make_norm("layer", axis_name="batch").options == {"epsilon": 1e-5}
-    assert make_norm("batch", axis_name="batch").options == {"axis_name": "batch"}
+    assert make_norm("batch", axis_name="batch").options == {"momentum": 0.9, "axis_name": "batch"}
     m = make_norm("group", num_groups=4, epsilon=1e-3)()
     assert isinstance(m, layers.GroupNorm) and m.num_groups == 4 and m.epsilon == 1e-3
 
