@@ -8,13 +8,8 @@ Presets (measured on 2 shared CPU cores, jax 0.10.2; wall = whole process):
   cpu    depth 8, width 64, 3000 steps: 32.7% test accuracy in ~20 s (~470 steps/s).
   gpu    depth 16, width 256, batch 512, 10000 steps: not measured here (no GPU).
 """
-import os
-import sys
 
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if _ROOT not in sys.path:  # loaded by file path (config_flags, the sweep): make `configs` importable
-  sys.path.insert(0, _ROOT)
-from configs import common  # noqa: E402
+from configs import common
 
 DEFAULTS = {
     "model": "dln",

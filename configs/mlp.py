@@ -7,13 +7,8 @@ Presets (measured on 2 shared CPU cores, jax 0.10.2; wall = whole process incl. 
          the MNIST-1D paper's MLP: 68%) in ~20 s (~350 steps/s).
   gpu    same model, batch 512, 10000 steps: expect ~77%; not measured here (no GPU).
 """
-import os
-import sys
 
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if _ROOT not in sys.path:  # loaded by file path (config_flags, the sweep): make `configs` importable
-  sys.path.insert(0, _ROOT)
-from configs import common  # noqa: E402
+from configs import common
 
 DEFAULTS = {
     "model": "mlp",

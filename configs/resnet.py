@@ -15,13 +15,8 @@ Presets (measured on 2 shared, heavily loaded CPU cores, jax 0.10.2; wall = whol
   cifar100 ResNet-18 (CIFAR stem) on CIFAR-100, 60k steps: expect ~75%; not measured here. Needs
            CIFAR-100 prepared.
 """
-import os
-import sys
 
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if _ROOT not in sys.path:  # loaded by file path (config_flags, the sweep): make `configs` importable
-  sys.path.insert(0, _ROOT)
-from configs import common  # noqa: E402
+from configs import common
 
 DEFAULTS = {
     "model": "resnet1d",  # 3 stages x 2 basic blocks, 32/64/128 channels, kernel 5

@@ -8,13 +8,8 @@ Presets (measured on 2 shared, heavily loaded CPU cores, jax 0.10.2; wall = whol
   lstm   the same with an LSTM cell: 89.8% test accuracy in ~4 min (4.6 steps/s).
   gpu    GRU with 256 units, batch 256, 10000 steps: not measured here (no GPU).
 """
-import os
-import sys
 
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if _ROOT not in sys.path:  # loaded by file path (config_flags, the sweep): make `configs` importable
-  sys.path.insert(0, _ROOT)
-from configs import common  # noqa: E402
+from configs import common
 
 DEFAULTS = {
     "model": "gru",

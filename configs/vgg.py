@@ -8,13 +8,8 @@ Presets (measured on 2 shared CPU cores, jax 0.10.2; wall = whole process):
   gpu    VGG-11 on CIFAR-10 (crop+flip), 30000 steps, batch 128: not measured here (no GPU, no
          CIFAR); Santurkar et al. report ~90%. Needs CIFAR-10 prepared (the error says how).
 """
-import os
-import sys
 
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if _ROOT not in sys.path:  # loaded by file path (config_flags, the sweep): make `configs` importable
-  sys.path.insert(0, _ROOT)
-from configs import common  # noqa: E402
+from configs import common
 
 DEFAULTS = {
     "model": "vgg11",

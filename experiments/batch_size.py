@@ -29,7 +29,6 @@ every claim that uses a cell that did not converge is inconclusive):
 from __future__ import annotations
 
 import math
-import os
 
 from experiments import _report
 from experiments import _sweep_study as study

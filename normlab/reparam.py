@@ -5,7 +5,6 @@ unit's weight vector is every axis but the last.
 """
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 from jax import lax
 

@@ -6,8 +6,6 @@ All channels-last, (N, ..., C).
 """
 from __future__ import annotations
 
-import math
-from typing import Sequence
 
 import jax
 import jax.numpy as jnp

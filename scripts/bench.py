@@ -16,9 +16,7 @@ The logic lives in normlab.bench; BENCH.md has the numbers of one full run.
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from absl import flags  # noqa: E402
+from absl import flags
 
 FLAGS = flags.FLAGS
 MALLOC_REUSE = "glibc.malloc.mmap_threshold=4294967295:glibc.malloc.trim_threshold=4294967295"

@@ -9,10 +9,7 @@ import argparse
 import os
 import shutil
 import statistics
-import sys
 import time
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def main() -> None:

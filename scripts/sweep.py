@@ -10,11 +10,9 @@ processes, as scripts/train.py does. Exit status: 0 done, 2 user error (one `err
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from absl import flags
 
-from absl import app, flags  # noqa: E402
-
-from normlab import cli  # noqa: E402
+from normlab import cli
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("config", None, "Sweep config: configs/sweeps/NAME.py[:PRESET].", required=True)

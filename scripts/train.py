@@ -6,15 +6,12 @@ JAX_COORDINATOR_ADDRESS in the environment) starts jax.distributed for a multi-p
 Exit status: 0 done, 2 user error (bad config/flag/workdir, data not prepared: one `error:` line),
 3 training diverged (non-finite loss under nan_policy='stop').
 """
-import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from absl import flags
+from ml_collections import config_flags
 
-from absl import flags  # noqa: E402
-from ml_collections import config_flags  # noqa: E402
-
-from normlab import cli  # noqa: E402
+from normlab import cli, cli_options
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Experiment config: configs/NAME.py[:PRESET].", lock_config=True)
@@ -24,12 +21,19 @@ flags.DEFINE_bool("multihost", False, "Call jax.distributed.initialize() (multi-
 
 
 def parse_flags(argv):
+  try:
+    argv, options = cli_options.split_option_flags(argv)
+  except ValueError as e:
+    cli.fail(str(e))
+  sys.argv[:] = argv  # config_flags reads its --config.KEY overrides from sys.argv
   rest = cli.parse_or_exit(argv)
   if not FLAGS.workdir:
     cli.fail("--workdir is required")
+  try:
+    cli_options.apply_options(FLAGS.config, options)
+  except ValueError as e:
+    cli.fail(str(e))
   return rest
-
-
 
 
 def main(argv):

@@ -13,6 +13,9 @@ import time
 
 import pytest
 
+# Subprocesses (scripts/*.py, `python -c`) run this checkout's normlab whether or not it is pip-installed.
+_REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (_REPO_ROOT, os.environ.get("PYTHONPATH")) if p)
 os.environ.setdefault("NORMLAB_DATA_DIR", os.path.join(os.path.dirname(__file__), "..", ".pytest_cache", "tfds"))
 _CHILD = "NORMLAB_TEST_DEVICES"  # set in the subprocess of a `devices(n)` test: run it here
 

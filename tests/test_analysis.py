@@ -32,8 +32,8 @@ class TinyNet(nn.Module):
     for i, w in enumerate(self.widths):
       x = layers.Dense(features=w, name=f"dense{i}")(x)
       self.sow("intermediates", f"block{i}_preact", x)
-      x = (layers.BatchNorm(name=f"norm{i}") if self.norm == "batch" else layers.Identity(name=f"norm{i}"))(
-          x, train=train)
+      x = (layers.BatchNorm(momentum=0.9, use_running_average=not train, name=f"norm{i}") if self.norm == "batch"
+           else layers.Identity(name=f"norm{i}"))(x)
       x = nn.relu(x)
     return layers.Dense(features=3, name="head")(x)
 

@@ -9,12 +9,10 @@ import ml_collections as mlc
 import pytest
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if REPO_ROOT not in sys.path:
-  sys.path.insert(0, REPO_ROOT)
 
-from configs import common  # noqa: E402
-from normlab.train import ConfigError  # noqa: E402
-from normlab.train.validate import SCHEMA, validate  # noqa: E402
+from configs import common
+from normlab.train import ConfigError
+from normlab.train.validate import SCHEMA, validate
 
 CONFIG_FILES = sorted(
     p for p in glob.glob(os.path.join(REPO_ROOT, "configs", "*.py"))
@@ -149,7 +147,14 @@ def run_cli(*args, timeout=120):
     (["--config=configs/mlp.py:huge"], "unknown preset 'huge'"),
     (["--config=configs/nofile.py"], "cannot load config file 'configs/nofile.py': no such file"),
     (["--config=configs/mlp.py:smoke", "--config.num_steps=abc"], "flag --config.num_steps=abc: invalid literal"),
-], ids=["unknown-key", "bad-norm", "unknown-preset", "missing-file", "bad-value"])
+    (["--config=configs/resnet.py:smoke", "--config.norm=group", "--config.norm_options.num_groups=7"],
+     "num_groups=7 equal groups; valid group counts: [1, 2, 4, 8, 16, 32]"),
+    (["--config=configs/resnet.py:smoke", "--config.norm_options.num_grups=4"],
+     "config.norm_options.num_grups: not an option of norm 'batch'; valid options: use_running_average, axis"),
+    (["--config=configs/resnet.py:smoke", "--config.model_options.kernel_size=abc"],
+     "config.model_options.kernel_size='abc'"),
+], ids=["unknown-key", "bad-norm", "unknown-preset", "missing-file", "bad-value", "bad-num-groups",
+        "bad-norm-option", "bad-model-option-type"])
 def test_cli_user_errors_exit_2_with_one_line(tmp_path, args, expected):
   result = run_cli(f"--workdir={tmp_path / 'w'}", *args)
   assert result.returncode == 2, result.stderr
@@ -158,6 +163,25 @@ def test_cli_user_errors_exit_2_with_one_line(tmp_path, args, expected):
   assert lines[0].startswith("error: ") and expected in lines[0], lines[0]
   assert "Traceback" not in result.stderr + result.stdout
   assert not os.path.exists(tmp_path / "w")  # nothing was started
+
+
+def test_norm_and_model_options_from_the_command_line_reach_a_valid_config():
+  from normlab import cli_options
+  argv = ["train.py", "--config=configs/resnet.py:smoke", "--config.norm=group", "--config.norm_options.num_groups=4",
+          "--config.norm_options.epsilon=1e-3", "--config.model_options.width=0.5",
+          "--config.norm_options.use_scale=false"]
+  rest, options = cli_options.split_option_flags(argv)
+  assert rest == argv[:3]
+  assert options == {"norm_options": {"num_groups": 4, "epsilon": 1e-3, "use_scale": False},
+                     "model_options": {"width": 0.5}}
+  config = load_module(os.path.join(REPO_ROOT, "configs", "resnet.py")).get_config("smoke")
+  config.lock()
+  config.norm = "group"
+  cli_options.apply_options(config, options)
+  assert config.norm_options.num_groups == 4 and config.model_options.width == 0.5
+  validate(config)
+  with pytest.raises(ValueError, match="kernel_size='x'"):
+    cli_options.apply_options(config, {"model_options": {"kernel_size": "x"}})
 
 
 def test_unknown_override_message_names_key_and_valid_keys():

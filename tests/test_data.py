@@ -111,7 +111,6 @@ def test_concurrent_preparation_generates_once(tmp_path):
     script = textwrap.dedent(
         f"""
         import sys
-        sys.path.insert(0, {REPO_ROOT!r})
         from normlab.data import digits_builder, load
         original = digits_builder.generate_arrays
         def counted():
@@ -122,7 +121,8 @@ def test_concurrent_preparation_generates_once(tmp_path):
         """
     )
     procs = [
-        subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         cwd=REPO_ROOT)  # `python -c` puts the working directory on sys.path
         for _ in range(2)
     ]
     outs = [p.communicate(timeout=120) for p in procs]

@@ -29,8 +29,6 @@ import time
 import pytest
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if REPO_ROOT not in sys.path:
-  sys.path.insert(0, REPO_ROOT)
 
 from normlab.train import WorkdirError, train_and_evaluate  # noqa: E402
 from normlab.train import checkpoint as checkpoint_lib  # noqa: E402

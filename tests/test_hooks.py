@@ -1,17 +1,12 @@
 """Hooks of the one training loop (normlab.train.hooks): what a hook sees, when, and in-memory runs."""
 import os
-import sys
 
 import jax
 import numpy as np
 import pytest
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if REPO_ROOT not in sys.path:
-  sys.path.insert(0, REPO_ROOT)
-
-from configs.experiments._common import train_defaults  # noqa: E402
-from normlab.train.hooks import Periodic  # noqa: E402
+from configs.experiments._common import train_defaults
+from normlab.train.hooks import Periodic
 
 
 def tiny(**overrides):

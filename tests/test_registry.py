@@ -39,11 +39,11 @@ def test_unknown_option_lists_valid_options():
 def test_options_defaults_and_soft_axis_name():
     f = make_norm("l1_batch", momentum=0.5)
     assert f.options == {"p": 1, "momentum": 0.5}
-    assert make_norm("linf_batch").options == {"p": "inf"}
+    assert make_norm("linf_batch").options == {"p": "inf", "momentum": 0.9}
     assert make_norm("l2_batch", p=1).options["p"] == 1  # explicit options override entry defaults
     # axis_name is accepted by every norm and kept only where the layer has cross-device statistics
-    assert make_norm("layer", axis_name="batch").options == {}
-    assert make_norm("batch", axis_name="batch").options == {"axis_name": "batch"}
+    assert make_norm("layer", axis_name="batch").options == {"epsilon": 1e-5}
+    assert make_norm("batch", axis_name="batch").options == {"momentum": 0.9, "axis_name": "batch"}
     m = make_norm("group", num_groups=4, epsilon=1e-3)()
     assert isinstance(m, layers.GroupNorm) and m.num_groups == 4 and m.epsilon == 1e-3
 

@@ -19,15 +19,13 @@ import numpy as np
 import pytest
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if REPO_ROOT not in sys.path:
-  sys.path.insert(0, REPO_ROOT)
 
-from normlab.data import DatasetNotPreparedError  # noqa: E402
-from normlab.train import (ConfigError, TrainingDivergedError, WorkdirError,  # noqa: E402
+from normlab.data import DatasetNotPreparedError
+from normlab.train import (ConfigError, TrainingDivergedError, WorkdirError,
                            train_and_evaluate)
-from normlab.train import checkpoint as checkpoint_lib  # noqa: E402
-from normlab.train import workdir as workdir_lib  # noqa: E402
-from normlab.train.metrics_io import read_metrics  # noqa: E402
+from normlab.train import checkpoint as checkpoint_lib
+from normlab.train import workdir as workdir_lib
+from normlab.train.metrics_io import read_metrics
 
 EXACT_KEYS = ("eval_accuracy", "eval_loss", "final_train_loss")
 

@@ -10,15 +10,10 @@ at 1/2 width (1-D convs), a 10-layer DLN on mnist1d, 200 steps; a few minutes on
 paper's networks on CIFAR-10: VGG-11, ResNet-20, 25-layer DLN; needs a prepared TFDS dir; untested here).
 Expected (paper): ICS with BN similar or larger than without; cos(G, G') well below 1 for both.
 """
-import os
-import sys
 
-_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-if _ROOT not in sys.path:
-  sys.path.insert(0, _ROOT)
-import ml_collections as mlc  # noqa: E402
+import ml_collections as mlc
 
-from configs.experiments import _common  # noqa: E402
+from configs.experiments import _common
 
 
 def get_config(arg=None):

@@ -8,15 +8,10 @@ Presets: smoke (1 seed, a few seconds), cpu (3 seeds, < 1 min), gpu (= cpu; noth
 Expected: BN and IN invariant to all three of the seed's re-scalings, LN and GN not to weight-vector
 re-scaling, WN not to data re-scaling.
 """
-import os
-import sys
 
-_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-if _ROOT not in sys.path:
-  sys.path.insert(0, _ROOT)
-import ml_collections as mlc  # noqa: E402
+import ml_collections as mlc
 
-from configs.experiments import _common  # noqa: E402
+from configs.experiments import _common
 
 
 def get_config(arg=None):

@@ -10,15 +10,10 @@ Presets: smoke (~1 min on 2 CPU cores), cpu (a 4-conv VGG and a 3x128 MLP on mni
 few minutes on 2 cores), gpu (VGG-11 and the MLP on CIFAR-10; needs a prepared TFDS dir; untested here).
 Expected (paper): all three are smaller, and vary less over training, with BN.
 """
-import os
-import sys
 
-_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-if _ROOT not in sys.path:
-  sys.path.insert(0, _ROOT)
-import ml_collections as mlc  # noqa: E402
+import ml_collections as mlc
 
-from configs.experiments import _common  # noqa: E402
+from configs.experiments import _common
 
 
 def get_config(arg=None):

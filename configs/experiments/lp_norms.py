@@ -10,13 +10,8 @@ untested here).
 Expected (paper): the l_p variants train as well as BN, with larger distributional shift than no norm;
 (issue 7) their activations are not Gaussian.
 """
-import os
-import sys
 
-_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-if _ROOT not in sys.path:
-  sys.path.insert(0, _ROOT)
-from configs.experiments import _common  # noqa: E402
+from configs.experiments import _common
 
 
 def get_config(arg=None):

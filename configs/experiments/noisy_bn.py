@@ -10,15 +10,10 @@ TFDS dir; untested here).
 Expected (paper): BN and noisy BN reach similar accuracy, both faster than no BN; noisy BN's activation
 distributions drift far more.
 """
-import os
-import sys
 
-_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-if _ROOT not in sys.path:
-  sys.path.insert(0, _ROOT)
-import ml_collections as mlc  # noqa: E402
+import ml_collections as mlc
 
-from configs.experiments import _common  # noqa: E402
+from configs.experiments import _common
 
 
 def get_config(arg=None):

@@ -8,15 +8,10 @@ a 1-D VGG on MNIST-1D, 3 seeds, 300 steps: ~5 min on 2 idle cores), gpu (ResNet-
 the 1-D VGG on MNIST-1D, 5 seeds; untested here).
 Expected (seed): after the activation is better.
 """
-import os
-import sys
 
-_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-if _ROOT not in sys.path:
-  sys.path.insert(0, _ROOT)
-import ml_collections as mlc  # noqa: E402
+import ml_collections as mlc
 
-from configs.experiments import _common  # noqa: E402
+from configs.experiments import _common
 
 VGG1D = (32, "M", 64, "M", 64, "M")
 

@@ -9,13 +9,8 @@ batch 8 and 64, 1200 steps: ~6 min on 2 idle cores), gpu (128 units, T = 40 and 
 steps; untested here).
 Expected (seed): LN works at every batch size; per-step BN suffers at small batch and on long sequences.
 """
-import os
-import sys
 
-_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-if _ROOT not in sys.path:
-  sys.path.insert(0, _ROOT)
-from configs.experiments import _common  # noqa: E402
+from configs.experiments import _common
 
 
 def get_config(arg=None):

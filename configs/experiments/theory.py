@@ -10,15 +10,10 @@ Presets: smoke (well under a minute), cpu (a few minutes on 2 CPU cores), gpu (=
 Expected: the closed-form gradient matches autodiff to ~1e-15, the seed's '+' does not; Thm 4.1
 holds everywhere (an identity at eps = 0); (4.2a) is an identity; (4.2b) holds under its condition.
 """
-import os
-import sys
 
-_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-if _ROOT not in sys.path:
-  sys.path.insert(0, _ROOT)
-import ml_collections as mlc  # noqa: E402
+import ml_collections as mlc
 
-from configs.experiments import _common  # noqa: E402
+from configs.experiments import _common
 
 
 def get_config(arg=None):

@@ -9,15 +9,10 @@ batch sizes 2..128, 9600 examples each (6.7 epochs), linearly scaled lr: ~3 min 
 TFDS dir; untested here).
 Expected: BN's modes differ, most at small batch; GN's gap is exactly 0.
 """
-import os
-import sys
 
-_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-if _ROOT not in sys.path:
-  sys.path.insert(0, _ROOT)
-import ml_collections as mlc  # noqa: E402
+import ml_collections as mlc
 
-from configs.experiments import _common  # noqa: E402
+from configs.experiments import _common
 
 
 def get_config(arg=None):

@@ -8,13 +8,8 @@ Run the study (verdicts, report): python -m experiments.batch_size --preset=smok
 Presets: smoke (BN, GN x b in {2, 32}, 1 seed, 1/4 epoch of mnist1d: ~1 min), cpu (BN, GN x 5 batches x 3
 seeds on mnist1d_noisy, 10 epochs), gpu (ResNet-20 on CIFAR-10, 100 epochs, 3 seeds: needs CIFAR-10 prepared).
 """
-import os
-import sys
 
-_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-if _ROOT not in sys.path:  # loaded by file path (the sweep runner): make `configs` importable
-  sys.path.insert(0, _ROOT)
-from configs.sweeps import _common  # noqa: E402
+from configs.sweeps import _common
 
 
 def get_config(arg: str = "smoke"):

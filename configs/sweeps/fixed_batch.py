@@ -7,13 +7,7 @@ cells of configs/sweeps/batch_size.py, and
 
 Run it with the study: python -m experiments.batch_size --preset=smoke|cpu|gpu --workdir=DIR.
 """
-import os
-import sys
-
-_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-if _ROOT not in sys.path:  # loaded by file path (the sweep runner): make `configs` importable
-  sys.path.insert(0, _ROOT)
-from configs.sweeps import _common  # noqa: E402
+from configs.sweeps import _common
 
 GHOST_SIZES = (2, 4, 8, 16)
 

@@ -7,13 +7,8 @@ Run the study: python -m experiments.group_count --preset=smoke|cpu|gpu --workdi
 narrowest width: 8 for the cpu model's 8/16/32 channels, 16 for ResNet-20); `IN` is GN with group_size=1.
 Presets: smoke (G in {1, 4}, IN, 1 seed, 1/4 epoch), cpu (G in {1, 2, 4, 8}, IN, BN x 3 seeds), gpu (CIFAR-10).
 """
-import os
-import sys
 
-_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-if _ROOT not in sys.path:
-  sys.path.insert(0, _ROOT)
-from configs.sweeps import _common  # noqa: E402
+from configs.sweeps import _common
 
 GROUPS = {"smoke": (1, 4), "cpu": (1, 2, 4, 8), "gpu": (1, 2, 4, 8, 16)}
 

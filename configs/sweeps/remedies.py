@@ -7,13 +7,8 @@ with Ioffe's (2017) ramp (r_max 1 -> 3 and d_max 0 -> 5 over the first RAMP_FRAC
 Run the study: python -m experiments.remedies --preset=smoke|cpu|gpu --workdir=DIR.
 Presets: smoke (b=2: BN, BRN, SyncBN, GN; 1 seed, 1/4 epoch), cpu (all variants x 3 seeds), gpu (CIFAR-10).
 """
-import os
-import sys
 
-_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-if _ROOT not in sys.path:
-  sys.path.insert(0, _ROOT)
-from configs.sweeps import _common  # noqa: E402
+from configs.sweeps import _common
 
 RAMP_FRACTION = 0.25
 

@@ -6,13 +6,8 @@ Run the study: python -m experiments.sync_bn --preset=smoke|cpu|gpu --workdir=DI
 Presets: smoke (b=2, BN sync/local, 1 seed, 1/4 epoch), cpu (b in {2, 4, 8}, BN sync/local + GN, 3 seeds),
 gpu (CIFAR-10, 8 GPUs).
 """
-import os
-import sys
 
-_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-if _ROOT not in sys.path:
-  sys.path.insert(0, _ROOT)
-from configs.sweeps import _common  # noqa: E402
+from configs.sweeps import _common
 
 
 def get_config(arg: str = "smoke"):

@@ -44,7 +44,7 @@ _FLAX_KERNELS = (nn.Dense, nn.DenseGeneral, nn.Conv, nn.ConvTranspose)
 def norm_module_types() -> tuple[type, ...]:
   """Module classes treated as norm layers: every layer in `normlab.registry` plus flax's norms."""
   from normlab import registry
-  ours = tuple(dict.fromkeys(e.layer for e in registry._ALL_NORMS.values()))
+  ours = tuple(dict.fromkeys(e.layer for e in registry.entries().values()))
   return ours + _FLAX_NORMS
 
 

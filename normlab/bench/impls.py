@@ -47,14 +47,14 @@ def _block(tree):
 
 # ----------------------------------------------------------------------------------------------- JAX
 
-def normlab_module(norm: str) -> nn.Module:
+def normlab_module(norm: str, dtype=None) -> nn.Module:
   from normlab import layers
   return {
-      "bn": lambda: layers.BatchNorm(momentum=MOMENTUM, epsilon=EPS["bn"]),
-      "ln": lambda: layers.LayerNorm(epsilon=EPS["ln"]),
-      "gn": lambda: layers.GroupNorm(num_groups=NUM_GROUPS, epsilon=EPS["gn"]),
-      "in": lambda: layers.InstanceNorm(epsilon=EPS["in"]),
-      "rms": lambda: layers.RMSNorm(epsilon=EPS["rms"]),
+      "bn": lambda: layers.BatchNorm(use_running_average=False, momentum=MOMENTUM, epsilon=EPS["bn"], dtype=dtype),
+      "ln": lambda: layers.LayerNorm(epsilon=EPS["ln"], dtype=dtype),
+      "gn": lambda: layers.GroupNorm(num_groups=NUM_GROUPS, epsilon=EPS["gn"], dtype=dtype),
+      "in": lambda: layers.InstanceNorm(epsilon=EPS["in"], dtype=dtype),
+      "rms": lambda: layers.RMSNorm(epsilon=EPS["rms"], dtype=dtype),
   }[norm]()
 
 
@@ -96,7 +96,7 @@ def jax_module_bench(module: nn.Module, x: jax.Array, w: jax.Array, call_kwargs:
 
 
 def normlab_bench(norm: str, x: jax.Array, w: jax.Array) -> Bench:
-  return jax_module_bench(normlab_module(norm), x, w, {"train": True})
+  return jax_module_bench(normlab_module(norm, x.dtype), x, w)
 
 
 def flax_bench(norm: str, x: jax.Array, w: jax.Array) -> Bench:

@@ -6,7 +6,7 @@ running statistics, finiteness checks): the only difference is the norm layer.
 """
 from __future__ import annotations
 
-import dataclasses
+import functools
 import time
 
 import flax.linen as nn
@@ -18,30 +18,11 @@ import optax
 from normlab.bench.timing import interleaved_best
 
 
-class FlaxBatchNorm(nn.Module):
-  """`flax.linen.BatchNorm` behind normlab's norm-layer call convention (x, train, mask)."""
-  momentum: float = 0.9
-  epsilon: float = 1e-5
-  axis_name: object = None
-
-  @nn.compact
-  def __call__(self, x, train: bool = True, mask=None):
-    return nn.BatchNorm(use_running_average=not train, momentum=self.momentum, epsilon=self.epsilon,
-                        axis_name=self.axis_name)(x, mask=mask)
-
-
 def flax_batch_norm_factory():
-  """A NormFactory named 'batch' (so models treat it as batch norm) that builds FlaxBatchNorm."""
-  from normlab.registry import NormFactory, make_norm
-
-  @dataclasses.dataclass(frozen=True)
-  class _Factory(NormFactory):
-    @property
-    def layer(self):
-      return FlaxBatchNorm
-
-  base = make_norm("batch")
-  return _Factory(base.name, {}, base.reparam)
+  """flax.linen.BatchNorm (momentum 0.9, eps 1e-5, as the registry's 'batch') injected as it is: models
+  take any flax norm constructor and bind use_running_average / axis_name themselves."""
+  from normlab.registry import as_factory
+  return as_factory(functools.partial(nn.BatchNorm, momentum=0.9, epsilon=1e-5))
 
 
 def _step_fn(model, x, y, num_classes: int):

@@ -12,7 +12,6 @@ nested tree into {'stage1_block0/norm1_preact': array, ...}.
 """
 from __future__ import annotations
 
-import dataclasses
 from typing import Any, Sequence
 
 import flax.linen as nn
@@ -20,22 +19,14 @@ import jax
 import jax.numpy as jnp
 
 from normlab import layers
-from normlab.registry import NormFactory, make_norm
+from normlab.registry import NormFactory, as_factory
 
 PLACEMENTS = ("before_activation", "after_activation")
-# Norms whose centering over the batch (or each instance) cancels a per-channel bias added just
-# before them: the linear/conv layer in front of them needs no bias in 'before_activation'.
-_BIAS_CANCELLING = frozenset({"batch", "ghost_batch", "batch_renorm", "l1_batch", "l2_batch",
-                              "linf_batch", "noisy_batch", "instance"})
 
 
-def as_norm(norm: NormFactory | str) -> NormFactory:
-  """Accepts a NormFactory or a norm name (its default options)."""
-  if isinstance(norm, str):
-    return make_norm(norm)
-  if not isinstance(norm, NormFactory):
-    raise ValueError(f"norm must be a NormFactory from normlab.registry.make_norm or a norm name, got {norm!r}")
-  return norm
+def as_norm(norm: Any) -> NormFactory:
+  """A norm name, a `make_norm` factory or any flax module constructor (flax's own norms included)."""
+  return as_factory(norm)
 
 
 def check_placement(placement: str, *, model: str, valid: Sequence[str] = PLACEMENTS) -> str:
@@ -44,17 +35,16 @@ def check_placement(placement: str, *, model: str, valid: Sequence[str] = PLACEM
   return placement
 
 
-def norm_layer(norm: NormFactory, axis_name: Any, name: str) -> nn.Module:
-  """Builds the norm module; `axis_name` (SyncBN) is passed only to norms that have that field."""
-  kwargs = {"name": name}
-  if "axis_name" in {f.name for f in dataclasses.fields(norm.layer)}:
-    kwargs["axis_name"] = axis_name
-  return norm(**kwargs)
+def norm_layer(norm: NormFactory, axis_name: Any, name: str, train: bool = True, dtype: Any = None) -> nn.Module:
+  """Builds the norm module: `use_running_average=not train`, `axis_name` (SyncBN) and the compute
+  `dtype`, each only for norms that have that field (see `NormFactory.build`)."""
+  return norm.build(train=train, axis_name=axis_name, name=name, dtype=dtype)
 
 
 def linear_bias(norm: NormFactory, placement: str) -> bool:
-  """Whether the linear/conv layer feeding `norm` needs its own bias."""
-  return not (placement == "before_activation" and norm.name in _BIAS_CANCELLING)
+  """Whether the linear/conv layer feeding `norm` needs its own bias: not when the norm's centering
+  (over the batch or each instance, a fact of its registry entry) cancels it."""
+  return not (placement == "before_activation" and norm.bias_cancelling)
 
 
 def dense(norm: NormFactory, features: int, *, name: str, use_bias: bool = True,
@@ -88,12 +78,12 @@ def norm_act(module: nn.Module, x, *, norm: NormFactory, placement: str, axis_na
   """
   module.sow("intermediates", f"{name}_preact", x)
   use_act = activation and not norm.replaces_activation
-  layer = norm_layer(norm, axis_name, name)
+  layer = norm_layer(norm, axis_name, name, train, dtype=x.dtype)
   if placement == "after_activation" and use_act:
-    y = layer(act(x), train=train, mask=mask)
+    y = layer(act(x), mask=mask)
     module.sow("intermediates", f"{name}_normed", y)
     return y
-  y = layer(x, train=train, mask=mask)
+  y = layer(x, mask=mask)
   module.sow("intermediates", f"{name}_normed", y)
   return act(y) if use_act else y
 

@@ -12,7 +12,7 @@ from normlab.models.mlp import MLP
 from normlab.models.resnet import ResNet
 from normlab.models.rnn import RNN
 from normlab.models.vgg import VGG, VGG_CONFIGS
-from normlab.registry import NormFactory
+from normlab.registry import NormFactory  # noqa: F401 (re-exported type)
 
 COMMON_FIELDS = ("num_classes", "norm", "placement", "axis_name")
 
@@ -70,9 +70,10 @@ def model_options(name: str) -> tuple[str, ...]:
   return tuple(f.name for f in dataclasses.fields(entry.cls) if f.name not in skip)
 
 
-def get_model(name: str, *, num_classes: int, norm: NormFactory | str,
+def get_model(name: str, *, num_classes: int, norm: Any,
               placement: str = "before_activation", axis_name: Any = None, **options: Any) -> nn.Module:
-  """Builds model `name` with the injected norm (a `make_norm(...)` factory or a norm name)."""
+  """Builds model `name` with the injected norm: a norm name, a `make_norm(...)` factory, or any flax
+  module constructor (e.g. `flax.linen.BatchNorm` or `functools.partial(nn.GroupNorm, num_groups=8)`)."""
   entry = get_model_entry(name)
   valid = model_options(name)
   for key in options:

@@ -28,11 +28,9 @@ import jax.numpy as jnp
 from normlab.core import psum
 from normlab.models.common import check_placement, dense
 from normlab.models.seqnorm import RNN_NORMS, seq_norm
-from normlab.registry import NormFactory
+from normlab.registry import NormFactory, rnn_capable_norms
 
 CELLS = {"lstm": 4, "gru": 3}  # gate count
-_DEFAULT_RNN_NORM = {"none": "none", "layer": "layer", "batch": "batch", "weight": "none",
-                     "weight_std": "none", "spectral": "none"}
 
 
 class _Cell(nn.Module):
@@ -48,7 +46,7 @@ class _Cell(nn.Module):
 
   def _norm(self, name, x, valid, t, active, use_bias=False):
     self.sow("intermediates", f"{name}_preact", x)
-    opts = self.norm.options if self.norm.name in ("layer", "batch") else {}
+    opts = self.norm.options if self.norm.rnn_norm in ("layer", "batch") else {}
     f = seq_norm(self.rnn_norm, name=f"norm_{name}", max_steps=self.steps, axis_name=self.axis_name,
                  use_bias=use_bias, options=opts, updates_per_call=active)
     y = f(x[:, None], self.train, valid[:, None], t)[:, 0]
@@ -101,11 +99,11 @@ class RNN(nn.Module):
   def resolved_rnn_norm(self) -> str:
     if self.rnn_norm is not None:
       kind = self.rnn_norm
-    elif self.norm.name in _DEFAULT_RNN_NORM:
-      kind = _DEFAULT_RNN_NORM[self.norm.name]
+    elif self.norm.rnn_norm is not None:
+      kind = self.norm.rnn_norm
     else:
       raise ValueError(f"RNN: norm {self.norm.name!r} has no recurrent version; valid norms: "
-                       f"{', '.join(_DEFAULT_RNN_NORM)} (or set rnn_norm to one of {', '.join(RNN_NORMS)})")
+                       f"{', '.join(rnn_capable_norms())} (or set rnn_norm to one of {', '.join(RNN_NORMS)})")
     if kind not in RNN_NORMS:
       raise ValueError(f"RNN: unknown rnn_norm {kind!r}; valid choices: {', '.join(RNN_NORMS)}")
     return kind

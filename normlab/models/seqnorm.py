@@ -21,10 +21,11 @@ from typing import Any, Callable
 import flax.linen as nn
 import jax.numpy as jnp
 
-from normlab import layers, norms
+from normlab import layers, norms, registry
 from normlab.core import Moments, psum
 
-RNN_NORMS = ("none", "layer", "batch", "batch_shared")
+# The per-step forms: those the registry's norms map to (`NormEntry.rnn_norm`), plus shared-statistics BN.
+RNN_NORMS = tuple(dict.fromkeys(e.rnn_norm for e in registry.entries().values() if e.rnn_norm)) + ("batch_shared",)
 
 
 class SequenceBatchNorm(nn.Module):
@@ -85,7 +86,7 @@ def seq_norm(kind: str, *, name: str, max_steps: int, axis_name: Any = None, use
     return lambda x, train, mask, t0: x
   if kind == "layer":
     ln = layers.LayerNorm(epsilon=opts.get("epsilon", 1e-5), use_bias=use_bias, name=name)
-    return lambda x, train, mask, t0: ln(x, train=train)
+    return lambda x, train, mask, t0: ln(x)
   if kind in ("batch", "batch_shared"):
     per_step = kind == "batch"
     bn = SequenceBatchNorm(per_step=per_step, max_steps=max_steps, momentum=opts.get("momentum", 0.9),

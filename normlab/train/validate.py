@@ -145,6 +145,8 @@ def validate(config: mlc.ConfigDict, *, num_available_devices: int | None = None
       _fail(f"model_options.{option}", f"not an option of model {config.model!r}; valid options: "
             f"{_choices(model_valid) or '(none)'}")
 
+  _check_model_builds(config, input_shape)
+
   available = device_count() if num_available_devices is None else num_available_devices
   if config.num_devices > available:
     _fail("num_devices", f"{config.num_devices} is more than the {available} available devices")
@@ -154,6 +156,26 @@ def validate(config: mlc.ConfigDict, *, num_available_devices: int | None = None
       _fail(key, f"{config[key]} is not divisible by the {n} devices; use a multiple of {n} "
             f"(or set num_devices)")
   return n
+
+
+def _check_model_builds(config: mlc.ConfigDict, input_shape) -> None:
+  """Option values that only the data can check (e.g. num_groups against the channel counts): trace
+  the model's init on one example's shape (no compute) and report its error as one line."""
+  import jax
+  import jax.numpy as jnp
+
+  from normlab import data, models, registry
+  try:
+    model = models.get_model(config.model, num_classes=data.get_dataset_info(config.dataset).num_classes,
+                             norm=registry.make_norm(config.norm, **dict(config.norm_options)),
+                             placement=config.norm_placement, **config.model_options.to_dict())
+    jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((2,) + tuple(input_shape)), train=False))
+  except (TypeError, ValueError) as e:
+    opts = {f"norm_options.{k}": v for k, v in config.norm_options.items()}
+    opts.update({f"model_options.{k}": v for k, v in config.model_options.items()})
+    where = ", ".join(f"{k}={v!r}" for k, v in opts.items()) or "the defaults"
+    _fail("model", f"{config.model!r} with norm {config.norm!r} ({where}) does not build on "
+          f"{config.dataset!r}: {str(e).splitlines()[0]}")
 
 
 def check_batch_fits(config: mlc.ConfigDict, num_train_examples: int) -> None:

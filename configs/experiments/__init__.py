@@ -1,0 +1,1 @@
+"""Study configs: `get_config(preset)` per study in experiments/ (shared defaults in _common.py)."""
