@@ -26,15 +26,24 @@ X = jnp.asarray(np.random.default_rng(0).normal(size=(4, 3, 5, 8)) * 2.0 + 0.5, 
 KEY = jax.random.key(0)
 
 
-def _fields(cls):
-  return {f.name: f.default for f in dataclasses.fields(cls) if f.name not in ("parent", "name")}
+# normlab's additions to flax's fields: keyword fields after all of flax's, with a default that keeps
+# flax's behaviour for every input flax handles (batch statistics over 1 value raise unless allowed).
+EXTRA_FIELDS = ("allow_single_value",)
+
+
+def _fields(cls, drop_extras=False):
+  out = {f.name: f.default for f in dataclasses.fields(cls) if f.name not in ("parent", "name")}
+  if drop_extras:
+    assert list(out)[len(out) - len(set(out) & set(EXTRA_FIELDS)):] == [n for n in out if n in EXTRA_FIELDS]
+    out = {k: v for k, v in out.items() if k not in EXTRA_FIELDS}
+  return out
 
 
 @pytest.mark.parametrize("name", DROP_INS)
 def test_linen_fields_defaults_and_call_signature_are_flax(name):
   ours, theirs = getattr(layers, name), getattr(nn, name)
-  assert list(_fields(ours)) == list(_fields(theirs))
-  assert _fields(ours) == _fields(theirs)
+  assert list(_fields(ours, drop_extras=True)) == list(_fields(theirs))
+  assert _fields(ours, drop_extras=True) == _fields(theirs)
   sig = lambda c: [(p.name, p.kind, p.default) for p in inspect.signature(c.__call__).parameters.values()]  # noqa: E731
   assert sig(ours) == sig(theirs)
 
@@ -43,7 +52,7 @@ def test_linen_fields_defaults_and_call_signature_are_flax(name):
 def test_nnx_signature_is_flax(name):
   ours, theirs = inspect.signature(getattr(nlx, name)), inspect.signature(getattr(nnx, name).__init__)
   want = {p.name: (p.kind, p.default) for p in theirs.parameters.values() if p.name != "self"}
-  have = {p.name: (p.kind, p.default) for p in ours.parameters.values()}
+  have = {p.name: (p.kind, p.default) for p in ours.parameters.values() if p.name not in EXTRA_FIELDS}
   assert set(have) == set(want)
   for key, (kind, default) in want.items():
     if key.endswith("_init"):  # flax.nnx uses zeros_init()/ones_init() instances: same values
