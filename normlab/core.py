@@ -151,21 +151,61 @@ def standardize(x, axes: tuple[int, ...], *, eps: float, axis_name: AxisName = N
   return x_hat, Moments(jnp.zeros_like(var) if mean is None else mean, var)
 
 
+@functools.partial(jax.custom_jvp, nondiff_argnums=(4, 5, 6, 7, 8))
+def _standardize_affine(x, mask, scale, bias, axes, eps, axis_name, center, out_dtype):
+  return affine(_standardize(x, mask, axes, eps, axis_name, center), scale, bias, out_dtype)
+
+
+def _param_shape(x_shape, axes, *params) -> tuple[int, ...]:
+  """x's shape with size 1 on the axes of S along which every given parameter is constant: the
+  parameter terms of the JVP live in this shape, so reverse mode reduces sum(g x_hat) and sum(g)
+  over those axes once, for the input and the parameter gradients alike."""
+  rank = len(x_shape)
+  aligned = [(1,) * (rank - jnp.ndim(p)) + tuple(jnp.shape(p)) for p in params if p is not None]
+  return tuple(1 if a in axes and all(al[a] == 1 for al in aligned) else d for a, d in enumerate(x_shape))
+
+
+@_standardize_affine.defjvp
+def _standardize_affine_jvp(axes, eps, axis_name, center, out_dtype, primals, tangents):
+  """dy = s r dx + x_hat (ds - s r mean_S(x_hat dx)) + (db - s r mean_S(dx)): the module
+  docstring's closed form times the scale s, plus the parameters' own terms."""
+  x, mask, scale, bias = primals
+  dx, _, dscale, dbias = tangents
+  x_hat = _standardize(x, mask, axes, eps, axis_name, center)
+  _, m, _, var, n = _moments(x, mask, axes, axis_name, center)  # differentiable: higher orders
+  dt = x_hat.dtype
+  mean_s = lambda t: _sum_s(t if m is None else t * m, axes, axis_name) / jnp.maximum(n, 1)  # noqa: E731
+  shape = _param_shape(x.shape, axes, scale, bias)
+  in_shape = lambda t: jnp.broadcast_to(jnp.asarray(t, dt), shape)  # noqa: E731
+  dx = dx.astype(dt)
+  sr = in_shape(lax.rsqrt(var + eps) if scale is None else jnp.asarray(scale, dt) * lax.rsqrt(var + eps))
+  coef = -sr * mean_s(x_hat * dx)
+  if scale is not None:
+    coef = coef + in_shape(dscale)
+  dy = sr * dx + x_hat * coef
+  if center or bias is not None:
+    offset = -sr * mean_s(dx) if center else jnp.zeros(shape, dt)
+    dy = dy + (offset if bias is None else offset + in_shape(dbias))
+  return affine(x_hat, scale, bias, out_dtype), dy.astype(out_dtype)
+
+
 def standardize_affine(x, axes: tuple[int, ...], scale, bias, *, eps: float, axis_name: AxisName = None,
                        mask=None, center: bool = True, out_dtype=None) -> tuple[jax.Array, Moments]:
   """`affine(standardize(x, axes, ...)[0], scale, bias, out_dtype)` and the statistics.
 
-  `out_dtype` defaults to x's dtype. `_platform.standardize_affine` may spell it differently on a
-  backend where that measured faster in a training step (the same values and derivatives).
+  The same values and derivatives as the composition (`out_dtype` defaults to x's dtype), with the
+  scale folded into the closed form. `_platform.standardize_affine` may spell it differently on a
+  backend where that measured faster in a training step.
   """
   axes, axis_name = _canonical(x, axes, axis_name)
   out_dtype = x.dtype if out_dtype is None else out_dtype
 
-  def composed(x, scale, bias):
-    x_hat, stats = standardize(x, axes, eps=eps, axis_name=axis_name, mask=mask, center=center)
-    return affine(x_hat, scale, bias, out_dtype), stats
+  def fused(x, scale, bias):
+    y = _standardize_affine(x, mask, scale, bias, axes, float(eps), axis_name, bool(center), out_dtype)
+    _, _, mean, var, _ = _moments(lax.stop_gradient(x), mask, axes, axis_name, center)
+    return y, Moments(jnp.zeros_like(var) if mean is None else mean, var)
 
-  fn = _platform.standardize_affine(composed, x.shape, axes, masked=mask is not None,
+  fn = _platform.standardize_affine(fused, x.shape, axes, masked=mask is not None,
                                     across_devices=axis_name is not None)
   return fn(x, scale, bias)
 

@@ -79,8 +79,7 @@ def rms_norm(x, scale=None, *, eps: float = 1e-6, reduction_axes: int | Sequence
   fn = "rms_norm"
   eps = checks.check_eps(eps, fn=fn)
   axes = checks.canonical_axes(reduction_axes, x.ndim, fn=fn, what="reduction_axes")
-  x_hat, _ = standardize(x, axes, eps=eps, center=False)
-  return affine(x_hat, scale, None, x.dtype)
+  return standardize_affine(x, axes, scale, None, eps=eps, center=False)[0]
 
 
 def spatial_axes(ndim: int, *, fn: str) -> tuple[int, ...]:
