@@ -12,7 +12,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from normlab import checks
-from normlab.core import (AxisName, Moments, affine, check_axis_name, normalize_with, standardize,
+from normlab.core import (AxisName, Moments, affine, check_axis_name, normalize_with,
                           standardize_affine)
 
 
@@ -125,8 +125,7 @@ def rms_norm(x, scale=None, *, eps: float = 1e-6, reduction_axes: int | Sequence
   axes = checks.canonical_axes(reduction_axes, x.ndim, fn=fn, what="reduction_axes")
   check_params(x, _feature_axes(axes, x.ndim), fn=fn, scale=scale,
                axes_doc=f"over reduction_axes={reduction_axes!r} or the last axis")
-  x_hat, _ = standardize(x, axes, eps=eps, center=False)
-  return affine(x_hat, scale, None, x.dtype)
+  return standardize_affine(x, axes, scale, None, eps=eps, center=False)[0]
 
 
 def spatial_axes(ndim: int, *, fn: str) -> tuple[int, ...]:

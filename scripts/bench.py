@@ -1,7 +1,7 @@
 """Times normlab's norms against flax.linen and torch.nn.functional (and `x * c`) in one process.
 
-    python scripts/bench.py                        # full table (3 shapes x f32/bf16), ~3 min on 2 CPU cores
-    python scripts/bench.py --quick                # one shape, float32
+    python scripts/bench.py                        # the BENCH.md tables: 3 shapes x f32/bf16 + per-norm train steps
+    python scripts/bench.py --quick                # one shape, float32, no train steps
     python scripts/bench.py --json=bench.json --markdown=bench.md
     python scripts/bench.py --train_step           # + a ResNet-20 train step, normlab vs flax BatchNorm
     python scripts/bench.py --norms=bn,gn --shapes=64x32x32x64 --dtypes=float32 --repeats=9
@@ -9,8 +9,10 @@
     python scripts/bench.py --malloc_reuse         # glibc reuses freed memory: no page faults per call
     python scripts/bench.py --norms=bn --shapes=64x32x32x64 --seeds=2,4   # + vmapped seeds vs sequential runs
 
-Prints a table: time per implementation (fwd, and fwd+bwd = gradient of sum(y * w) w.r.t. x and the
-affine parameters), normlab / best peer, normlab / elementwise and normlab / memory roofline. Exit status 2 on a bad flag.
+Prints a table: time per implementation in three modes (fwd; grad and value_and_grad of sum(y * w)
+w.r.t. x and the affine parameters), normlab / best peer, normlab / elementwise and normlab / memory
+roofline; a summary of normlab / best peer under value_and_grad (what a training step runs); and
+per-norm training steps, normlab's layer vs flax's (normlab.bench.norm_steps). Exit status 2 on a bad flag.
 The logic lives in normlab.bench; BENCH.md has the numbers of one full run.
 """
 import os
@@ -30,6 +32,9 @@ flags.DEFINE_integer("warmup", None, "Untimed calls per implementation before ti
 flags.DEFINE_bool("check", True, "Check every peer's forward output against normlab's before timing it.")
 flags.DEFINE_string("json", None, "Also write the results (all times, ratios, environment) as JSON here.")
 flags.DEFINE_string("markdown", None, "Also write the table as Markdown here.")
+flags.DEFINE_bool("norm_steps", None, "Time the per-norm training steps (conv net BN/GN/IN, MLP block LN/RMS, "
+                  "LN-GRU), normlab vs flax; default on, off with --quick.")
+flags.DEFINE_float("step_batch_scale", 1.0, "Scale the train steps' batch sizes (e.g. 0.25 for a quick look).")
 flags.DEFINE_bool("train_step", False, "Also time a ResNet train step: normlab BatchNorm vs flax.linen.BatchNorm.")
 flags.DEFINE_string("train_model", "resnet20", "Model for --train_step (a normlab.models name).")
 flags.DEFINE_integer("train_batch", 64, "Batch size (32x32x3 images) for --train_step.")
@@ -107,6 +112,13 @@ def main(argv):
   from normlab.bench import format_table, run_suite, to_json, to_markdown
   log = (lambda line: print(line, file=sys.stderr, flush=True)) if FLAGS.progress else None
   report = run_suite(cfg, log=log)
+  if FLAGS.norm_steps if FLAGS.norm_steps is not None else not FLAGS.quick:
+    import time
+    from normlab.bench.norm_steps import run_norm_steps
+    if not FLAGS.step_batch_scale > 0:
+      raise UserError(f"--step_batch_scale: {FLAGS.step_batch_scale} must be > 0")
+    report.norm_steps = run_norm_steps(repeats=cfg.repeats, warmup=cfg.warmup, batch_scale=FLAGS.step_batch_scale,
+                                       clock=time.process_time if cfg.single_thread else time.perf_counter, log=log)
   if FLAGS.train_step:
     from normlab.bench.train_step import run_train_step
     if log:

@@ -52,7 +52,8 @@ def _check_report(report, cfg):
   for norm in cfg.norms:
     assert suite.NORM_TITLES[norm] in text
   md = bench.to_markdown(report)
-  assert md.count("\n| ") == len(rows) + 1  # header + one line per row
+  summary = len(cfg.norms) + 1  # the value_and_grad summary: header + one line per norm
+  assert md.count("\n| ") == len(rows) + 1 + summary  # header + one line per row
   data = json.loads(bench.to_json(report))
   assert len(data["ratios"]) == len(rows) and data["env"]["jax"]
   return rows
@@ -69,7 +70,11 @@ def test_run_suite_tiny_all_norms_and_peers():
     for norm in cfg.norms:
       for peer in impls.torch_layouts(norm):
         assert (norm, peer) in ran, f"torch peer {peer} did not run for {norm}"
-  assert {r["mode"] for r in rows} == {"fwd", "fwd+bwd"}
+  assert {r["mode"] for r in rows} == {"fwd", "grad", "value_and_grad"}
+  if impls.torch_module_available():  # torch's one forward+backward call serves both modes, timed once
+    for r in rows:
+      if r["mode"] == "grad":
+        assert r["torch_s"] == report.seconds(r["norm"], TINY, "float32", "value_and_grad", "torch")
 
 
 def test_run_suite_sequences_and_bfloat16():
@@ -80,8 +85,9 @@ def test_run_suite_sequences_and_bfloat16():
 
 def test_a_peer_with_a_different_output_is_reported_not_timed():
   ref = np.zeros((2, 3), np.float32)
-  good = impls.Bench(fwd=lambda: None, fwd_bwd=lambda: None, output=lambda: ref + 1e-4)
-  bad = impls.Bench(fwd=lambda: None, fwd_bwd=lambda: None, output=lambda: ref + 1.0)
+  nop = lambda: None  # noqa: E731
+  good = impls.Bench(fwd=nop, grad=nop, value_and_grad=nop, output=lambda: ref + 1e-4)
+  bad = impls.Bench(fwd=nop, grad=nop, value_and_grad=nop, output=lambda: ref + 1.0)
   benches, notes = {"flax": good, "torch": bad}, {}
   suite._check(ref, benches, notes, "float32")
   assert list(benches) == ["flax"]
@@ -106,7 +112,7 @@ def test_script_writes_json_and_markdown(tmp_path):
   out_json, out_md = tmp_path / "b.json", tmp_path / "b.md"
   cmd = [sys.executable, os.path.join(REPO, "scripts", "bench.py"), "--norms=rms",
          "--shapes=2x4x4x32", "--dtypes=float32", "--peers=flax", "--repeats=1", "--warmup=0",
-         f"--json={out_json}", f"--markdown={out_md}", "--noprogress"]
+         f"--json={out_json}", f"--markdown={out_md}", "--noprogress", "--nonorm_steps"]
   env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
   proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
   assert proc.returncode == 0, proc.stderr[-2000:]
@@ -161,7 +167,7 @@ def test_seed_sweep_times_both_and_the_losses_agree():
 
 def test_malloc_reuse_reruns_the_script_under_the_glibc_tunables():
   cmd = [sys.executable, os.path.join(REPO, "scripts", "bench.py"), "--malloc_reuse", "--norms=rms",
-         "--shapes=2x4x4x32", "--dtypes=float32", "--peers=flax", "--repeats=1", "--warmup=0", "--noprogress"]
+         "--shapes=2x4x4x32", "--dtypes=float32", "--peers=flax", "--repeats=1", "--warmup=0", "--noprogress", "--nonorm_steps"]
   env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "GLIBC_TUNABLES")}
   proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
   assert proc.returncode == 0, proc.stderr[-2000:]
@@ -176,17 +182,17 @@ def _report_with(times, *, peak_gbps=None, device_kind="cpu"):
                            runtime_s=0.0)
 
 
-TIMES = {("bn", "normlab", "fwd"): 3e-3, ("bn", "normlab", "fwd+bwd"): 6e-3, ("bn", "flax", "fwd"): 4e-3,
-         ("bn", "flax", "fwd+bwd"): 5e-3, ("elementwise", "elementwise", "fwd"): 1e-3,
-         ("elementwise", "elementwise", "fwd+bwd"): 2e-3}
+TIMES = {("bn", "normlab", "fwd"): 3e-3, ("bn", "normlab", "value_and_grad"): 6e-3, ("bn", "flax", "fwd"): 4e-3,
+         ("bn", "flax", "value_and_grad"): 5e-3, ("elementwise", "elementwise", "fwd"): 1e-3,
+         ("elementwise", "elementwise", "value_and_grad"): 2e-3}
 
 
 def test_roofline_uses_the_measured_elementwise_bandwidth_without_a_known_peak():
   rows = {r["mode"]: r for r in bench.ratio_rows(_report_with(TIMES))}
-  # elementwise moves 2 passes; the norm at least 2 (fwd) / 3 (fwd+bwd): roofline = passes/2 * t_ew
+  # elementwise moves 2 passes; the norm at least 2 (fwd) / 3 (value_and_grad): roofline = passes/2 * t_ew
   assert rows["fwd"]["ratio_roofline"] == pytest.approx(3e-3 / (2 / 2 * 1e-3))
-  assert rows["fwd+bwd"]["ratio_roofline"] == pytest.approx(6e-3 / (3 / 2 * 2e-3))
-  assert rows["fwd+bwd"]["ratio_best_peer"] == pytest.approx(6e-3 / 5e-3)
+  assert rows["value_and_grad"]["ratio_roofline"] == pytest.approx(6e-3 / (3 / 2 * 2e-3))
+  assert rows["value_and_grad"]["ratio_best_peer"] == pytest.approx(6e-3 / 5e-3)
 
 
 @pytest.mark.parametrize("kw, gbps", [({"peak_gbps": 100.0}, 100.0),
@@ -195,7 +201,7 @@ def test_roofline_with_a_given_or_known_peak_bandwidth(kw, gbps):
   report = _report_with(TIMES, **kw)
   size = 4 * 8 * 8 * 32 * 4
   rows = {r["mode"]: r for r in bench.ratio_rows(report)}
-  assert rows["fwd+bwd"]["roofline_s"] == pytest.approx(3 * size / (gbps * 1e9))
+  assert rows["value_and_grad"]["roofline_s"] == pytest.approx(3 * size / (gbps * 1e9))
   assert rows["fwd"]["ratio_roofline"] == pytest.approx(3e-3 / (2 * size / (gbps * 1e9)))
   assert f"{gbps:g} GB/s" in suite.bandwidth_source(report)[1]
 
@@ -203,3 +209,33 @@ def test_roofline_with_a_given_or_known_peak_bandwidth(kw, gbps):
 def test_peak_gbps_must_be_positive():
   with pytest.raises(ValueError, match="peak_gbps"):
     bench.BenchConfig(peak_gbps=0.0).validate()
+
+
+@pytest.mark.slow
+def test_norm_steps_time_normlab_and_flax_on_every_model():
+  from normlab.bench.norm_steps import STEPS, run_norm_steps
+  rows = run_norm_steps(repeats=1, warmup=0, batch_scale=0.05)
+  assert [(r["model"], r["norm"]) for r in rows] == list(STEPS)
+  assert all(r["normlab_s"] > 0 and r["flax_s"] > 0 and r["ratio"] > 0 for r in rows)
+  cfg = bench.BenchConfig(shapes=(), norms=())
+  from normlab.bench.env import environment
+  report = bench.BenchReport(env=environment(None), config=cfg.as_dict(), results=[], runtime_s=0.0, norm_steps=rows)
+  md = bench.to_markdown(report)
+  assert md.count("| conv |") == 3 and "| gru |" in md
+
+
+def test_one_norm_step_gradients_agree_between_normlab_and_flax():
+  """The conv step's model with normlab's GroupNorm and with flax's: same loss and gradients (same init)."""
+  import jax
+  from normlab.bench import norm_steps
+  x, y = norm_steps.batch("conv", 2)
+  grads = {}
+  for lib in norm_steps.LIBS:
+    net = norm_steps.ConvNet(norm=norm_steps.norm_layer(lib, "gn"), width=32)
+    params = net.init(jax.random.key(0), x)["params"]
+    loss = lambda p: jax.numpy.mean(net.apply({"params": p}, x) ** 2)  # noqa: E731
+    grads[lib] = jax.jit(jax.value_and_grad(loss))(params)
+  (la, ga), (lb, gb) = grads["normlab"], grads["flax"]
+  np.testing.assert_allclose(la, lb, rtol=1e-4)
+  for a, b in zip(jax.tree.leaves(ga), jax.tree.leaves(gb)):
+    np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5)

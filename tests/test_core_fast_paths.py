@@ -1,6 +1,6 @@
-"""The graph-shaping paths of normlab.core (its performance work: staged group-norm reductions,
-`standardize_affine`'s fused VJP) compute the same numbers as the plain formulas, across devices
-and under shard_map's type checks too."""
+"""normlab.core's shaped paths (`standardize_affine`'s JVP with the scale folded in, the staged
+group-norm sum of normlab._platform) compute the same numbers and derivatives as the plain
+composition, across devices and under shard_map's type checks too."""
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -9,7 +9,7 @@ from jax.sharding import Mesh, PartitionSpec as P
 from jax.test_util import check_grads
 
 import normlab as nl
-from normlab import core
+from normlab import _platform, core
 
 pytestmark = pytest.mark.usefixtures("float64")  # float64 references (tests/conftest.py)
 
@@ -46,25 +46,25 @@ def test_core_view_paths_match_a_plain_two_pass(axes, center, masked):
   assert mean.shape == var.shape == tuple(1 if a in pos else d for a, d in enumerate(shape))
 
 
-@pytest.mark.parametrize("axes, masked, center, scale_shape, path", [
-    ((0, 1, 2), False, True, (6,), "fused"),    # batch norm
-    ((0, 1, 2), True, False, (6,), "fused"),
-    ((1, 2), True, True, (6,), "fused"),        # masked instance norm: parameter grads summed over N too
-    ((1, 2), False, True, (6,), "rows"),        # instance norm on small images
-    ((0, 1, 2), False, True, (), "fused"),      # a scalar scale is constant over S as well
-    ((-1,), False, True, (6,), "rows"),         # layer norm: statistics recomputed in the backward
-    ((-1,), False, False, (6,), "composition"), # RMS norm (measured faster as the composition)
-    ((1, 2, 3), False, True, (6,), "rows"),     # layer norm over a trailing block
-    ((-1,), False, True, (4, 1, 1, 1), "rows"), # a per-example scale
-    ((-1,), True, True, (6,), "composition"),   # masked layer norm
-    ((0, 3), True, True, (6,), "fused"),        # staged (view) reduction, scale per merged channel
-    ((0, 3), False, True, (5, 1), "fused"),     # scale varies over a kept axis
-    ((0, 3), False, True, (4, 1, 1, 1), "composition"),  # varies over an outer reduced axis
-    ((1, 2, 4), True, True, (2, 3), "fused"),   # group norm (N, H, W, G, C/G)
-    ((1, 2, 4), False, False, (1, 3), "fused"), # group norm, scale shared by the groups
-    ((1, 2, 4), False, True, (4, 1, 1, 2, 3), "fused"),  # a per-example scale (varies over kept N)
+@pytest.mark.parametrize("axes, masked, center, scale_shape", [
+    ((0, 1, 2), False, True, (6,)),    # batch norm
+    ((0, 1, 2), True, False, (6,)),
+    ((1, 2), True, True, (6,)),        # masked instance norm: parameter grads summed over N too
+    ((1, 2), False, True, (6,)),       # instance norm
+    ((0, 1, 2), False, True, ()),      # a scalar scale is constant over S as well
+    ((-1,), False, True, (6,)),        # layer norm: the scale varies over S
+    ((-1,), False, False, (6,)),       # RMS norm
+    ((1, 2, 3), False, True, (6,)),    # layer norm over a trailing block
+    ((-1,), False, True, (4, 1, 1, 1)),  # a per-example scale
+    ((-1,), True, True, (6,)),         # masked layer norm
+    ((0, 3), True, True, (6,)),        # innermost axis reduced, the one before kept (staged sum)
+    ((0, 3), False, True, (5, 1)),     # scale varies over a kept axis
+    ((0, 3), False, True, (4, 1, 1, 1)),  # varies over an outer reduced axis
+    ((1, 2, 4), True, True, (2, 3)),   # group norm (N, H, W, G, C/G)
+    ((1, 2, 4), False, False, (1, 3)), # group norm, scale shared by the groups
+    ((1, 2, 4), False, True, (4, 1, 1, 2, 3)),  # a per-example scale (varies over kept N)
 ])
-def test_standardize_affine_equals_the_composition(axes, masked, center, scale_shape, path):
+def test_standardize_affine_equals_the_composition(axes, masked, center, scale_shape):
 
   rng = np.random.default_rng(1)
   shape = (4, 3, 5, 2, 3) if 4 in axes else (4, 3, 5, 6)
@@ -87,9 +87,6 @@ def test_standardize_affine_equals_the_composition(axes, masked, center, scale_s
       return y, stats, vjp((ct, jax.tree.map(jnp.zeros_like, stats)))
     return jax.jit(go)(x, s, b, ct)
 
-  jaxpr = str(jax.make_jaxpr(fused)(x, s, b))
-  taken = "fused" if "_fused_affine" in jaxpr else "rows" if "_rows_affine" in jaxpr else "composition"
-  assert taken == path
   (ya, sa, ga), (yb, sb, gb) = run(composed), run(fused)
   np.testing.assert_allclose(yb, ya, atol=1e-12)
   for p, q in zip(jax.tree.leaves(sb), jax.tree.leaves(sa)):
@@ -97,6 +94,10 @@ def test_standardize_affine_equals_the_composition(axes, masked, center, scale_s
   for p, q in zip(gb, ga):
     assert p.shape == q.shape
     np.testing.assert_allclose(p, q, atol=1e-11)
+  tangents = (ct, jnp.asarray(rng.normal(size=scale_shape)), jnp.asarray(rng.normal(size=scale_shape)))
+  dya = jax.jvp(lambda *a: composed(*a)[0], (x, s, b), tangents)[1]
+  dyb = jax.jvp(lambda *a: fused(*a)[0], (x, s, b), tangents)[1]
+  np.testing.assert_allclose(dyb, dya, atol=1e-11)
 
 
 def test_standardize_affine_across_devices_matches_the_composition():
@@ -180,9 +181,8 @@ def test_standardize_affine_under_shard_map_matches_the_composition(check_vma, a
 
 
 @pytest.mark.parametrize("center", [True, False])
-def test_rows_path_second_order_gradients(center):
-  """Layer norm's VJP recomputes the statistics in the backward pass: still twice differentiable
-  (center=False takes the composition; checked as well)."""
+def test_layer_norm_second_order_gradients(center):
+  """The scale varies over S (layer and RMS norm): twice differentiable in reverse mode."""
   rng = np.random.default_rng(5)
   x = jnp.asarray(rng.normal(size=(3, 4, 6)) + 0.2)
   s, b = jnp.asarray(rng.normal(size=(6,))), jnp.asarray(rng.normal(size=(6,)))
@@ -190,9 +190,9 @@ def test_rows_path_second_order_gradients(center):
   check_grads(f, (x, s, b), order=2, modes=["rev"], atol=1e-6, rtol=1e-6, eps=1e-4)
 
 
-def test_rows_path_low_precision_and_large_mean():
+def test_low_precision_and_large_mean():
   """bfloat16 in, float32 statistics, bfloat16 out; mean 1e3 with std 0.1 in float32 stays close to
-  float64 on the same numbers (two-pass statistics, also in the recomputed backward pass)."""
+  float64 on the same numbers (two-pass statistics, in the derivative too)."""
   rng = np.random.default_rng(6)
   x32 = jnp.asarray(rng.normal(size=(16, 64)) * 0.1 + 1e3, jnp.float32)
   ct = jnp.asarray(rng.normal(size=x32.shape), jnp.float32)
@@ -207,14 +207,12 @@ def test_rows_path_low_precision_and_large_mean():
   assert ybf.dtype == jnp.bfloat16
 
 
-def test_rows_path_only_for_cache_sized_groups():
-  """The statistics-recomputing VJP is chosen by the size of one group's slab of x (and never for
-  the batch axis or a staged group view); big slabs keep the stored-statistics VJP."""
-  assert core._cache_sized_groups((64, 32, 32, 64), (1, 2))        # instance norm, 32x32x64 slab
-  assert core._cache_sized_groups((8, 1024, 1024), (2,))           # layer norm rows
-  assert not core._cache_sized_groups((8, 1024, 1024), (1,))       # instance norm, 1024x1024 slab
-  assert not core._cache_sized_groups((64, 32, 32, 64), (0, 1, 2)) # batch norm
-  assert not core._cache_sized_groups((8, 4, 4, 2, 3), (1, 2, 4))  # group norm view
-  x = jnp.ones((2, 1024, 1024))
-  jaxpr = str(jax.make_jaxpr(lambda x: core.standardize_affine(x, (1,), jnp.ones(1024), jnp.zeros(1024), eps=1e-5)[0])(x))
-  assert "_fused_affine" in jaxpr and "_rows_affine" not in jaxpr
+@pytest.mark.parametrize("on_cpu", [True, False])
+def test_platform_sum_is_the_plain_sum(on_cpu, monkeypatch):
+  """The staged group sum equals jnp.sum; off CPU (GPU, TPU) the plain sum is taken as is."""
+  monkeypatch.setattr(_platform, "_on_cpu", lambda: on_cpu)
+  t = jnp.asarray(np.random.default_rng(7).normal(size=(3, 4, 5, 2, 3)))
+  for axes in [(1, 2, 4), (0, 4), (1, 2), (4,), (0, 1, 2, 3, 4)]:
+    np.testing.assert_allclose(_platform.reduce_sum(t, axes), jnp.sum(t, axes, keepdims=True), rtol=1e-13)
+  jaxpr = str(jax.make_jaxpr(lambda t: _platform.reduce_sum(t, (1, 2, 4)))(t))
+  assert jaxpr.count("reduce_sum") == (2 if on_cpu else 1)

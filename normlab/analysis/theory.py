@@ -68,7 +68,7 @@ import numpy as np
 Array = jax.Array
 
 
-# ----- BN on one channel (pure jnp: the autodiff reference, independent of normlab.core) -----------
+# ----- BN on one channel: a pure-jnp reference, and normlab's own (used for the theorems) -----------
 
 def batch_moments(y, eps: float = 0.0, axis: int = 0):
   mu = jnp.mean(y, axis=axis, keepdims=True)
@@ -76,10 +76,18 @@ def batch_moments(y, eps: float = 0.0, axis: int = 0):
   return mu, jnp.sqrt(var + eps)
 
 
-def bn(y, gamma=1.0, beta=0.0, eps: float = 0.0, axis: int = 0):
-  """z = gamma * (y - mu) / sqrt(var + eps) + beta over `axis` (the batch)."""
+def bn_reference(y, gamma=1.0, beta=0.0, eps: float = 0.0, axis: int = 0):
+  """z = gamma * (y - mu) / sqrt(var + eps) + beta over `axis` (the batch), written in plain jnp."""
   mu, sigma = batch_moments(y, eps, axis)
   return gamma * (y - mu) / sigma + beta
+
+
+def bn(y, gamma=1.0, beta=0.0, eps: float = 0.0, axis: int = 0):
+  """The same with normlab's standardization (`normlab.core.standardize`, whose closed-form
+  derivative works in forward and reverse mode): the theorems' gradients and Hessians are taken
+  through normlab's own BN. eps = 0 is allowed here (the theorems' exact setting)."""
+  from normlab import core
+  return gamma * core.standardize(y, (axis,), eps=eps)[0] + beta
 
 
 def bn_input_grad(g, y, gamma=1.0, eps: float = 0.0, axis: int = 0):
@@ -98,14 +106,14 @@ def bn_input_grad_seed(g, y, gamma=1.0, eps: float = 0.0, axis: int = 0):
 
 
 def bn_gradient_check(seed: int = 0, *, shape=(32, 8), eps: float = 1e-5, trials: int = 20) -> dict:
-  """Max |difference| to autodiff of the pure-jnp BN, over random instances, for: our closed form,
+  """Max |difference| to autodiff of the pure-jnp BN (`bn_reference`), over random instances, for: our closed form,
   normlab's custom VJP (`normlab.norms.batch_norm`), and the seed's formula. Also the max |autodiff|
   entry (the scale), so differences can be read relative to it."""
   from normlab import norms
 
   @jax.jit
   def diffs(y, g, gamma):
-    ref = jax.vjp(lambda y: bn(y, gamma, 0.0, eps), y)[1](g)[0]
+    ref = jax.vjp(lambda y: bn_reference(y, gamma, 0.0, eps), y)[1](g)[0]
     nl = jax.vjp(lambda y: norms.batch_norm(y, gamma, None, eps=eps), y)[1](g)[0]
     d = lambda a: jnp.max(jnp.abs(a - ref))
     return {"ours": d(bn_input_grad(g, y, gamma, eps)), "normlab": d(nl),
@@ -201,7 +209,7 @@ def downstream(kind: str, inst: dict) -> Callable[[Array], Array]:
 # ----- Theorem 4.2 ---------------------------------------------------------------------------------
 
 def theorem42(loss_z: Callable[[Array], Array], y, gamma, beta=0.0, eps: float = 0.0) -> dict:
-  """Every term of Theorem 4.2 for one channel: autodiff Hessians, no closed forms on the LHS.
+  """Every term of Theorem 4.2 for one channel: Hessians by autodiff through normlab's BN (`bn`).
 
   Returns lhs = g_bn^T H_bn g_bn; rhs_a (4.2a); rhs_b (4.2b, ||g_bn||^2 last); rhs_b_gnorm (||g||^2
   last); the conditions h_min_eig (smallest eigenvalue of H), relnorm (g_bn^T H g_bn <= g^T H g),
@@ -233,7 +241,7 @@ def theorem42(loss_z: Callable[[Array], Array], y, gamma, beta=0.0, eps: float =
           "reduced": lhs <= q, "q": q, "q_bn": q_bn}
 
 
-@functools.partial(jax.jit, static_argnames=("kind",))
+@functools.partial(jax.jit, static_argnames=("kind", "eps"))
 def theorem42_batch(insts: dict, *, kind: str, eps=0.0) -> dict:
   """`theorem42` (plus Theorem 4.1's rel_slack as t41_rel_slack) on every instance of
   `random_instances(...)`: one compiled, vmapped call; every entry gets a leading axis."""

@@ -1,8 +1,10 @@
-"""The implementations under test, each built into a `Bench`: zero-argument fwd and fwd+bwd calls.
+"""The implementations under test, each built into a `Bench`: zero-argument calls per mode.
 
 Inputs are channels-last, (N, H, W, C) images or (B, T, C) sequences, as normlab and flax take them.
-fwd+bwd is the gradient of sum(y * w) with respect to x and the affine parameters, for a fixed
-random cotangent w: what a training step asks of the layer. The same numbers feed every
+The backward modes differentiate sum(y * w) with respect to x and the affine parameters, for a fixed
+random cotangent w: `grad` returns the gradients only (XLA may then skip the forward output),
+`value_and_grad` also returns the loss, so the forward output is computed as in a training step.
+torch's forward+backward always computes the output: its one call serves both modes. The same numbers feed every
 implementation, so their forward outputs can be checked against each other before timing.
 
 - normlab: the `normlab.layers` module (params + running statistics, as a model uses it).
@@ -27,8 +29,6 @@ import numpy as np
 EPS = {"bn": 1e-5, "ln": 1e-5, "gn": 1e-5, "in": 1e-5, "rms": 1e-6}
 NUM_GROUPS = 32
 MOMENTUM = 0.9  # flax/normlab convention; torch's momentum is 1 - this
-
-
 class Unavailable(Exception):
   """An implementation that cannot run here (no torch, dtype unsupported, ...): the message says why."""
 
@@ -36,7 +36,8 @@ class Unavailable(Exception):
 @dataclasses.dataclass
 class Bench:
   fwd: Callable[[], object]
-  fwd_bwd: Callable[[], object]
+  grad: Callable[[], object]
+  value_and_grad: Callable[[], object]
   output: Callable[[], np.ndarray]  # forward output, logical channels-last layout, float32
   note: str = ""
 
@@ -89,9 +90,11 @@ def jax_module_bench(module: nn.Module, x: jax.Array, w: jax.Array, call_kwargs:
     return _loss(apply(params, state, x)[0], w)
 
   fwd = jax.jit(apply).lower(params, state, x).compile()
-  fb = jax.jit(jax.grad(loss, argnums=(0, 1))).lower(params, x, state, w).compile()
+  g = jax.jit(jax.grad(loss, argnums=(0, 1))).lower(params, x, state, w).compile()
+  vg = jax.jit(jax.value_and_grad(loss, argnums=(0, 1))).lower(params, x, state, w).compile()
   return Bench(fwd=lambda: _block(fwd(params, state, x)),
-               fwd_bwd=lambda: _block(fb(params, x, state, w)),
+               grad=lambda: _block(g(params, x, state, w)),
+               value_and_grad=lambda: _block(vg(params, x, state, w)),
                output=lambda: np.asarray(fwd(params, state, x)[0], np.float32))
 
 
@@ -107,8 +110,10 @@ def elementwise_bench(x: jax.Array, w: jax.Array) -> Bench:
   """`x * c` and the gradient of sum(x * c * w): one read and one write of the array each."""
   c = jnp.asarray(1.5, x.dtype)
   fwd = jax.jit(lambda x, c: x * c).lower(x, c).compile()
-  fb = jax.jit(jax.grad(lambda x, c, w: _loss(x * c, w))).lower(x, c, w).compile()
-  return Bench(fwd=lambda: _block(fwd(x, c)), fwd_bwd=lambda: _block(fb(x, c, w)),
+  g = jax.jit(jax.grad(lambda x, c, w: _loss(x * c, w))).lower(x, c, w).compile()
+  vg = jax.jit(jax.value_and_grad(lambda x, c, w: _loss(x * c, w))).lower(x, c, w).compile()
+  return Bench(fwd=lambda: _block(fwd(x, c)), grad=lambda: _block(g(x, c, w)),
+               value_and_grad=lambda: _block(vg(x, c, w)),
                output=lambda: np.asarray(fwd(x, c), np.float32))
 
 
@@ -189,10 +194,10 @@ def torch_bench(torch, norm: str, layout: str, x: np.ndarray, w: np.ndarray, dty
 
       def fwd_bwd(fn=fn, weight=weight, bias=bias, wrt=wrt):
         xg = xt.detach().requires_grad_(True)
-        y = fn(xg, weight, bias)
-        grads = torch.autograd.grad(y, [xg, *wrt], wy)
+        loss = (fn(xg, weight, bias) * wy).sum(dtype=torch.float32)
+        grads = torch.autograd.grad(loss, [xg, *wrt])
         sync()
-        return grads
+        return loss.detach(), grads
 
       fwd()
       fwd_bwd()
@@ -202,6 +207,6 @@ def torch_bench(torch, norm: str, layout: str, x: np.ndarray, w: np.ndarray, dty
       errors.append(f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
       continue
     note = "" if param_dtype == tdtype else "float32 params"
-    return Bench(fwd=fwd, fwd_bwd=fwd_bwd, note=note,
+    return Bench(fwd=fwd, grad=fwd_bwd, value_and_grad=fwd_bwd, note=note,
                  output=lambda fwd=fwd: back(fwd()).to(torch.float32).cpu().numpy())
   raise Unavailable("; ".join(errors))

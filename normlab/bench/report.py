@@ -4,7 +4,8 @@ from __future__ import annotations
 import dataclasses
 import json
 
-from normlab.bench.suite import MIN_PASSES, NORM_TITLES, BenchReport, bandwidth_source, ratio_rows
+from normlab.bench.suite import (HEADLINE_MODE, MIN_PASSES, NORM_TITLES, BenchReport, bandwidth_source,
+                                 ratio_rows)
 
 
 def _ms(s) -> str:
@@ -64,6 +65,26 @@ def _notes(report: BenchReport) -> list[str]:
   return [f"{impl}: {note} [{', '.join(dict.fromkeys(where))}]" for (impl, note), where in seen.items()]
 
 
+def _summary(report: BenchReport):
+  """normlab / best peer under value_and_grad: one row per norm, one column per (shape, dtype)."""
+  rows = [r for r in ratio_rows(report) if r["mode"] == HEADLINE_MODE]
+  cols = list(dict.fromkeys(("x".join(map(str, r["shape"])), r["dtype"]) for r in rows))
+  head = [f"{HEADLINE_MODE}: normlab / best peer"] + [f"{s} {d}" for s, d in cols]
+  body = []
+  for norm in dict.fromkeys(r["norm"] for r in rows):
+    cell = {("x".join(map(str, r["shape"])), r["dtype"]): r for r in rows if r["norm"] == norm}
+    body.append([NORM_TITLES[norm]] + [f"{_x(cell[c]['ratio_best_peer'])} ({cell[c]['best_peer'] or 'n/a'})"
+                                       for c in cols])
+  return head, body
+
+
+def _steps(report: BenchReport):
+  head = ["train step", "norm", "input", "normlab ms", "flax ms", "normlab / flax"]
+  body = [[r["model"], NORM_TITLES[r["norm"]], "x".join(map(str, r["input"])), _ms(r["normlab_s"]),
+           _ms(r["flax_s"]), _x(r["ratio"])] for r in report.norm_steps or []]
+  return head, body
+
+
 def _train_lines(report: BenchReport) -> list[str]:
   t = report.train_step
   if not t:
@@ -88,12 +109,24 @@ def _extra_lines(report: BenchReport) -> list[str]:
   return _train_lines(report) + _seed_lines(report)
 
 
-def format_table(report: BenchReport) -> str:
-  head, body = _table(report)
+def _text(head, body, left: int) -> list[str]:
   widths = [max(len(str(row[i])) for row in [head, *body]) for i in range(len(head))]
-  fmt = lambda row: "  ".join(str(c).ljust(w) if i < 4 else str(c).rjust(w)  # noqa: E731
+  fmt = lambda row: "  ".join(str(c).ljust(w) if i < left else str(c).rjust(w)  # noqa: E731
                               for i, (c, w) in enumerate(zip(row, widths)))
-  out = _header_lines(report) + ["", fmt(head), fmt(["-" * w for w in widths])] + [fmt(r) for r in body]
+  return [fmt(head), fmt(["-" * w for w in widths])] + [fmt(r) for r in body]
+
+
+def _md(head, body, left: int) -> list[str]:
+  return (["| " + " | ".join(head) + " |", "|" + "|".join("---" if i < left else "---:" for i in range(len(head))) + "|"]
+          + ["| " + " | ".join(map(str, row)) + " |" for row in body])
+
+
+def format_table(report: BenchReport) -> str:
+  out = _header_lines(report) + [""] + _text(*_table(report), 4)
+  if report.results:
+    out += [""] + _text(*_summary(report), 1)
+  if report.norm_steps:
+    out += [""] + _text(*_steps(report), 3)
   notes = _notes(report)
   if notes:
     out += ["", "notes:"] + [f"  {n}" for n in notes]
@@ -104,11 +137,11 @@ def format_table(report: BenchReport) -> str:
 
 
 def to_markdown(report: BenchReport) -> str:
-  head, body = _table(report)
-  out = [f"- {line}" for line in _header_lines(report)] + [""]
-  out.append("| " + " | ".join(head) + " |")
-  out.append("|" + "|".join("---" if i < 4 else "---:" for i in range(len(head))) + "|")
-  out += ["| " + " | ".join(map(str, row)) + " |" for row in body]
+  out = [f"- {line}" for line in _header_lines(report)] + [""] + _md(*_table(report), 4)
+  if report.results:
+    out += [""] + _md(*_summary(report), 1)
+  if report.norm_steps:
+    out += [""] + _md(*_steps(report), 3)
   notes = _notes(report)
   if notes:
     out += ["", "Notes:", ""] + [f"- {n}" for n in notes]
@@ -127,5 +160,6 @@ def to_json(report: BenchReport) -> str:
       "results": [dataclasses.asdict(r) | {"shape": list(r.shape)} for r in report.results],
       "ratios": ratio_rows(report),
       "train_step": report.train_step,
+      "norm_steps": report.norm_steps,
       "seed_sweep": report.seed_sweep,
   }, indent=1)
