@@ -61,7 +61,8 @@ def _allow_single(cfg) -> bool:
 
 def name_layer(e: checks.SingleValueError, layer: str) -> checks.SingleValueError:
   """The single-value error as the layer's: it names the layer and its `allow_single_value` field."""
-  return e.with_hint(f"set {layer}(allow_single_value=True)", where=f"{layer} ({e.where})")
+  where = layer if e.where == layer else f"{layer} ({e.where})"
+  return e.with_hint(f"set {layer}(allow_single_value=True)", where=where)
 
 
 def renorm_limits(cfg, steps):
@@ -73,9 +74,20 @@ def renorm_limits(cfg, steps):
 
 def _check_mask(mask, x, fn):
   if mask is not None:
-    checks.check_mask(jnp.shape(mask), x.shape, fn=fn)
+    checks.check_mask_array(mask, x.shape, fn=fn)
     return jnp.asarray(mask, bool)
   return None
+
+
+def check_input(x, layer: str) -> None:
+  """A layer's input: a real array. Floating dtypes compute as given; integer inputs are promoted to
+  float32, as flax promotes them (one-line TypeError otherwise)."""
+  if not (hasattr(x, "shape") and hasattr(x, "dtype")):
+    raise TypeError(f"{layer}: x must be an array (jax.Array or numpy.ndarray), got {type(x).__name__}")
+  dt = jnp.dtype(x.dtype)
+  if dt == jnp.bool_ or not (jnp.issubdtype(dt, jnp.floating) or jnp.issubdtype(dt, jnp.integer)):
+    raise TypeError(f"{layer}: x has dtype {dt.name}; allowed: {', '.join(checks.FLOAT_DTYPES)} "
+                    "(or an integer dtype, promoted to float32 as in flax)")
 
 
 # ----------------------------------------------------------------------------- kinds

@@ -40,6 +40,7 @@ class _Norm(nn.Module):
   def _run(self, x, train: bool, mask):
     k = lm.KINDS[self.kind]
     lm.check_common(self, type(self).__name__)
+    lm.check_input(x, type(self).__name__)
     fshape = tuple(x.shape[a] for a in k.feature_axes(self, x.ndim))
     running = None
     if k.running:

@@ -71,6 +71,7 @@ class _Norm(nnx.Module):
 
   def _run(self, x, train: bool, mask):
     k = lm.KINDS[self.kind]
+    lm.check_input(x, type(self).__name__)
     params = {name: getattr(self, name)[...] for name in k.params(self)}
     running = Moments(self.mean[...], self.var[...]) if k.running else None
     rng = self.rngs.noise() if (k.noise and train) else None

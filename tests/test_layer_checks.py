@@ -1,7 +1,8 @@
-"""The Flax layers raise the same one-line errors as the functions they wrap (bad dtype, bad mask), and
-their single-value-per-channel error names the layer's `allow_single_value` option; a config that
-trains on one value per channel names `norm_options.allow_single_value`. Everything is traced with
-jax.eval_shape (no compilation) except the one training-loop test.
+"""The Flax layers' one-line errors for bad inputs (dtype, mask) name the layer or the function it wraps;
+integer inputs are promoted as flax promotes them. Their single-value-per-channel error names the
+layer's `allow_single_value` option; a config that trains on one value per channel names
+`norm_options.allow_single_value`. Everything is traced with jax.eval_shape (no compilation) except the
+one training-loop test.
 """
 from __future__ import annotations
 
@@ -20,9 +21,8 @@ from normlab.registry import make_norm
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 N, C = 4, 8
 RNGS = {"params": jax.random.key(0, impl="rbg"), "noise": jax.random.key(1, impl="rbg")}
-RUNNING = nl.Moments(jnp.zeros(C), jnp.ones(C))
 OPTIONS = {"group": {"num_groups": 4}, "ghost_batch": {"virtual_batch_size": 2}}
-# registry name -> (the function it wraps in train mode, in eval mode, a call of that function)
+# registry name -> (the function it wraps in train mode, in eval mode)
 WRAPS = {
     "batch": ("batch_norm", "batch_norm"),
     "layer": ("layer_norm", "layer_norm"),
@@ -42,17 +42,6 @@ WRAPS = {
     "switchable": ("switchable_norm", "switchable_norm"),
     "local_response": ("local_response_norm", "local_response_norm"),
 }
-CALLS = {
-    "group_norm": lambda x, **kw: nl.group_norm(x, num_groups=4, **kw),
-    "ghost_batch_norm": lambda x, **kw: nl.ghost_batch_norm(x, virtual_batch_size=2, **kw),
-    "batch_renorm": lambda x, **kw: nl.batch_renorm(x, running=RUNNING, **kw),
-    "frozen_batch_norm": lambda x, **kw: nl.frozen_batch_norm(x, RUNNING.mean, RUNNING.var),
-    "noisy_batch_norm": lambda x, **kw: nl.noisy_batch_norm(x, RNGS["noise"], **kw),
-    "evonorm_s0": lambda x, **kw: nl.evonorm_s0(x, num_groups=4),
-    "rms_norm": lambda x, **kw: nl.rms_norm(x),
-    "filter_response_norm": lambda x, **kw: nl.filter_response_norm(x),
-    "local_response_norm": lambda x, **kw: nl.local_response_norm(x),
-}
 BATCH_STATS = ("batch", "ghost_batch", "batch_renorm", "l1_batch", "l2_batch", "linf_batch", "noisy_batch",
                "evonorm_b0", "switchable")
 
@@ -65,59 +54,56 @@ def _error(f):
   return type(info.value), msg
 
 
-NO_MASK = ("frozen_batch_norm", "evonorm_s0", "rms_norm", "filter_response_norm", "local_response_norm")
-
-
-def _function_error(fn, x, **kw):
-  call = CALLS.get(fn, lambda x, **kw: getattr(nl, fn)(x, **kw))
-  return _error(lambda: jax.eval_shape(lambda: call(x, **kw)))
-
-
-def _layer_error(name, x, *, train, mask=None):
-  mod = make_norm(name, **OPTIONS.get(name, {}))()
+def _apply(name, x, *, train, mask=None, **options):
+  """The registry's layer for `name` applied to x in train or eval mode (shapes only)."""
+  factory = make_norm(name, **OPTIONS.get(name, {}), **options)
   good = jnp.zeros(x.shape, jnp.float32)
-  variables = jax.eval_shape(lambda: mod.init(RNGS, good, train=False))
-  return _error(lambda: jax.eval_shape(lambda v: mod.apply(v, x, train=train, mask=mask, rngs=RNGS,
-                                                          mutable=["batch_stats"]), variables))
+  variables = jax.eval_shape(lambda: factory.build(train=False).init(RNGS, good))
+  mod = factory.build(train=train)
+  return jax.eval_shape(lambda v: mod.apply(v, x, mask=mask, rngs=RNGS, mutable=["batch_stats"])[0], variables)
+
+
+def _names(name):
+  """The names an error of this layer may start with: the layer's class or the function it wraps."""
+  return (type(make_norm(name, **OPTIONS.get(name, {})).build(train=True)).__name__,) + WRAPS[name]
 
 
 @pytest.mark.parametrize("name", sorted(WRAPS))
-@pytest.mark.parametrize("dtype", [jnp.int32, jnp.complex64])
-def test_layer_dtype_error_is_the_functions(name, dtype):
+@pytest.mark.parametrize("dtype", [jnp.complex64, jnp.bool_])
+def test_layer_dtype_error_is_one_line_naming_the_layer(name, dtype):
   x = jnp.zeros((N, 3, 3, C), dtype)
-  for train, fn in zip((True, False), WRAPS[name]):
-    got = _layer_error(name, x, train=train)
-    assert got[1].startswith(f"{fn}: x has dtype {np.dtype(dtype).name}"), (train, got)
-    assert got == _function_error(fn, x), (name, train)
+  for train in (True, False):
+    exc, msg = _error(lambda: _apply(name, x, train=train))
+    assert exc is TypeError and msg.split(":")[0] in _names(name), msg
+    assert f"x has dtype {np.dtype(dtype).name}" in msg and "float32" in msg, msg
 
 
 @pytest.mark.parametrize("name", sorted(WRAPS))
-def test_layer_mask_error_is_the_functions(name):
-  x, mask = jnp.zeros((N, 3, 3, C)), jnp.ones((N - 1, 1, 1, 1), bool)
-  fn = WRAPS[name][0]
-  got = _layer_error(name, x, train=True, mask=mask)
-  assert got[1].startswith(f"{fn}: mask of shape (3, 1, 1, 1) does not broadcast"), got
-  if fn not in NO_MASK:  # these functions take no mask: their layers check it under the function's name
-    assert got == _function_error(fn, x, mask=mask)
-  complex_mask = _layer_error(name, x, train=True, mask=jnp.ones((N, 1, 1, 1), jnp.complex64))
-  assert complex_mask[0] is TypeError and complex_mask[1].startswith(f"{fn}: mask has dtype complex64")
+def test_layer_promotes_integer_input_as_flax(name):
+  assert _apply(name, jnp.zeros((N, 3, 3, C), jnp.int32), train=True).dtype == jnp.float32
+
+
+@pytest.mark.parametrize("name", sorted(WRAPS))
+def test_layer_mask_error_is_one_line_naming_the_layer(name):
+  x = jnp.zeros((N, 3, 3, C))
+  exc, msg = _error(lambda: _apply(name, x, train=True, mask=jnp.ones((N - 1, 1, 1, 1), bool)))
+  assert exc is ValueError and msg.split(":")[0] in _names(name), msg
+  assert "mask of shape (3, 1, 1, 1) does not broadcast" in msg, msg
+  exc, msg = _error(lambda: _apply(name, x, train=True, mask=jnp.ones((N, 1, 1, 1), jnp.complex64)))
+  assert exc is TypeError and msg.split(":")[0] in _names(name) and "mask has dtype complex64" in msg, msg
 
 
 @pytest.mark.parametrize("name", BATCH_STATS)
 def test_layer_single_value_error_names_the_layer_option(name):
   x = jnp.ones((1, 1, C))
-  mod = make_norm(name)()
-  layer = type(mod).__name__
-  exc, msg = _layer_error(name, x, train=True)
+  layer = type(make_norm(name).build(train=True)).__name__
+  exc, msg = _error(lambda: _apply(name, x, train=True))
   assert exc is SingleValueError
-  assert msg.startswith(f"{layer} ({WRAPS[name][0]}): training-mode batch statistics over 1 value per channel")
+  assert msg.split(":")[0] in (layer, f"{layer} ({WRAPS[name][0]})"), msg
+  assert "training-mode batch statistics over 1 value per channel" in msg, msg
   assert msg.endswith(f"set {layer}(allow_single_value=True)")
-  allowed = make_norm(name, allow_single_value=True)()
-  variables = jax.eval_shape(lambda: allowed.init(RNGS, x, train=False))
-  y, _ = jax.eval_shape(lambda v: allowed.apply(v, x, train=True, rngs=RNGS, mutable=["batch_stats"]),
-                        variables)
-  assert y.shape == x.shape
-  assert jax.eval_shape(lambda v: mod.apply(v, x, train=False, rngs=RNGS), variables).shape == x.shape  # eval
+  assert _apply(name, x, train=True, allow_single_value=True).shape == x.shape
+  assert _apply(name, x, train=False).shape == x.shape  # eval mode uses the running statistics
 
 
 @pytest.mark.devices(8)
