@@ -14,7 +14,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import normlab as nl
 from normlab.checks import SingleValueError
 from normlab.registry import make_norm
 
