@@ -16,7 +16,7 @@ from normlab.train import checkpoint as checkpoint_lib
 from normlab.train.errors import diverged_message
 from normlab.train.metrics_io import read_metrics
 
-from test_train import EXACT_KEYS, REPO_ROOT, script, tiny
+from test_train import EXACT_KEYS, REPO_ROOT, script, tiny, two_processes
 
 KEEP3 = dict(keep_checkpoints=3)  # checkpoints 8, 16, 24
 
@@ -152,22 +152,6 @@ def test_two_runs_on_one_workdir_exactly_one_trains(tmp_path):
   assert not (work / "lock.json").exists()  # released at the end
 
 
-def _two_processes(workdir, args, tmp_path, tag):
-  import socket
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-  procs = []
-  for pid in range(2):
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1", JAX_PLATFORMS="cpu",
-               JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", JAX_NUM_PROCESSES="2", JAX_PROCESS_ID=str(pid))
-    procs.append(subprocess.Popen(script(workdir, *args), cwd=REPO_ROOT, env=env, text=True,
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
-  errs = [p.communicate(timeout=300)[1] for p in procs]
-  assert [p.returncode for p in procs] == [0, 0], errs
-  return errs
-
-
 @pytest.mark.slow  # several JAX processes: minutes on a loaded 2-core machine
 def test_two_processes_agree_on_the_fallback_step(tmp_path):
   """2 processes (gloo): the newest checkpoint is damaged, both verify and resume from the older one."""
@@ -176,11 +160,11 @@ def test_two_processes_agree_on_the_fallback_step(tmp_path):
   args = ["--config=configs/mlp.py:smoke", "--config.num_steps=40", "--config.checkpoint_every=20",
           "--config.eval_every=40", "--config.log_every=10"]
   work = tmp_path / "multi"
-  _two_processes(work, args, tmp_path, "first")
+  two_processes(script(work, *args), devices_each=1)
   reference = json.load(open(work / "summary.json"))
   os.remove(work / "summary.json")
   rewrite_data(str(work / "checkpoints" / "40"))
-  errs = _two_processes(work, args, tmp_path, "again")
+  errs = two_processes(script(work, *args), devices_each=1)
   summary = json.load(open(work / "summary.json"))
   assert summary["resumed_from_step"] == 20 and summary["checkpoint_fallbacks"] == 1
   assert {k: summary[k] for k in EXACT_KEYS} == {k: reference[k] for k in EXACT_KEYS}

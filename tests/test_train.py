@@ -352,25 +352,32 @@ def test_script_nan_exits_3_and_other_config_exits_2(tmp_path):
   assert "tfds build cifar10" in prep.stderr and "Traceback" not in prep.stderr
 
 
-def test_two_processes_match_one_process_with_as_many_devices(tmp_path):
-  """2 processes x 2 CPU devices (jax.distributed, gloo) == 1 process x 4 devices."""
+def two_processes(cmd, devices_each: int, timeout: float = 300) -> list[str]:
+  """Runs `cmd` as 2 JAX processes on localhost (jax.distributed via JAX_* variables, gloo) with
+  `devices_each` fake CPU devices each; asserts both exit 0 and returns their stderr."""
   import socket
-
-  import normlab.data
-  normlab.data.load("mnist1d", "train")  # prepare the data once, before the processes race for it
-  args = ["--config=configs/mlp.py:smoke", "--config.num_steps=40", "--config.checkpoint_every=20",
-          "--config.optimizer=momentum", "--config.learning_rate=0.05"]
   with socket.socket() as s:
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]
   procs = []
   for pid in range(2):
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu",
-               JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", JAX_NUM_PROCESSES="2", JAX_PROCESS_ID=str(pid))
-    procs.append(subprocess.Popen(script(tmp_path / "multi", *args), cwd=REPO_ROOT, env=env, text=True,
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE))
-  outs = [p.communicate(timeout=300) for p in procs]
-  assert all(p.returncode == 0 for p in procs), outs
+    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices_each}",
+               JAX_PLATFORMS="cpu", JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", JAX_NUM_PROCESSES="2",
+               JAX_PROCESS_ID=str(pid))
+    procs.append(subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, text=True, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.PIPE))
+  errs = [p.communicate(timeout=timeout)[1] for p in procs]
+  assert [p.returncode for p in procs] == [0, 0], errs
+  return errs
+
+
+def test_two_processes_match_one_process_with_as_many_devices(tmp_path):
+  """2 processes x 2 CPU devices (jax.distributed, gloo) == 1 process x 4 devices."""
+  import normlab.data
+  normlab.data.load("mnist1d", "train")  # prepare the data once, before the processes race for it
+  args = ["--config=configs/mlp.py:smoke", "--config.num_steps=40", "--config.checkpoint_every=20",
+          "--config.optimizer=momentum", "--config.learning_rate=0.05"]
+  two_processes(script(tmp_path / "multi", *args), devices_each=2)
   env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4")
   single = subprocess.run(script(tmp_path / "single", *args), cwd=REPO_ROOT, env=env, capture_output=True,
                           text=True, timeout=300)
