@@ -5,8 +5,9 @@ Each seed trains twice (norm='batch' and norm='none', same init, optimizer and l
 normlab.train's one loop; every `measure_every` steps, on that step's batch, we move along the
 normalized gradient by each distance in `distances` (equal eta ||g|| for both networks) and record the
 loss and the gradient change; early and late training are summarized separately (`window`).
-Presets: smoke (~1 min on 2 loaded CPU cores), cpu (the 6-conv 1-D VGG on mnist1d_noisy where the plain
-net lags BN, 3 seeds: ~10 min on 2 loaded cores), gpu (VGG-11 on CIFAR-10, lr 0.1; needs a prepared TFDS
+Presets: smoke (~3 min on 2 loaded CPU cores), cpu (the 6-conv 1-D VGG on mnist1d_noisy where the plain
+net lags BN, 3 seeds: 34 min on 2 loaded cores beside two
+other studies), gpu (VGG-11 on CIFAR-10, lr 0.1; needs a prepared TFDS
 dir, else fails at once naming the `tfds build` command).
 Expected (paper): loss variation, gradient change and beta are all smaller with BN.
 """

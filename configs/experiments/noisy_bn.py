@@ -5,8 +5,9 @@ Each seed trains the same network (same init) with norm 'none', 'batch' and 'noi
 normlab.train's one loop; every `measure_every` steps, quantiles of every norm layer's output on a
 fixed training batch (train mode, the step's noise); at the end, test accuracy with clean recollected
 running statistics and in train mode.
-Presets: smoke (a 2-conv VGG, 30 steps: ~1 min on 2 loaded CPU cores), cpu (a 6-conv 1-D VGG on
-mnist1d_noisy, where the plain net lags BN; 3 seeds: ~15 min on 2 loaded cores), gpu (the paper's
+Presets: smoke (a 2-conv VGG, 30 steps: ~3 min on 2 loaded CPU cores), cpu (a 6-conv 1-D VGG on
+mnist1d_noisy, where the plain net lags BN; 3 seeds: 36 min on 2 loaded cores
+beside two other studies), gpu (the paper's
 VGG-11 on CIFAR-10, lr 0.1; needs a prepared TFDS dir, else fails at once naming the `tfds build` command).
 Expected (paper): BN and noisy BN reach similar accuracy, both above and faster than no BN; noisy BN's
 activation distributions drift far more.
