@@ -12,6 +12,12 @@ Rules, fixed before the results they judge (git history shows the order):
   * `effect_verdict(d, se, floor)`: a claimed positive effect d is "reproduced" if d > 2 s.e. and d >=
     floor, "partly" if d > 2 s.e. but below the floor, "not reproduced" otherwise; "inconclusive" if any
     cell it uses did not converge (a cell that did not converge cannot refute a claim).
+  * `no_worse_verdict(shortfall, se, tol)`: a claim "X does as well as Y" with shortfall = Y - X (pts) is
+    "reproduced" if shortfall + 2 s.e. <= tol (X is within tol of Y, or better, beyond the noise), "not
+    reproduced" if shortfall - 2 s.e. > tol (X is worse by more than tol, beyond the noise), otherwise
+    "inconclusive" (the seeds cannot tell); "inconclusive" too if a cell did not converge or tol is not
+    positive.
+  * The same convergence rule on an in-memory per-step curve: `curve_converged(curve, diverged_at)`.
 """
 from __future__ import annotations
 
@@ -66,17 +72,32 @@ def effect_verdict(d: float, se: float, floor: float, *cells: Stat | None) -> st
   return "not reproduced"
 
 
-def train_loss_change(cell_dir: str) -> float | None:
-  """(mean train loss over steps (0.8T, 0.9T]) / (mean over (0.9T, T]) - 1, from the cell's metrics.jsonl."""
-  path = os.path.join(cell_dir, "metrics.jsonl")
-  if not os.path.isfile(path):
-    return None
-  rows = {}
-  with open(path) as f:
-    for line in f:
-      r = json.loads(line)
-      if "train_loss" in r and "step" in r:
-        rows[int(r["step"])] = float(r["train_loss"])
+def no_worse_verdict(shortfall: float, se: float, tol: float, *cells: Stat | None) -> str:
+  """The verdict rule of the module docstring for "X does as well as Y", shortfall = Y - X (pts)."""
+  if any(c is None or not c.converged for c in cells) or shortfall != shortfall or not tol > 0:
+    return "inconclusive"
+  if shortfall + 2 * se <= tol:
+    return "reproduced"
+  return "not reproduced" if shortfall - 2 * se > tol else "inconclusive"
+
+
+def stat_of(values, converged: bool = True, diverged: int = 0) -> Stat:
+  """A Stat (mean, s.e. = sample std / sqrt(n)) of any per-seed numbers; NaN/None count as missing."""
+  v = [float(x) for x in values if x is not None and x == x]
+  m = sum(v) / len(v) if v else float("nan")
+  sd = math.sqrt(sum((x - m) ** 2 for x in v) / (len(v) - 1)) if len(v) > 1 else 0.0
+  return Stat(m, sd / math.sqrt(len(v)) if v else float("nan"), len(v), diverged, converged and bool(v))
+
+
+def curve_converged(curve, diverged_at=None) -> tuple[bool, float | None]:
+  """(converged, loss change) of an in-memory per-step curve ([{'step', 'train_loss'}, ...]), by the
+  convergence rule of the module docstring (steps 1-based as in metrics.jsonl)."""
+  change = loss_change({int(r["step"]) + 1: float(r["train_loss"]) for r in curve})
+  return is_converged(change, "diverged" if diverged_at is not None else "done"), change
+
+
+def loss_change(rows: dict) -> float | None:
+  """(mean train loss over steps (0.8T, 0.9T]) / (mean over (0.9T, T]) - 1 of {step: train loss}."""
   if not rows:
     return None
   total = max(rows)
@@ -86,6 +107,20 @@ def train_loss_change(cell_dir: str) -> float | None:
     return None
   lb = sum(late) / len(late)
   return (sum(before) / len(before)) / lb - 1.0 if lb > 0 else None
+
+
+def train_loss_change(cell_dir: str) -> float | None:
+  """`loss_change` of the train losses in the cell's metrics.jsonl (None if there are none)."""
+  path = os.path.join(cell_dir, "metrics.jsonl")
+  if not os.path.isfile(path):
+    return None
+  rows = {}
+  with open(path) as f:
+    for line in f:
+      r = json.loads(line)
+      if "train_loss" in r and "step" in r:
+        rows[int(r["step"])] = float(r["train_loss"])
+  return loss_change(rows)
 
 
 def is_converged(change: float | None, status: str | None) -> bool:

@@ -186,25 +186,56 @@ def mean_std(values) -> str:
 
 # ----------------------------------------------------------------------------- activation probes
 
-def norm_outputs(model) -> Callable:
-  """A jitted fn(variables, x, key) -> {norm layer: its output}, train mode (batch statistics, the
-  'noise' RNG = key), read from what the models sow (`<name>_normed`, normlab.models.common.norm_act):
-  a forward pass only. (normlab.analysis.capture gives the same values plus gradients, at the cost of
-  a backward pass and a larger compile; these studies need only the values.)"""
+PROBE_SITES = ("normed", "preact")  # a norm layer's output, or its input
+
+
+def norm_outputs(model, site: str = "normed") -> Callable:
+  """A jitted fn(variables, x, key) -> {norm layer: its output (site 'normed') or its input ('preact')},
+  train mode (batch statistics, the 'noise' RNG = key), read from what the models sow (`<name>_normed`,
+  `<name>_preact`, normlab.models.common.norm_act): a forward pass only. (normlab.analysis.capture gives
+  the same values plus gradients, at the cost of a backward pass and a larger compile; these studies
+  need only the values.)"""
+  from normlab.errors import UserError
   from normlab.models.common import flatten_intermediates
+  if site not in PROBE_SITES:
+    raise UserError(f"probe site {site!r} is not one of {', '.join(PROBE_SITES)}")
+  suffix = f"_{site}"
 
   def f(variables, x, key):
     _, state = model.apply(variables, x, train=True, rngs={"noise": key, "dropout": key},
                            mutable=["batch_stats", "intermediates"])
     flat = flatten_intermediates(state["intermediates"])
-    return {k[: -len("_normed")]: v for k, v in flat.items() if k.endswith("_normed")}
+    return {k[: -len(suffix)]: v for k, v in flat.items() if k.endswith(suffix)}
   return jax.jit(f)
+
+
+def clean_batch_stats(run, params, num_batches: int, clean_norm: str = "batch"):
+  """Running statistics recollected without noise: the run's model rebuilt with `clean_norm` at
+  momentum 0 (same parameter names; for noisy BN, BN itself), applied in train mode to the first
+  `num_batches` training batches; each layer's batch mean and variance are averaged over the batches
+  (equal weights, as "precise BN" does). Returns the run's own tree when it holds no statistics."""
+  from normlab.train.loop import build_model
+  start = run.state.batch_stats
+  if not jax.tree_util.tree_leaves(start):
+    return start
+  model = build_model(cfg_copy(run.config, norm=clean_norm, norm_options={"momentum": 0.0}), run.num_classes)
+
+  @jax.jit
+  def batch_moments(batch_stats, x):
+    _, upd = model.apply({"params": params, "batch_stats": batch_stats}, x, train=True,
+                         rngs={"noise": jax.random.key(0), "dropout": jax.random.key(0)}, mutable=["batch_stats"])
+    return upd["batch_stats"]
+  total = None
+  for k in range(int(num_batches)):
+    new = batch_moments(start, jax.tree.map(jnp.asarray, run.batch(k)["x"]))
+    total = new if total is None else jax.tree.map(jnp.add, total, new)
+  return jax.tree.map(lambda a: a / int(num_batches), total)
 
 
 def make_distribution_probe(config) -> Callable:
   """extra(run, step, new_state) -> quantiles of the first `dist_units` units of every norm layer's
-  output on a fixed batch of training examples, train mode with the step's noise; means and stds of
-  all units."""
+  output (or input, with config.probe_site = 'preact') on a fixed batch of training examples, train
+  mode with the step's noise; means and stds of all units."""
   from normlab.data import load
   from normlab.data.batching import get_batch
   cache: dict[str, Any] = {}
@@ -215,7 +246,7 @@ def make_distribution_probe(config) -> Callable:
       b = get_batch(ds, np.arange(min(len(ds), int(config.dist_batch))),
                     normalize_inputs=bool(run.config.normalize_inputs))
       cache["x"] = jnp.asarray(b["x"])
-      cache["fn"] = norm_outputs(run.model)
+      cache["fn"] = norm_outputs(run.model, str(config.get("probe_site", "normed")))
     key = jax.random.fold_in(jax.random.key(int(run.config.seed) + 1000), step)
     outs = cache["fn"]({"params": new_state.params, "batch_stats": new_state.batch_stats}, cache["x"], key)
     out = {}

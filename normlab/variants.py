@@ -174,24 +174,36 @@ _times_strong_zero.defvjp(_times_strong_zero_fwd, _times_strong_zero_bwd)
 def noisy_batch_norm(x, key, scale=None, bias=None, *, mean_range: float = 1.0, std_range: float = 2.0,
                      eps: float = 1e-5, axis_name: AxisName = None, mask=None, return_stats: bool = False,
                      allow_single_value: bool = False):
-  """Batch norm followed by injected non-stationary noise (Santurkar et al. 2018, section 2.1).
+  """Batch norm followed by non-stationary noise (Santurkar et al. 2018, section 2.1): z = y + n.
 
-  Every call (training step) draws, per channel, a shift m ~ U(-mean_range, mean_range) and a gain
-  s ~ U(1, std_range), and per activation n ~ N(0, 1); the output is z = s * (y + n) + m. So each
-  channel has a non-zero mean and a non-unit variance that change at every step ("internal covariate
-  shift" put back on purpose). Pass a fresh `key` every step.
+  The paper perturbs each activation of each sample with i.i.d. noise of non-zero mean and non-unit
+  variance, whose distribution changes at every step. Here every call (training step) draws, per
+  channel c, the noise distribution N(mu_c, sigma_c^2) with mu_c ~ U(-mean_range, mean_range) and
+  sigma_c ~ U(1, std_range); then every activation of every sample gets its own draw n ~ N(mu_c,
+  sigma_c^2). Pass a fresh `key` every step. (The exact distributions are ours: the paper names only
+  non-zero mean, non-unit variance, redrawn every step.)
   """
+  fn = "noisy_batch_norm"
+  if not (isinstance(mean_range, (int, float)) and mean_range >= 0):
+    raise ValueError(f"{fn}: mean_range={mean_range!r} must be a number >= 0")
+  if not (isinstance(std_range, (int, float)) and std_range >= 1):
+    raise ValueError(f"{fn}: std_range={std_range!r} must be a number >= 1 (sigma ~ U(1, std_range))")
   out = named_batch_norm(x, scale, bias, eps=eps, feature_axes=-1, axis_name=axis_name, mask=mask, running=None,
-                    return_stats=return_stats, allow_single_value=allow_single_value, fn="noisy_batch_norm")
+                         return_stats=return_stats, allow_single_value=allow_single_value, fn=fn)
   y, stats = out if return_stats else (out, None)
-  k_m, k_s, k_n = jax.random.split(key, 3)
-  dt = stats_dtype(x.dtype)
-  c = x.shape[-1]
-  shift = jax.random.uniform(k_m, (c,), dt, -mean_range, mean_range)
-  gain = jax.random.uniform(k_s, (c,), dt, 1.0, std_range)
-  noise = jax.random.normal(k_n, x.shape, dt)
-  z = (gain * (y.astype(dt) + noise) + shift).astype(x.dtype)
+  noise = noise_draws(key, x.shape, stats_dtype(x.dtype), mean_range=mean_range, std_range=std_range)
+  z = (y.astype(noise.dtype) + noise).astype(x.dtype)
   return (z, stats) if return_stats else z
+
+
+def noise_draws(key, shape, dtype, *, mean_range: float, std_range: float):
+  """The noise of `noisy_batch_norm`: per channel (last axis) mu ~ U(-mean_range, mean_range) and
+  sigma ~ U(1, std_range) from split(key, 3)[:2], then mu + sigma * N(0, 1) per element from the third."""
+  k_m, k_s, k_n = jax.random.split(key, 3)
+  c = shape[-1]
+  mu = jax.random.uniform(k_m, (c,), dtype, -mean_range, mean_range)
+  sigma = jax.random.uniform(k_s, (c,), dtype, 1.0, std_range)
+  return mu + sigma * jax.random.normal(k_n, shape, dtype)
 
 
 def filter_response_norm(x, scale=None, bias=None, tau=None, *, eps: float = 1e-6):

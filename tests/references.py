@@ -160,10 +160,10 @@ def lp_batch_norm(x, p, gamma=None, beta=None, eps=1e-5):
     return _affine(d / (s + eps), gamma, beta)
 
 
-def noisy_batch_norm(x, shift, gain, noise, gamma=None, beta=None, eps=1e-5):
-    """Santurkar et al. 2018 sec. 2.1: BN output y, then z = gain_c * (y + n) + shift_c."""
+def noisy_batch_norm(x, mu, sigma, noise, gamma=None, beta=None, eps=1e-5):
+    """Santurkar et al. 2018 sec. 2.1: BN output y, then z = y + mu_c + sigma_c * n (n ~ N(0, 1) per activation)."""
     y = batch_norm(x, gamma, beta, eps)
-    return f64(gain) * (y + f64(noise)) + f64(shift)
+    return y + f64(mu) + f64(sigma) * f64(noise)
 
 
 def filter_response_norm(x, gamma=None, beta=None, tau=None, eps=1e-6):

@@ -241,6 +241,22 @@ def test_loss_variation_of_linear_function_is_exactly_linear():
   assert np.all(np.asarray(res.grad_diffs) == 0.0) and float(res.beta) == 0.0
 
 
+def test_unit_direction_moves_the_given_distances():
+  """unit_direction: eta is the distance; the losses are those at theta - eta g / ||g|| (a quadratic's
+  closed form), and beta is the gradient change per unit distance, as without it."""
+  a, lam, q = _spd(1)
+  f = lambda x: 0.5 * x @ a @ x
+  x = jnp.asarray(np.random.default_rng(2).normal(size=6))
+  dists = np.array([0.0, 0.05, 0.3, 1.0])
+  res = ls_lib.along_gradient(f, x, dists, unit_direction=True)
+  g = a @ np.asarray(x)
+  u = g / np.linalg.norm(g)
+  np.testing.assert_allclose(res.losses, [0.5 * (x - d * u) @ a @ (x - d * u) for d in dists], rtol=1e-12)
+  np.testing.assert_allclose(res.grad_diffs[1:], dists[1:] * np.linalg.norm(a @ u), rtol=1e-10)
+  plain = ls_lib.along_gradient(f, x, dists[1:] / np.linalg.norm(g))
+  assert float(res.beta) == pytest.approx(float(plain.beta), rel=1e-10)
+
+
 def test_landscape_jits_on_a_flax_model():
   model = TinyNet()
   x, y = _data()

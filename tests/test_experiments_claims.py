@@ -167,12 +167,15 @@ def test_noisy_bn_study_smoke(tmp_path):
   c = _smoke("noisy_bn", measure_every=4, dist_batch=32)
   c.train.num_steps = 8
   path = noisy_bn.run(c, str(tmp_path), log=lambda *a: None)
-  _, data = _check_report(path, str(tmp_path), min_rows=3)
+  _, data = _check_report(path, str(tmp_path), min_rows=11)
   assert set(data["summary"]) == {"none", "batch", "noisy_batch"}
-  assert all(0.0 <= r["final_test_acc_train_mode"] <= 1.0 for rs in data["summary"].values() for r in rs)
+  for rs in data["summary"].values():
+    for r in rs:
+      assert all(0.0 <= r[k] <= 100.0 for k in ("test_clean", "test_train_mode", "test_noisy_running"))
   m = data["results"]["noisy_batch"]["0"]["measured"]
   assert [r["done"] for r in m] == [1, 5, 8]
   assert set(m[0]["dist"]) == {"block0", "block1"} and len(m[0]["dist"]["block0"]["q"]) == 3
+  assert os.path.isfile(tmp_path / "results.csv")
 
 
 @pytest.mark.slow
@@ -182,10 +185,11 @@ def test_lp_norms_study_smoke(tmp_path):
              dist_batch=32)
   c.train.num_steps = 6
   path = lp_norms.run(c, str(tmp_path), log=lambda *a: None)
-  _, data = _check_report(path, str(tmp_path), min_rows=4)
+  _, data = _check_report(path, str(tmp_path), min_rows=9)
   for norm in ("batch", "l1_batch"):
     r = data["summary"][norm][0]
     assert np.isfinite(r["kurtosis"]) and set(r["per_layer"]) == {"block0", "block1"}
+    assert np.isfinite(r["pre_drift_location"])
 
 
 @pytest.mark.slow

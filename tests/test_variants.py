@@ -104,39 +104,62 @@ def test_noisy_batch_norm_vs_reference_with_same_draws():
     @jax.jit
     def run(x, key):
         z = nl.noisy_batch_norm(x, key, G, B, mean_range=1.0, std_range=2.0)
-        # the documented draws: split(key, 3) -> per-channel shift, per-channel gain, per-activation noise
+        # the documented draws: split(key, 3) -> per-channel noise mean, per-channel noise std, N(0, 1) per activation
         k_m, k_s, k_n = jax.random.split(key, 3)
         return z, (jax.random.uniform(k_m, (6,), jnp.float64, -1.0, 1.0),
                    jax.random.uniform(k_s, (6,), jnp.float64, 1.0, 2.0),
                    jax.random.normal(k_n, X.shape, jnp.float64))
 
     # rbg keys: much cheaper to compile than threefry, and the layout argument is the same
-    z, (shift, gain, noise) = run(jnp.asarray(X), jax.random.key(3, impl="rbg"))
-    err = maxerr(z, R.noisy_batch_norm(X, shift, gain, noise, G, B))
+    z, (mu, sigma, noise) = run(jnp.asarray(X), jax.random.key(3, impl="rbg"))
+    err = maxerr(z, R.noisy_batch_norm(X, mu, sigma, noise, G, B))
     print(f"maxerr vs float64 reference [noisy_batch]: {err:.2e}")
     assert err < 1e-12
 
 
-def test_noisy_batch_norm_structure_independent_of_rng_layout():
-    """Same key, two inputs: z1 - z2 = gain_c (y1 - y2) with one gain per channel in [1, std_range];
-    the residual z - gain * y = gain * n + shift has per-channel mean in [-mean_range, mean_range]
-    and its std/gain ~ 1 (Gaussian noise per activation). A different key changes the draws."""
+def _noise_of(key, x, mean_range=0.5, std_range=3.0):
+    """n = z - BN(x): the noise noisy_batch_norm added, (N * spatial, C)."""
+    z = np.asarray(jax.jit(lambda x, k: nl.noisy_batch_norm(x, k, mean_range=mean_range, std_range=std_range))(x, key))
+    return (z - R.batch_norm(x)).reshape(-1, x.shape[-1])
+
+
+def test_noisy_batch_norm_noise_is_additive_and_independent_of_the_input():
+    """Same key, two inputs: the same noise (z1 - z2 = y1 - y2): the noise depends on the step's key only."""
     key = jax.random.key(11, impl="rbg")
-    x1 = _x((64, 2, 2, 6), seed=12)
-    x2 = _x((64, 2, 2, 6), 2.0, -1.0, seed=13)
-    noisy = jax.jit(lambda x, key: nl.noisy_batch_norm(x, key, mean_range=0.5, std_range=3.0))
-    z1, z2 = np.asarray(noisy(x1, key)), np.asarray(noisy(x2, key))
-    y1, y2 = R.batch_norm(x1), R.batch_norm(x2)
-    gain = (z1 - z2) / (y1 - y2)
-    g_c = np.median(gain.reshape(-1, 6), 0)
-    assert np.max(np.abs(gain - g_c)) < 1e-8
-    assert np.all((g_c >= 1.0) & (g_c <= 3.0)) and np.ptp(g_c) > 0.05
-    resid = ((z1 - g_c * y1) / g_c).reshape(-1, 6)   # = n + shift / gain
-    shift = resid.mean(0) * g_c
-    assert np.all(np.abs(shift) < 0.5 + 4 * g_c / np.sqrt(256))
-    assert np.all(np.abs(resid.std(0) - 1.0) < 0.15)
-    z3 = np.asarray(noisy(x1, jax.random.key(12, impl="rbg")))
-    assert maxerr(z1, z3) > 0.1
+    x1, x2 = _x((64, 2, 2, 6), seed=12), _x((64, 2, 2, 6), 2.0, -1.0, seed=13)
+    assert np.max(np.abs(_noise_of(key, x1) - _noise_of(key, x2))) < 1e-8
+
+
+def test_noisy_batch_norm_noise_moments_per_channel_in_range_and_redrawn_every_step():
+    """Per channel, the noise has a non-zero mean in [-mean_range, mean_range] and a std in [1, std_range];
+    the moments differ between channels (one distribution per activation) and between two keys (steps)."""
+    x = _x((512, 2, 2, 6), seed=12)
+    moments = []
+    for k in (11, 12):
+        n = _noise_of(jax.random.key(k, impl="rbg"), x)  # 2048 draws per channel
+        mu, sd = n.mean(0), n.std(0)
+        assert np.all(np.abs(mu) <= 0.5 + 4 * sd / np.sqrt(len(n)))
+        assert np.all((sd >= 1.0 - 0.1) & (sd <= 3.0 + 0.15))
+        assert np.ptp(mu) > 0.1 and np.ptp(sd) > 0.1   # per-channel distributions
+        moments.append(np.stack([mu, sd]))
+    assert np.min(np.abs(moments[0] - moments[1]).max(0)) > 0.02  # every channel's distribution moved
+
+
+def test_noisy_batch_norm_noise_is_iid_over_samples():
+    """Within a channel, the draws of different samples are independent: no two samples share their
+    noise, and the correlation between the noise of sample halves is ~0 (not one draw per channel)."""
+    x = _x((512, 6), seed=12)
+    n = _noise_of(jax.random.key(5, impl="rbg"), x)
+    c = n - n.mean(0)
+    assert np.min(np.abs(c[0] - c[1])) > 0 and np.all(n.std(0) > 0.9)
+    corr = np.mean(c[:256] * c[256:], 0) / (c[:256].std(0) * c[256:].std(0))
+    assert np.all(np.abs(corr) < 4 / np.sqrt(256))
+
+
+@pytest.mark.parametrize("kw", [{"mean_range": -0.1}, {"std_range": 0.5}])
+def test_noisy_batch_norm_rejects_bad_ranges(kw):
+    with pytest.raises(ValueError, match="noisy_batch_norm: (mean|std)_range="):
+        nl.noisy_batch_norm(jnp.asarray(X), jax.random.key(0), **kw)
 
 
 # --- equivalences with plain batch norm ----------------------------------------------------------

@@ -13,6 +13,8 @@ and the three per-step summaries the paper plots over training:
     effective beta-smoothness = max_eta beta(eta)
 
 The ranges run over the given step sizes only: include 0 in `step_sizes` to count L(theta) itself.
+With `unit_direction=True` the move is along g / ||g||, so the step sizes are distances in parameter
+space (eta ||g|| in the paper's terms): two networks compared at the same step sizes then move equally far.
 (For a quadratic 1/2 x^T A x, beta(eta) = ||A g|| / ||g||: the top eigenvalue when g is a top
 eigenvector, and between the smallest and largest eigenvalue in general.) The loss function is the
 training loss on a fixed batch, so for BN it uses that batch's statistics at every eta.
@@ -56,13 +58,17 @@ class Landscape:
 
 
 def along_gradient(loss_fn: Callable[[Any], Array], params, step_sizes: Sequence[float] | Array,
-                   direction=None) -> Landscape:
-  """Loss and gradient at theta - eta * d for every eta (d = grad L(theta) unless `direction` given).
+                   direction=None, unit_direction: bool = False) -> Landscape:
+  """Loss and gradient at theta - eta * d for every eta (d = grad L(theta) unless `direction` given;
+  with `unit_direction`, d is scaled to norm 1, so eta is the distance moved).
 
   Jit-compatible; the step sizes are evaluated one after another (`lax.map`), one gradient each.
   """
   loss0, g0 = jax.value_and_grad(loss_fn)(params)
   d = g0 if direction is None else direction
+  if unit_direction:
+    n = _norm(d)
+    d = jax.tree_util.tree_map(lambda v: v / jnp.where(n > 0, n, 1).astype(v.dtype), d)
   etas = jnp.asarray(step_sizes, dtype=jnp.result_type(*jax.tree_util.tree_leaves(params)))
   dnorm = _norm(d)
 

@@ -1,0 +1,138 @@
+"""The verdict rules of noisy_bn, lp_norms and landscape on synthetic per-seed numbers (no training):
+experiments/_sweep_study.py's no_worse_verdict, stat_of, curve_converged, and each study's claim rows."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from experiments import _sweep_study as rules
+
+
+def test_no_worse_verdict_bands():
+  assert rules.no_worse_verdict(0.5, 0.2, 1.5) == "reproduced"         # 0.5 + 0.4 <= 1.5
+  assert rules.no_worse_verdict(-2.0, 0.5, 1.0) == "reproduced"        # better than the reference
+  assert rules.no_worse_verdict(3.0, 0.5, 1.5) == "not reproduced"     # 3.0 - 1.0 > 1.5
+  assert rules.no_worse_verdict(1.4, 0.5, 1.5) == "inconclusive"       # the seeds cannot tell
+  assert rules.no_worse_verdict(0.1, 0.1, float("nan")) == "inconclusive"  # no tolerance (no lead)
+  unconverged = rules.Stat(1.0, 0.1, 3, 0, False)
+  assert rules.no_worse_verdict(0.1, 0.1, 2.0, unconverged) == "inconclusive"
+
+
+def test_stat_of_mean_and_standard_error():
+  s = rules.stat_of([1.0, 2.0, 3.0, None, float("nan")])
+  assert (s.mean, s.n, s.converged) == (2.0, 3, True)
+  assert s.se == pytest.approx(1.0 / math.sqrt(3))
+  assert not rules.stat_of([]).converged and not rules.stat_of([1.0], converged=False).converged
+
+
+def test_curve_converged_follows_the_sweep_rule():
+  flat = [{"step": s, "train_loss": 1.0 + 0.001 * (s % 2)} for s in range(100)]
+  falling = [{"step": s, "train_loss": 2.0 - 0.01 * s} for s in range(100)]
+  assert rules.curve_converged(flat)[0]
+  ok, change = rules.curve_converged(falling)
+  assert not ok and change == pytest.approx(np.mean([2.0 - 0.01 * s for s in range(80, 90)])
+                                            / np.mean([2.0 - 0.01 * s for s in range(90, 100)]) - 1)
+  assert not rules.curve_converged(flat, diverged_at=50)[0]
+
+
+def _rows(values, converged=True, **extra):
+  """Per-seed summary rows from {key: [value per seed]}."""
+  n = len(next(iter(values.values())))
+  return [{"seed": i, "converged": converged, "diverged_at": None,
+           **{k: v[i] for k, v in values.items()}, **extra} for i in range(n)]
+
+
+def _verdicts(rows, prefix):
+  return [r["verdict"] for r in rows if r["claim"].startswith(prefix)]
+
+
+def _noisy_summary(noisy_acc, converged=True):
+  base = {"early_loss": [1.0, 1.1, 1.05], "drift_location": [0.02, 0.03, 0.025], "drift_log_scale": [0.01, 0.012, 0.011]}
+  acc = lambda m: {k: [m + d for d in (0.0, 0.3, -0.2)] for k in ("test_clean", "test_train_mode", "train_acc")}  # noqa: E731
+  return {"none": _rows({**acc(75.0), **base}),
+          "batch": _rows({**acc(80.0), **base, "early_loss": [0.8, 0.85, 0.82]}),
+          "noisy_batch": _rows({**acc(noisy_acc), **base, "early_loss": [0.9, 0.95, 0.93],
+                                "drift_location": [0.3, 0.35, 0.32], "drift_log_scale": [0.2, 0.22, 0.21]},
+                               converged=converged)}
+
+
+def test_noisy_bn_rules():
+  from experiments.noisy_bn import claim_rows
+  rows = claim_rows(_noisy_summary(79.5))
+  assert set(_verdicts(rows, "The plain net lags BN")) == {"reproduced"}
+  assert set(_verdicts(rows, "Noisy BN does as well as BN")) == {"reproduced"}  # 0.5 pts short, tol 2.5
+  assert set(_verdicts(rows, "Noisy BN beats the plain net")) == {"reproduced"}
+  assert _verdicts(rows, "Noisy BN's activations") == ["reproduced"]           # x12, x19
+  assert _verdicts(rows, "BN and noisy BN train faster") == ["reproduced"]
+  rows = claim_rows(_noisy_summary(76.0))                                      # 4 pts short of BN: > tol
+  assert set(_verdicts(rows, "Noisy BN does as well as BN")) == {"not reproduced"}
+  rows = claim_rows(_noisy_summary(79.5, converged=False))
+  assert set(_verdicts(rows, "Noisy BN does as well as BN")) == {"inconclusive"}
+  assert _verdicts(rows, "Noisy BN's activations") == ["inconclusive"]
+
+
+def test_noisy_bn_without_a_lead_is_inconclusive():
+  from experiments.noisy_bn import claim_rows
+  summ = _noisy_summary(80.0)
+  summ["none"] = summ["batch"]  # plain == BN: nothing for noisy BN to keep
+  rows = claim_rows(summ)
+  assert set(_verdicts(rows, "The plain net lags BN")) == {"not reproduced"}
+  assert set(_verdicts(rows, "Noisy BN does as well as BN")) == {"inconclusive"}
+
+
+def test_lp_norms_rules():
+  from experiments.lp_norms import claim_rows
+  acc = lambda m: {k: [m + d for d in (0.0, 0.3, -0.2)] for k in ("test_acc", "train_acc")}  # noqa: E731
+  shape = {"kurtosis": [2.0, 2.2, 2.1], "pre_drift_location": [0.1, 0.11, 0.12]}
+  summ = {"none": _rows({**acc(75.0), **shape, "early_loss": [1.0, 1.1, 1.05], "kurtosis": [0.1, 0.1, 0.1]}),
+          "batch": _rows({**acc(80.0), **shape, "early_loss": [0.8, 0.85, 0.82], "pre_drift_location": [0.3, 0.3, 0.3]}),
+          "l1_batch": _rows({**acc(79.8), **shape, "early_loss": [0.81, 0.86, 0.83],
+                             "pre_drift_location": [0.4, 0.42, 0.41]}),
+          "linf_batch": _rows({**acc(70.0), **shape, "early_loss": [1.2, 1.25, 1.22],
+                               "pre_drift_location": [0.05, 0.05, 0.06]})}
+  rows = claim_rows(summ)
+  assert set(_verdicts(rows, "The plain net lags BN")) == {"reproduced"}
+  assert set(_verdicts(rows, "l_p batch norm does as well as BN")) == {"partly"}  # l1 yes, l_inf no
+  assert set(_verdicts(rows, "l_p batch norm beats the plain net")) == {"partly"}
+  assert _verdicts(rows, "l_p-normalized networks show a larger") == ["partly"]
+  assert _verdicts(rows, "l_p-normalized activations are not Gaussian") == ["reproduced"]
+  assert _verdicts(rows, "...with training speed") == ["partly"]
+
+
+def _landscape_summary(early_ratio, late_ratio, rises=1.0, converged=True):
+  """BN's metrics 1.0 (early) / 0.5 (late) with seed jitter; the plain net's `ratio` x BN's."""
+  jit = (1.0, 1.05, 0.95)
+  def rows(re, rl, conv):
+    vals = {}
+    for w, base, ratio in (("early", 1.0, re), ("late", 0.5, rl)):
+      for k in ("loss_variation", "grad_variation", "beta", "grad_norm"):
+        vals[f"{k}_{w}"] = [base * ratio * j for j in jit]
+      vals[f"rises_{w}"] = [rises] * 3
+    return _rows(vals, converged=conv)
+  return {"batch": rows(1.0, 1.0, True), "none": rows(early_ratio, late_ratio, converged)}
+
+
+def test_landscape_rules():
+  from experiments import landscape
+  cfg = None
+  rows = landscape.claim_rows(cfg, _landscape_summary(4.0, 2.0))
+  assert set(_verdicts(rows, "BN lowers")) == {"reproduced"}
+  assert _verdicts(rows, "BN's smoothing (plain/BN ratio) is larger especially early") == ["reproduced"]
+  assert _verdicts(rows, "BN's smoothing (plain/BN ratio) is larger more at the end") == ["not reproduced"]
+  rows = landscape.claim_rows(cfg, _landscape_summary(1.2, 3.0))
+  early = [r["verdict"] for r in rows if r["claim"].startswith("BN lowers") and r["claim"].endswith("early in training")]
+  assert early == ["partly"] * 3  # x1.2 < 1.5
+  assert _verdicts(rows, "BN's smoothing (plain/BN ratio) is larger more at the end") == ["reproduced"]
+  rows = landscape.claim_rows(cfg, _landscape_summary(4.0, 2.0, rises=0.5))  # grid too short
+  assert {r["verdict"] for r in rows} == {"inconclusive"}
+  rows = landscape.claim_rows(cfg, _landscape_summary(4.0, 2.0, converged=False))
+  assert {r["verdict"] for r in rows} == {"inconclusive"}
+
+
+def test_landscape_windows():
+  from experiments.landscape import in_window
+  rows = [{"step": s} for s in range(0, 100, 10)]
+  assert [r["step"] for r in in_window(rows, "early", 100, 0.2)] == [0, 10]
+  assert [r["step"] for r in in_window(rows, "late", 100, 0.2)] == [80, 90]
