@@ -293,3 +293,14 @@ def slim_results(results: dict) -> dict:
   def slim(h):
     return {"curve": h["curve"][:: max(1, len(h["curve"]) // 200)], "measured": slim_measured(h["measured"])}
   return {norm: {seed: slim(h) for seed, h in by_seed.items()} for norm, by_seed in results.items()}
+
+
+def keep_raw(results, workdir: str) -> str:
+  """Pickles the in-memory training results to workdir/raw_results.pkl (not committed) before the report
+  is written, so a failure while writing it does not lose the training."""
+  import os
+  import pickle
+  path = os.path.join(workdir, "raw_results.pkl")
+  with open(path, "wb") as f:
+    pickle.dump(jax.device_get(results), f)
+  return path

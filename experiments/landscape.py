@@ -35,7 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments import _report, main_for
+from experiments import _report, _training, main_for
 from experiments import _sweep_study as rules
 from experiments._claims import band, combine, pm
 from experiments._report import fmt
@@ -238,6 +238,7 @@ def run(config, workdir: str, log=print) -> str:
   os.makedirs(workdir, exist_ok=True)
   t0, trained_at = time.time(), rules.provenance()
   results = train_all(config, log=log)
+  _training.keep_raw(results, workdir)
   return write(config, results, workdir, trained_at=trained_at, wall_s=time.time() - t0)
 
 

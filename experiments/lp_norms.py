@@ -36,7 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments import _report, main_for
+from experiments import _report, _training, main_for
 from experiments._report import fmt
 from experiments import _sweep_study as rules
 from experiments._claims import band, cell, combine, curves, paired, pm
@@ -254,6 +254,7 @@ def run(config, workdir: str, log=print) -> str:
   os.makedirs(workdir, exist_ok=True)
   t0, trained_at = time.time(), rules.provenance()
   results = _train_all(config, log)
+  _training.keep_raw(results, workdir)
   wall_s = time.time() - t0
   summ = summarize(config, results)
   rows = claim_rows(summ)

@@ -36,7 +36,7 @@ import time
 
 import numpy as np
 
-from experiments import _report, main_for
+from experiments import _report, _training, main_for
 from experiments import _sweep_study as rules
 from experiments._report import fmt
 from experiments._claims import band, cell, combine, curves, paired, pm
@@ -216,6 +216,7 @@ def run(config, workdir: str, log=print) -> str:
   os.makedirs(workdir, exist_ok=True)
   t0, trained_at = time.time(), rules.provenance()
   results = train_each_norm(config, log=log, finish=_finish(config))
+  _training.keep_raw(results, workdir)
   return write(config, results, workdir, trained_at=trained_at, wall_s=time.time() - t0)
 
 

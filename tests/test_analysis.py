@@ -354,3 +354,22 @@ def test_training_honours_norm_placement():
   _, run = training.train(_train_config(norm="batch", norm_placement="after_activation", num_steps=1),
                           log=lambda *_: None)
   assert run.model.placement == "after_activation"
+
+
+@pytest.mark.slow  # trains a tiny run (~10 s of CPU)
+def test_clean_batch_stats_are_the_noise_free_batch_moments():
+  """experiments._training.clean_batch_stats on a noisy-BN run: a one-hidden-layer MLP's recollected
+  statistics are the mean over the training batches of the batch mean / variance of the norm's input
+  (Dense output, no noise involved), and the 'preact' probe reads that input."""
+  from experiments._training import clean_batch_stats, norm_outputs
+  from normlab.analysis import training
+  hist, run = training.train(_train_config(norm="noisy_batch"), log=lambda *_: None)
+  stats = clean_batch_stats(run, run.state.params, 3)
+  fn = norm_outputs(run.model, "preact")
+  variables = {"params": run.state.params, "batch_stats": run.state.batch_stats}
+  pre = [np.asarray(fn(variables, jnp.asarray(run.batch(k)["x"]), jax.random.key(0))["block0"], np.float64)
+         for k in range(3)]
+  got = stats["block0"]
+  np.testing.assert_allclose(got["mean"], np.mean([p.mean(0) for p in pre], 0), rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(got["var"], np.mean([p.var(0) for p in pre], 0), rtol=1e-3, atol=1e-5)
+  assert np.max(np.abs(np.asarray(got["mean"]) - np.asarray(run.state.batch_stats["block0"]["mean"]))) > 0
