@@ -2,17 +2,22 @@
 
 Training with test evaluation on normlab.analysis.training (`train_with_eval`, `Evaluator`,
 `cfg_copy`; `train_each_norm`: the seeds x norms grid of noisy_bn and lp_norms), statistics of the
-per-step curves (`tail_mean`, `moving_average`, `steps_to`, `mean_std`), and probes of the norm
-layers' outputs over training (`norm_outputs`, `make_distribution_probe`, `drift`, `slim_results`).
+per-step curves (`tail_mean`, `moving_average`, `steps_to`, `mean_std`), probes of the norm
+layers' outputs over training (`norm_outputs`, `make_distribution_probe`, `drift`, `slim_results`), and
+the sweep studies' rules for in-memory runs (`curve_converged`, `stat`, `Provenance`: the convergence
+rule, mean ± s.e. and the commit/wall-time line of experiments/_sweep_study.py).
 """
 from __future__ import annotations
 
 from typing import Any, Callable
 
+import time
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from experiments import _sweep_study as study
 from experiments._report import fmt
 from normlab.analysis import training
 
@@ -34,9 +39,9 @@ class Evaluator:
   """Accuracy / loss of a run's state on fixed inputs (default: the config's test split).
 
   `__call__`: eval mode (running statistics) through normlab.train's own eval step, padded batches.
-  `both(state, batch_size)`: train mode (each batch of `batch_size` normalized with its own batch
-  statistics; running statistics untouched) and eval mode on exactly the same full batches, plus
-  max |logits_train - logits_eval|. `inputs` may be an array or a dict of arrays (leading axis N).
+  `both(state, batch_size, examples=n)`: train mode (each batch of `batch_size` normalized with its own
+  batch statistics; running statistics untouched) and eval mode on exactly the same full batches (the
+  first n examples; default: as many full batches as fit), plus max |logits_train - logits_eval|. `inputs` may be an array or a dict of arrays (leading axis N).
   """
 
   def __init__(self, run, split: str = "test", batch_size: int = 512, *, inputs=None,
@@ -82,8 +87,10 @@ class Evaluator:
         tot[key] += float(out[key])
     return {"loss": tot["loss_sum"] / tot["count"], "accuracy": tot["correct"] / tot["count"]}
 
-  def both(self, state, batch_size: int, seed: int = 0) -> dict[str, Any]:
-    n = (len(self.y) // batch_size) * batch_size
+  def both(self, state, batch_size: int, seed: int = 0, examples: int | None = None) -> dict[str, Any]:
+    n = (len(self.y) // batch_size) * batch_size if examples is None else int(examples)
+    if n % batch_size or n > len(self.y):
+      raise ValueError(f"examples={n} must be a multiple of batch_size={batch_size} and at most {len(self.y)}")
     out = {"train_mode": [], "eval_mode": []}
     max_diff = 0.0
     for i, s in enumerate(range(0, n, batch_size)):
@@ -262,3 +269,54 @@ def slim_results(results: dict) -> dict:
   def slim(h):
     return {"curve": h["curve"][:: max(1, len(h["curve"]) // 200)], "measured": slim_measured(h["measured"])}
   return {norm: {seed: slim(h) for seed, h in by_seed.items()} for norm, by_seed in results.items()}
+
+
+# ----------------------------------------------------------------------------- the sweep studies' rules, in memory
+
+def curve_change(curve: list[dict]) -> float | None:
+  """The convergence rule's relative loss change (experiments/_sweep_study.py) of a per-step curve."""
+  return study.loss_change({int(r["step"]): float(r["train_loss"]) for r in curve})
+
+
+def curve_converged(history: dict) -> bool:
+  """A run of `training.train` has converged: it did not diverge and passes the sweep studies' rule
+  (train loss over the last tenth within CONVERGENCE_TOL of the tenth before)."""
+  status = "diverged" if history.get("diverged_at") is not None else "done"
+  return study.is_converged(curve_change(history["curve"]), status)
+
+
+def loss_changes(runs) -> str:
+  """The runs' 'loss_change' values (the convergence rule's measure) for a report table cell."""
+  return ", ".join("-" if r.get("loss_change") is None else f"{r['loss_change']:+.3f}" for r in runs)
+
+
+def se_str(values, digits: int = 3) -> str:
+  """'mean ± s.e.' of the finite `values` with `digits` decimals (losses; accuracies use `stat`)."""
+  s = stat(values)
+  return "n/a" if s.n == 0 else f"{s.mean:.{digits}f} ± {s.se:.{digits}f}"
+
+
+def stat(values, converged: bool = True, diverged: int = 0) -> study.Stat:
+  """Mean ± s.e. (std over runs / sqrt(runs)) of the finite `values`, as the sweep studies' Stat."""
+  v = np.asarray([x for x in values if x is not None and np.isfinite(x)], np.float64)
+  se = float(v.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1 else float("nan") if len(v) == 0 else 0.0
+  return study.Stat(float(v.mean()) if len(v) else float("nan"), se, int(len(v)), int(diverged), bool(converged))
+
+
+class Provenance:
+  """The commit a study trains at (read when it starts: later commits in the checkout do not change it)
+  and its wall time; `finish()` -> {'trained_at', 'wall_s'} for results.json, `note(p)` for the report."""
+
+  def __init__(self):
+    self.t0 = time.time()
+    self.trained_at = study.provenance().split(", finished")[0] + ", started " + time.strftime(
+        "%Y-%m-%d %H:%M UTC", time.gmtime(self.t0))
+
+  def finish(self) -> dict:
+    return {"trained_at": self.trained_at, "wall_s": round(time.time() - self.t0, 1)}
+
+  @staticmethod
+  def note(prov: dict | None) -> str:
+    if not prov:
+      return "Provenance: not recorded (results from before provenance was kept)."
+    return f"Trained at {prov['trained_at']}; wall time {prov['wall_s']:.0f} s."
