@@ -3,7 +3,7 @@
 Run:  python -m experiments.seed_claims --preset=cpu --workdir=/tmp/seed_claims
 Parts (experiments/seed_claims.py): batch_gen, init_scale (+ gamma/sigma of the trained BN nets), ghost,
 gn_groups, grad_scale, in_vs_bn, weight_grad; `parts` selects them.
-Presets: smoke (tiny widths, a few steps, 2 seeds: ~1-2 min on 2 CPU cores), cpu (MLPs on MNIST-1D, 3
+Presets: smoke (tiny widths, a few steps, 2 seeds, ~20 compiles: ~2 min on 2 idle CPU cores, more when loaded), cpu (MLPs on MNIST-1D, 3
 seeds: ~12 min on 2 loaded cores), gpu (wider and longer, 5 seeds; MNIST-1D is embedded, so no TFDS
 directory is needed).
 """
@@ -41,7 +41,7 @@ def get_config(arg=None):
     c.seeds = (0, 1)
     c.train.model_options.widths = (16, 16)
     c.batch_gen.update({"batch_sizes": (16, 64), "epochs": 0.5})
-    c.init_scale.update({"widths": (16, 16), "num_steps": 20})
+    c.init_scale.update({"widths": (16, 16), "scales": (1.0, 4.0), "num_steps": 20})
     c.ghost.update({"batch_size": 32, "virtual": (8, 32), "num_steps": 20})
     c.gn_groups.update({"widths": (16, 16), "group_sizes": (2, 16), "num_steps": 20})
     c.grad_scale.update({"depth": 4, "width": 16, "batch": 32})
