@@ -24,6 +24,9 @@ cell that did not converge makes the claims that use it inconclusive):
   * Per-step BN suffers on unseen long sequences: drop = in-range - long accuracy of each run;
     d = mean drop(BN per step) - mean drop(LN) at each B; effect_verdict(d, s.e., LONG_PTS) at each B,
     reproduced if both B reproduce, partly if one does (or both are 'partly').
+Convergence (revised after the first cpu runs, before the final ones): `_training.curve_converged`'s
+noise-aware rule; each claim's verdict under the strict 2% rule, committed first, is kept beside it
+when it differs (`_training.both_rules`).
 """
 from __future__ import annotations
 
@@ -33,8 +36,8 @@ import numpy as np
 
 from experiments import _report, main_for
 from experiments import _sweep_study as study
-from experiments._training import (Evaluator, Provenance, cfg_copy, curve_change, curve_converged,
-                                   loss_changes, se_str, stat, tail_mean, train_with_eval)
+from experiments._training import (NOISE_AWARE_RULE, Evaluator, Provenance, both_rules, cfg_copy, converged,
+                                   loss_changes, record_convergence, se_str, stat, tail_mean, train_with_eval)
 
 TITLE = "Normalization in RNNs with variable-length sequences, and unseen lengths (seed 000, problem 3)"
 SUFFERS_PTS = 1.0  # per-step BN's small-batch deficit vs LN must exceed its large-batch deficit by >= this (pts)
@@ -84,7 +87,7 @@ def _record(hist, run, ys, xl) -> dict:
           "final_train_loss": tail_mean(hist["curve"], "train_loss"),
           "test_acc": m[-1]["test_accuracy"] if m else float("nan"),
           "long_test_acc": long["accuracy"], "long_test_loss": long["loss"],
-          "loss_change": curve_change(hist["curve"]), "converged": curve_converged(hist),
+          **record_convergence(hist),
           "diverged_at": hist["diverged_at"], "steps": len(hist["curve"]),
           "curve": [c["train_loss"] for c in hist["curve"]][:: max(1, len(hist["curve"]) // 200)],
           "test_curve": [(r["done"], r["test_accuracy"]) for r in m]}
@@ -127,14 +130,14 @@ def _train_all(config, log) -> dict:
 
 def _cell(results, b, n, key="test_acc") -> study.Stat:
   runs = results[b][n]["runs"]
-  return stat([100.0 * r[key] for r in runs], converged=all(r["converged"] for r in runs),
+  return stat([100.0 * r[key] for r in runs], converged=all(converged(r) for r in runs),
               diverged=sum(r["diverged_at"] is not None for r in runs))
 
 
 def _drop(results, b, n) -> study.Stat:
   runs = results[b][n]["runs"]
   return stat([100.0 * (r["test_acc"] - r["long_test_acc"]) for r in runs],
-              converged=all(r["converged"] for r in runs))
+              converged=all(converged(r) for r in runs))
 
 
 def _plot(config, results, workdir) -> str:
@@ -168,68 +171,73 @@ def write(config, results: dict, workdir: str, provenance: dict | None = None) -
   bss = [str(int(b)) for b in config.batch_sizes]
   small, large = bss[0], bss[-1]
   norms = list(config.rnn_norms)
-  rows = []
-  if "none" in norms and "layer" in norms:
-    parts, bad, conv = [], False, True
-    for b in bss:
-      ln, no = _cell(results, b, "layer"), _cell(results, b, "none")
-      d, se = ln.mean - no.mean, study.diff_se(ln, no)
-      bad |= d < -2 * se
-      conv &= ln.converged and no.converged
-      parts.append(f"B={b}: LN {ln} vs none {no} (LN - none {d:+.1f} ± {se:.1f})")
-    rows.append({"claim": "Layer norm works in RNNs at any batch size",
-                 "paper": "for RNNs only LN is relatively effective (seed 000)",
-                 "ours": "; ".join(parts) + " [rule: LN not below none by > 2 s.e. at any B]",
-                 "verdict": "inconclusive" if not conv else "not reproduced" if bad else "reproduced"})
-  if "layer" in norms and "batch" in norms:
-    cells = {b: (_cell(results, b, "layer"), _cell(results, b, "batch")) for b in bss}
-    gap = {b: (ln.mean - bn.mean, study.diff_se(ln, bn)) for b, (ln, bn) in cells.items()}
-    dd = gap[small][0] - gap[large][0]
-    dd_se = float(np.hypot(gap[small][1], gap[large][1]))
-    used = [c for pair in cells.values() for c in pair]
-    if study.effect_verdict(gap[small][0], gap[small][1], 0.0, *used) == "inconclusive":
-      verdict = "inconclusive"
-    elif gap[small][0] > 2 * gap[small][1]:
-      verdict = "reproduced" if dd > 2 * dd_se and dd >= SUFFERS_PTS else "partly"
-    else:
-      verdict = "not reproduced"
-    rows.append({"claim": "Per-time-step BN suffers at small batch sizes",
-                 "paper": "per-step statistics from few (and, late in a sequence, fewer) examples are unreliable "
-                          "(seed 000, problem 3)",
-                 "ours": "; ".join(f"B={b}: BN per step {bn} vs LN {ln} (LN - BN {gap[b][0]:+.1f} ± {gap[b][1]:.1f})"
-                                   for b, (ln, bn) in cells.items()) +
-                         f"; small - large deficit {dd:+.1f} ± {dd_se:.1f} pts [rule: LN - BN > 2 s.e. at B={small}, "
-                         f"and larger than at B={large} by > 2 s.e. and >= {SUFFERS_PTS:g} pts]",
-                 "verdict": verdict})
-    per_b, parts = [], []
-    for b in bss:
-      db, dl = _drop(results, b, "batch"), _drop(results, b, "layer")
-      d, se = db.mean - dl.mean, study.diff_se(db, dl)
-      per_b.append(study.effect_verdict(d, se, LONG_PTS, db, dl))
-      parts.append(f"B={b}: accuracy drop on unseen lengths BN per step {db} vs LN {dl} pts (difference {d:+.1f} ± "
-                   f"{se:.1f})")
-    if "inconclusive" in per_b:
-      verdict = "inconclusive"
-    elif all(v == "reproduced" for v in per_b):
-      verdict = "reproduced"
-    elif "reproduced" in per_b or all(v == "partly" for v in per_b):
-      verdict = "partly"
-    else:
-      verdict = "not reproduced"
-    rows.append({"claim": "Per-time-step BN suffers on sequences longer than any seen in training",
-                 "paper": "'at inference a very long example may need statistics never collected in training' "
-                          "(seed 000, problem 3)",
-                 "ours": "; ".join(parts) + f" [rule: BN's drop exceeds LN's by > 2 s.e. and >= {LONG_PTS:g} pts, "
-                                            "at each B]",
-                 "verdict": verdict})
-  if "batch" in norms and "batch_shared" in norms:
-    rows.append({"claim": "(context) shared-statistics BN vs per-step BN",
-                 "paper": "the seed does not compare them; Cooijmans et al. keep per-step statistics",
-                 "ours": "; ".join(f"B={b}: shared {_cell(results, b, 'batch_shared')} / unseen lengths "
-                                   f"{_cell(results, b, 'batch_shared', 'long_test_acc')} vs per step "
-                                   f"{_cell(results, b, 'batch')} / {_cell(results, b, 'batch', 'long_test_acc')}"
-                                   for b in bss),
-                 "verdict": "inconclusive"})
+
+  def build():
+    rows = []
+    if "none" in norms and "layer" in norms:
+      parts, bad, conv = [], False, True
+      for b in bss:
+        ln, no = _cell(results, b, "layer"), _cell(results, b, "none")
+        d, se = ln.mean - no.mean, study.diff_se(ln, no)
+        bad |= d < -2 * se
+        conv &= ln.converged and no.converged
+        parts.append(f"B={b}: LN {ln} vs none {no} (LN - none {d:+.1f} ± {se:.1f})")
+      rows.append({"claim": "Layer norm works in RNNs at any batch size",
+                   "paper": "for RNNs only LN is relatively effective (seed 000)",
+                   "ours": "; ".join(parts) + " [rule: LN not below none by > 2 s.e. at any B]",
+                   "verdict": "inconclusive" if not conv else "not reproduced" if bad else "reproduced"})
+    if "layer" in norms and "batch" in norms:
+      cells = {b: (_cell(results, b, "layer"), _cell(results, b, "batch")) for b in bss}
+      gap = {b: (ln.mean - bn.mean, study.diff_se(ln, bn)) for b, (ln, bn) in cells.items()}
+      dd = gap[small][0] - gap[large][0]
+      dd_se = float(np.hypot(gap[small][1], gap[large][1]))
+      used = [c for pair in cells.values() for c in pair]
+      if study.effect_verdict(gap[small][0], gap[small][1], 0.0, *used) == "inconclusive":
+        verdict = "inconclusive"
+      elif gap[small][0] > 2 * gap[small][1]:
+        verdict = "reproduced" if dd > 2 * dd_se and dd >= SUFFERS_PTS else "partly"
+      else:
+        verdict = "not reproduced"
+      rows.append({"claim": "Per-time-step BN suffers at small batch sizes",
+                   "paper": "per-step statistics from few (and, late in a sequence, fewer) examples are unreliable "
+                            "(seed 000, problem 3)",
+                   "ours": "; ".join(f"B={b}: BN per step {bn} vs LN {ln} (LN - BN {gap[b][0]:+.1f} ± {gap[b][1]:.1f})"
+                                     for b, (ln, bn) in cells.items()) +
+                           f"; small - large deficit {dd:+.1f} ± {dd_se:.1f} pts [rule: LN - BN > 2 s.e. at B={small}, "
+                           f"and larger than at B={large} by > 2 s.e. and >= {SUFFERS_PTS:g} pts]",
+                   "verdict": verdict})
+      per_b, parts = [], []
+      for b in bss:
+        db, dl = _drop(results, b, "batch"), _drop(results, b, "layer")
+        d, se = db.mean - dl.mean, study.diff_se(db, dl)
+        per_b.append(study.effect_verdict(d, se, LONG_PTS, db, dl))
+        parts.append(f"B={b}: accuracy drop on unseen lengths BN per step {db} vs LN {dl} pts (difference {d:+.1f} ± "
+                     f"{se:.1f})")
+      if "inconclusive" in per_b:
+        verdict = "inconclusive"
+      elif all(v == "reproduced" for v in per_b):
+        verdict = "reproduced"
+      elif "reproduced" in per_b or all(v == "partly" for v in per_b):
+        verdict = "partly"
+      else:
+        verdict = "not reproduced"
+      rows.append({"claim": "Per-time-step BN suffers on sequences longer than any seen in training",
+                   "paper": "'at inference a very long example may need statistics never collected in training' "
+                            "(seed 000, problem 3)",
+                   "ours": "; ".join(parts) + f" [rule: BN's drop exceeds LN's by > 2 s.e. and >= {LONG_PTS:g} pts, "
+                                              "at each B]",
+                   "verdict": verdict})
+    if "batch" in norms and "batch_shared" in norms:
+      rows.append({"claim": "(context) shared-statistics BN vs per-step BN",
+                   "paper": "the seed does not compare them; Cooijmans et al. keep per-step statistics",
+                   "ours": "; ".join(f"B={b}: shared {_cell(results, b, 'batch_shared')} / unseen lengths "
+                                     f"{_cell(results, b, 'batch_shared', 'long_test_acc')} vs per step "
+                                     f"{_cell(results, b, 'batch')} / {_cell(results, b, 'batch', 'long_test_acc')}"
+                                     for b in bss),
+                   "verdict": "inconclusive"})
+    return rows
+
+  rows = both_rules(build)
   c = config.train
   lines = []
   for b in bss:
@@ -255,6 +263,7 @@ statistics (normlab.models.seqnorm): they differ only in the statistics used at 
 s.e. over seeds; * marks a cell whose runs did not all pass the convergence rule (train loss over the last tenth
 within {100 * study.CONVERGENCE_TOL:.0f}% of the tenth before), and a claim using one is inconclusive.
 Differences from the seed: it gives no experiment; the GRU, MNIST-1D and the time-stretched long test set are ours.
+Verdicts use the {NOISE_AWARE_RULE}.
 {Provenance.note(provenance)}
 
 | B | norm | lr grid: final train loss (seed {config.seeds[0]}) | lr kept | test acc (lengths 20-40) | test acc (unseen 40-80) | final train acc | final train loss | loss change (last tenth) | diverged at |

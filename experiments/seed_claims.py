@@ -38,6 +38,9 @@ it uses did not converge; paired differences are over seeds, seed s sharing init
   weight_grad  'reproduced' if the supremum identity and the seed's closed form (read with x = the
                normalized input, as its derivation defines it) agree with autodiff to WEIGHT_TOL on every
                instance; 'partly' if only the supremum identity does; else 'not reproduced'.
+Convergence (revised after the first cpu runs, before the final ones): `_training.curve_converged`'s
+noise-aware rule; each claim's verdict under the strict 2% rule, committed first, is kept beside it
+when it differs (`_training.both_rules`).
 """
 from __future__ import annotations
 
@@ -50,8 +53,8 @@ import numpy as np
 
 from experiments import _report, main_for
 from experiments import _sweep_study as study
-from experiments._training import (Provenance, cfg_copy, curve_change, curve_converged,
-                                   loss_changes, se_str, stat, tail_mean, train_with_eval)
+from experiments._training import (NOISE_AWARE_RULE, Provenance, both_rules, cfg_copy, converged, loss_changes,
+                                   record_convergence, se_str, stat, tail_mean, train_with_eval)
 
 TITLE = "The seed claims no other study covers (seeds 000 and 002), measured"
 BATCH_PTS = 1.0      # small batches generalize better: >= this many points
@@ -78,7 +81,7 @@ def _train(config, c, log) -> tuple[dict, object]:
   rec = {"seed": int(c.seed), "test_acc": CHANCE if diverged or not m else m[-1]["test_accuracy"],
          "final_train_acc": tail_mean(hist["curve"], "train_accuracy"),
          "final_train_loss": tail_mean(hist["curve"], "train_loss"), "diverged_at": hist["diverged_at"],
-         "loss_change": curve_change(hist["curve"]), "converged": curve_converged(hist), "steps": len(hist["curve"])}
+         **record_convergence(hist), "steps": len(hist["curve"])}
   return rec, run
 
 
@@ -269,13 +272,13 @@ def weight_grad(config) -> dict:
 # ----------------------------------------------------------------------------- verdicts and report
 
 def _cell(recs, key="test_acc") -> study.Stat:
-  return stat([100.0 * r[key] for r in recs], converged=all(r["converged"] for r in recs),
+  return stat([100.0 * r[key] for r in recs], converged=all(converged(r) for r in recs),
               diverged=sum(r["diverged_at"] is not None for r in recs))
 
 
 def _paired(a_recs, b_recs, key="test_acc", outcome_ok: bool = False) -> study.Stat:
   """a - b (points) over seeds; converged iff every run converged (or, with outcome_ok, diverged)."""
-  ok = lambda r: r["converged"] or (outcome_ok and r["diverged_at"] is not None)  # noqa: E731
+  ok = lambda r: converged(r) or (outcome_ok and r["diverged_at"] is not None)  # noqa: E731
   b = {r["seed"]: r for r in b_recs}
   d = [100.0 * (r[key] - b[r["seed"]][key]) for r in a_recs if r["seed"] in b]
   return stat(d, converged=all(ok(r) for r in list(a_recs) + list(b_recs)))
@@ -310,7 +313,7 @@ def _drops(recs_by_scale) -> dict[int, float]:
 def rows_init_scale(config, res) -> list[dict]:
   if "none" not in res or "batch" not in res:
     return []
-  ok = lambda r: r["converged"] or r["diverged_at"] is not None  # noqa: E731
+  ok = lambda r: converged(r) or r["diverged_at"] is not None  # noqa: E731
   conv = all(ok(r) for by in res.values() for recs in by.values() for r in recs)
   dn, db = _drops(res["none"]), _drops(res["batch"])
   d = stat([dn[s] - db[s] for s in dn if s in db], converged=conv)
@@ -333,7 +336,7 @@ def rows_gamma_sigma(config, res) -> list[dict]:
     v = [x for layer in r.get("gamma_over_sigma", {}).values() for x in layer]
     values += v
     shares.append(float(np.mean(np.asarray(v) <= 1.0)) if v else float("nan"))
-  conv = all(r["converged"] for r in recs)
+  conv = all(converged(r) for r in recs)
   pooled = float(np.mean(np.asarray(values) <= 1.0)) if values else float("nan")
   if not conv:
     verdict = "inconclusive"
@@ -499,12 +502,17 @@ def run(config, workdir: str, log=print) -> str:
 
 def write(config, res: dict, workdir: str, provenance: dict | None = None) -> str:
   """The report of `res` (as `run` builds it, or as results.json stores it)."""
-  rows = []
-  for part, fn in (("batch_gen", rows_batch_gen), ("init_scale", rows_init_scale), ("init_scale", rows_gamma_sigma),
-                   ("ghost", rows_ghost), ("gn_groups", rows_gn_groups), ("grad_scale", rows_grad_scale),
-                   ("in_vs_bn", rows_in_vs_bn), ("weight_grad", rows_weight_grad)):
-    if part in res:
-      rows += fn(config, res[part])
+
+  def build():
+    rows = []
+    for part, fn in (("batch_gen", rows_batch_gen), ("init_scale", rows_init_scale), ("init_scale", rows_gamma_sigma),
+                     ("ghost", rows_ghost), ("gn_groups", rows_gn_groups), ("grad_scale", rows_grad_scale),
+                     ("in_vs_bn", rows_in_vs_bn), ("weight_grad", rows_weight_grad)):
+      if part in res:
+        rows += fn(config, res[part])
+    return rows
+
+  rows = both_rules(build)
   lines = []
   for part in ("batch_gen", "ghost", "gn_groups"):
     for k, recs in res.get(part, {}).items():
@@ -532,6 +540,7 @@ without experiments (two are its own guesses: GN in MLPs, the gradient conjectur
 ours. gamma/sigma uses BN's running variance as sigma^2 (the batch variance it averages). The seed's §2.5.3 writes
 ||.||_2 where squared norms are meant; the check uses squared norms throughout. Not tested here: "ICS is common in
 deeper nets" (experiments/ics.py, another study).
+Verdicts use the {NOISE_AWARE_RULE}.
 {Provenance.note(provenance)}
 
 | part | setting | test acc | final train acc | final train loss | loss change (last tenth), per seed |

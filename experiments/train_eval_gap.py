@@ -22,6 +22,9 @@ converge is inconclusive):
   * GN's gap is exactly 0 (bitwise equal logits in both modes).
   * Problem 1, one pooled paired test: per seed, D = (BN's eval-mode accuracy drop from the largest to the
     smallest B) - (GN's drop), in points; effect_verdict(mean D, s.e. of D, DROP_PTS).
+Convergence (revised after the first cpu runs, before the final ones): `_training.curve_converged`'s
+noise-aware rule; each claim's verdict under the strict 2% rule, committed first, is kept beside it
+when it differs (`_training.both_rules`).
 """
 from __future__ import annotations
 
@@ -30,8 +33,8 @@ import os
 from experiments import _report, main_for
 from experiments import _sweep_study as study
 from experiments._report import fmt
-from experiments._training import (Evaluator, Provenance, cfg_copy, curve_change, curve_converged, loss_changes, stat,
-                                   tail_mean)
+from experiments._training import (NOISE_AWARE_RULE, Evaluator, Provenance, both_rules, cfg_copy, converged,
+                                   loss_changes, record_convergence, stat, tail_mean)
 from normlab.analysis import training
 
 TITLE = "BN's train / inference statistics gap and small batches, BN vs GN (seed 000, problems 1 and 4)"
@@ -69,7 +72,7 @@ def _train_all(config, log) -> dict:
         both = ev.both(run.state, int(bs), seed=int(seed), examples=n)
         rec = {"seed": int(seed), "final_train_acc": tail_mean(hist["curve"], "train_accuracy"),
                "final_train_loss": tail_mean(hist["curve"], "train_loss"), "diverged_at": hist["diverged_at"],
-               "loss_change": curve_change(hist["curve"]), "converged": curve_converged(hist),
+               **record_convergence(hist),
                "steps": len(hist["curve"]), **both}
         rec["acc_gap"] = both["train_mode"]["accuracy"] - both["eval_mode"]["accuracy"]
         rec["loss_gap"] = both["train_mode"]["loss"] - both["eval_mode"]["loss"]
@@ -87,7 +90,7 @@ def _by_seed(recs, f) -> dict:
 
 
 def _cell(recs, f) -> study.Stat:
-  return stat([f(r) for r in recs], converged=all(r["converged"] for r in recs),
+  return stat([f(r) for r in recs], converged=all(converged(r) for r in recs),
               diverged=sum(r["diverged_at"] is not None for r in recs))
 
 
@@ -153,54 +156,59 @@ def write(config, results: dict, workdir: str, provenance: dict | None = None) -
   """The report of `results` (as `_train_all` returns them, or as results.json stores them)."""
   bss = [str(int(b)) for b in config.batch_sizes]
   small, large = bss[0], bss[-1]
-  rows = []
-  if "batch" in results:
-    bn = results["batch"]
-    diffs = {b: max(r["max_abs_logit_diff"] for r in bn[b]) for b in bss}
-    gaps = {b: _cell(bn[b], lambda r: 100.0 * r["acc_gap"]) for b in bss}
-    lgaps = {b: _cell(bn[b], lambda r: r["loss_gap"]) for b in bss}
-    rows.append({"claim": "BN computes different functions in training (batch statistics) and inference (running "
-                          "statistics)",
-                 "paper": "train / inference statistics are inconsistent (seed 000, problem 4)",
-                 "ours": "BN test accuracy gap, train - eval mode (pts), per batch size: " +
-                         ", ".join(f"B={b}: {gaps[b]} (loss {lgaps[b].mean:+.3f} ± {lgaps[b].se:.3f}, max |dlogit| "
-                                   f"{fmt(diffs[b])})" for b in bss) + f" [rule: max |dlogit| > {MISMATCH:g} at every B]",
-                 "verdict": "reproduced" if all(d > MISMATCH for d in diffs.values()) else "not reproduced"})
-    conv = all(r["converged"] for b in (small, large) for r in bn[b])
-    d = _paired(_by_seed(bn[small], lambda r: abs(r["loss_gap"])), _by_seed(bn[large], lambda r: abs(r["loss_gap"])),
-                conv)
-    rows.append({"claim": "...and the mismatch is worst at small batch sizes",
-                 "paper": "small batches give noisy batch statistics (problems 1 and 4)",
-                 "ours": f"|loss gap| B={small} minus B={large}, paired over {d.n} seeds: {d.mean:+.4f} ± {d.se:.4f} "
-                         f"[rule: > 2 s.e. and >= {GROWS_LOSS:g}]",
-                 "verdict": study.effect_verdict(d.mean, d.se, GROWS_LOSS, d)})
-  if "group" in results:
-    gn = results["group"]
-    exact = all(r["max_abs_logit_diff"] == 0.0 and r["acc_gap"] == 0.0 and r["loss_gap"] == 0.0
-                for b in bss for r in gn[b])
-    worst = max(r["max_abs_logit_diff"] for b in bss for r in gn[b])
-    rows.append({"claim": "GN has no train / inference gap (no batch statistics)",
-                 "paper": "GN computes per-example statistics: same function in both modes",
-                 "ours": f"max |logit train - eval mode| over all batch sizes and seeds: {worst!r}; accuracy and loss "
-                         f"gaps exactly 0: {exact}",
-                 "verdict": "reproduced" if exact else "not reproduced"})
-  if "batch" in results and "group" in results:
-    acc = {n: {b: _cell(results[n][b], _eval_acc) for b in bss} for n in ("batch", "group")}
-    drop = {n: _by_seed(results[n][large], _eval_acc) for n in acc}
-    for n in drop:
-      small_acc = _by_seed(results[n][small], _eval_acc)
-      drop[n] = {s: drop[n][s] - small_acc[s] for s in drop[n] if s in small_acc}
-    conv = all(acc[n][b].converged for n in acc for b in (small, large))
-    bn_drop, gn_drop = stat(drop["batch"].values(), conv), stat(drop["group"].values(), conv)
-    dd = _paired(drop["batch"], drop["group"], conv)
-    rows.append({"claim": "At small batch sizes BN degrades, GN does not (problem 1)",
-                 "paper": "BN's error rises sharply below batch ~8 (ImageNet ResNet-50, the GN paper's Fig. 1)",
-                 "ours": f"eval-mode test accuracy (%) B={large} -> B={small}: BN {acc['batch'][large]} -> "
-                         f"{acc['batch'][small]}, GN {acc['group'][large]} -> {acc['group'][small]}; drop BN "
-                         f"{bn_drop.mean:+.2f} ± {bn_drop.se:.2f}, GN {gn_drop.mean:+.2f} ± {gn_drop.se:.2f}; BN - GN "
-                         f"paired over {dd.n} seeds {dd.mean:+.2f} ± {dd.se:.2f} pts [rule: > 2 s.e. and >= "
-                         f"{DROP_PTS:g} pts]",
-                 "verdict": study.effect_verdict(dd.mean, dd.se, DROP_PTS, dd)})
+
+  def build():
+    rows = []
+    if "batch" in results:
+      bn = results["batch"]
+      diffs = {b: max(r["max_abs_logit_diff"] for r in bn[b]) for b in bss}
+      gaps = {b: _cell(bn[b], lambda r: 100.0 * r["acc_gap"]) for b in bss}
+      lgaps = {b: _cell(bn[b], lambda r: r["loss_gap"]) for b in bss}
+      rows.append({"claim": "BN computes different functions in training (batch statistics) and inference (running "
+                            "statistics)",
+                   "paper": "train / inference statistics are inconsistent (seed 000, problem 4)",
+                   "ours": "BN test accuracy gap, train - eval mode (pts), per batch size: " +
+                           ", ".join(f"B={b}: {gaps[b]} (loss {lgaps[b].mean:+.3f} ± {lgaps[b].se:.3f}, max |dlogit| "
+                                     f"{fmt(diffs[b])})" for b in bss) + f" [rule: max |dlogit| > {MISMATCH:g} at every B]",
+                   "verdict": "reproduced" if all(d > MISMATCH for d in diffs.values()) else "not reproduced"})
+      conv = all(converged(r) for b in (small, large) for r in bn[b])
+      d = _paired(_by_seed(bn[small], lambda r: abs(r["loss_gap"])), _by_seed(bn[large], lambda r: abs(r["loss_gap"])),
+                  conv)
+      rows.append({"claim": "...and the mismatch is worst at small batch sizes",
+                   "paper": "small batches give noisy batch statistics (problems 1 and 4)",
+                   "ours": f"|loss gap| B={small} minus B={large}, paired over {d.n} seeds: {d.mean:+.4f} ± {d.se:.4f} "
+                           f"[rule: > 2 s.e. and >= {GROWS_LOSS:g}]",
+                   "verdict": study.effect_verdict(d.mean, d.se, GROWS_LOSS, d)})
+    if "group" in results:
+      gn = results["group"]
+      exact = all(r["max_abs_logit_diff"] == 0.0 and r["acc_gap"] == 0.0 and r["loss_gap"] == 0.0
+                  for b in bss for r in gn[b])
+      worst = max(r["max_abs_logit_diff"] for b in bss for r in gn[b])
+      rows.append({"claim": "GN has no train / inference gap (no batch statistics)",
+                   "paper": "GN computes per-example statistics: same function in both modes",
+                   "ours": f"max |logit train - eval mode| over all batch sizes and seeds: {worst!r}; accuracy and loss "
+                           f"gaps exactly 0: {exact}",
+                   "verdict": "reproduced" if exact else "not reproduced"})
+    if "batch" in results and "group" in results:
+      acc = {n: {b: _cell(results[n][b], _eval_acc) for b in bss} for n in ("batch", "group")}
+      drop = {n: _by_seed(results[n][large], _eval_acc) for n in acc}
+      for n in drop:
+        small_acc = _by_seed(results[n][small], _eval_acc)
+        drop[n] = {s: drop[n][s] - small_acc[s] for s in drop[n] if s in small_acc}
+      conv = all(acc[n][b].converged for n in acc for b in (small, large))
+      bn_drop, gn_drop = stat(drop["batch"].values(), conv), stat(drop["group"].values(), conv)
+      dd = _paired(drop["batch"], drop["group"], conv)
+      rows.append({"claim": "At small batch sizes BN degrades, GN does not (problem 1)",
+                   "paper": "BN's error rises sharply below batch ~8 (ImageNet ResNet-50, the GN paper's Fig. 1)",
+                   "ours": f"eval-mode test accuracy (%) B={large} -> B={small}: BN {acc['batch'][large]} -> "
+                           f"{acc['batch'][small]}, GN {acc['group'][large]} -> {acc['group'][small]}; drop BN "
+                           f"{bn_drop.mean:+.2f} ± {bn_drop.se:.2f}, GN {gn_drop.mean:+.2f} ± {gn_drop.se:.2f}; BN - GN "
+                           f"paired over {dd.n} seeds {dd.mean:+.2f} ± {dd.se:.2f} pts [rule: > 2 s.e. and >= "
+                           f"{DROP_PTS:g} pts]",
+                   "verdict": study.effect_verdict(dd.mean, dd.se, DROP_PTS, dd)})
+    return rows
+
+  rows = both_rules(build)
   c = config.train
   lines = []
   for norm, by in results.items():
@@ -228,6 +236,7 @@ convergence rule (train loss over the last tenth within {100 * study.CONVERGENCE
 task was measured first: on MNIST-1D this 1-D VGG leaves room (plain net 96.2% test, BN 97.6%, one seed, 1500 steps),
 where the earlier 8x8 digits saturated (plain 100% train, 99.3% test); the earlier digits report and its rules
 (revised once after a run) are superseded by this protocol, whose rules were written before its run.
+Verdicts use the {NOISE_AWARE_RULE}.
 {Provenance.note(provenance)}
 
 | norm | B | final train acc | test acc, train mode | test acc, eval mode | gap (pts) | loss gap | max abs logit diff | loss change (last tenth), per seed |

@@ -22,6 +22,22 @@ def test_curve_convergence_follows_the_sweep_studies_rule():
   assert not _training.curve_converged({"curve": falling, "diverged_at": None})
 
 
+def test_noise_aware_rule_passes_a_noisy_plateau_the_strict_rule_fails():
+  rng = np.random.default_rng(0)
+  noisy = _curve(list(0.05 * np.exp(rng.normal(0.0, 1.0, size=400))))  # flat, heavy per-step noise
+  assert not _training.curve_converged({"curve": noisy, "diverged_at": None}, strict=True)
+  assert _training.curve_converged({"curve": noisy, "diverged_at": None})
+  rec = _training.record_convergence({"curve": noisy, "diverged_at": None})
+  assert rec["converged"] and not rec["converged_strict"]
+
+  def build():
+    return [{"claim": "c", "paper": "p", "ours": "o", "verdict": "reproduced" if _training.converged(rec) else
+             "inconclusive"}]
+  (row,) = _training.both_rules(build)
+  assert row["verdict"] == "reproduced" and "strict 2% convergence rule, committed first: inconclusive" in row["ours"]
+  assert _training.converged(rec)  # the rule in force is restored
+
+
 def test_stat_is_mean_and_standard_error():
   s = _training.stat([1.0, 2.0, 3.0, float("nan")], converged=False)
   assert s.n == 3 and s.mean == pytest.approx(2.0) and s.se == pytest.approx(1.0 / np.sqrt(3))
