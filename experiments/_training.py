@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+import os
 import time
 
 import jax
@@ -351,6 +352,30 @@ def stat(values, converged: bool = True, diverged: int = 0) -> study.Stat:
   v = np.asarray([x for x in values if x is not None and np.isfinite(x)], np.float64)
   se = float(v.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1 else float("nan") if len(v) == 0 else 0.0
   return study.Stat(float(v.mean()) if len(v) else float("nan"), se, int(len(v)), int(diverged), bool(converged))
+
+
+def flat_record(keys: dict, rec: dict) -> dict:
+  """One results.csv row: `keys` (the run's setting) then the record's numbers, dicts one level deep
+  ('train_mode' -> 'train_mode_accuracy', ...); lists (curves) are left to results.json."""
+  row = dict(keys)
+  for k, v in rec.items():
+    if isinstance(v, dict):
+      row.update({f"{k}_{kk}": vv for kk, vv in v.items() if not isinstance(vv, (dict, list))})
+    elif not isinstance(v, list):
+      row[k] = v
+  return row
+
+
+def write_runs_csv(workdir: str, rows: list[dict]) -> str:
+  """workdir/results.csv, one row per run (`flat_record`s), the columns in first-seen order."""
+  import csv
+  cols = list(dict.fromkeys(k for r in rows for k in r))
+  path = os.path.join(workdir, "results.csv")
+  with open(path, "w", newline="") as f:
+    w = csv.DictWriter(f, fieldnames=cols)
+    w.writeheader()
+    w.writerows(rows)
+  return path
 
 
 class Provenance:

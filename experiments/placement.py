@@ -27,8 +27,9 @@ import numpy as np
 from experiments import _report, main_for
 from experiments import _sweep_study as study
 from experiments._report import fmt
-from experiments._training import (NOISE_AWARE_RULE, Provenance, both_rules, cfg_copy, converged, loss_changes,
-                                   mean_std, record_convergence, stat, tail_mean, train_with_eval)
+from experiments._training import (NOISE_AWARE_RULE, Provenance, both_rules, cfg_copy, converged, flat_record,
+                                   loss_changes, mean_std, record_convergence, stat, tail_mean, train_with_eval,
+                                   write_runs_csv)
 
 TITLE = "Normalization before vs after the activation (seed 000)"
 PLACEMENTS = ("before_activation", "after_activation")
@@ -190,6 +191,9 @@ Verdicts use the {NOISE_AWARE_RULE}.
 {chr(10).join(lines)}
 """
   figures = [_plot(results, workdir)]
+  write_runs_csv(workdir, [flat_record({"run": name, "norm": norm, "placement": pl}, r)
+                           for name, by in results.items() for norm, cells in by.items() for pl, recs in cells.items()
+                           for r in recs])
   return _report.write_report(workdir, TITLE, rows, notes, figures,
                               data={"results": results, "paired": {f"{k[0]}/{k[1]}": v for k, v in calls.items()},
                                     "pooled": pool.__dict__, "config": config.to_dict(), "provenance": provenance})

@@ -37,7 +37,8 @@ import numpy as np
 from experiments import _report, main_for
 from experiments import _sweep_study as study
 from experiments._training import (NOISE_AWARE_RULE, Evaluator, Provenance, both_rules, cfg_copy, converged,
-                                   loss_changes, record_convergence, se_str, stat, tail_mean, train_with_eval)
+                                   flat_record, loss_changes, record_convergence, se_str, stat, tail_mean,
+                                   train_with_eval, write_runs_csv)
 
 TITLE = "Normalization in RNNs with variable-length sequences, and unseen lengths (seed 000, problem 3)"
 SUFFERS_PTS = 1.0  # per-step BN's small-batch deficit vs LN must exceed its large-batch deficit by >= this (pts)
@@ -271,6 +272,14 @@ Verdicts use the {NOISE_AWARE_RULE}.
 {chr(10).join(lines)}
 """
   figures = [_plot(config, results, workdir)]
+  csv_rows = [flat_record({"batch_size": b, "norm": n, "seed": int(config.seeds[i]), "learning_rate": cell["lr"],
+                           "role": "kept"}, r)
+              for b, by in results.items() for n, cell in by.items() for i, r in enumerate(cell["runs"])]
+  csv_rows += [flat_record({"batch_size": b, "norm": n, "seed": int(config.seeds[0]), "learning_rate": float(lr),
+                            "role": "lr grid"}, r)
+               for b, by in results.items() for n, cell in by.items() for lr, r in cell["lr_grid"].items()
+               if float(lr) != cell["lr"]]
+  write_runs_csv(workdir, csv_rows)
   return _report.write_report(workdir, TITLE, rows, notes, figures,
                               data={"results": results, "config": config.to_dict(), "provenance": provenance})
 

@@ -53,8 +53,9 @@ import numpy as np
 
 from experiments import _report, main_for
 from experiments import _sweep_study as study
-from experiments._training import (NOISE_AWARE_RULE, Provenance, both_rules, cfg_copy, converged, loss_changes,
-                                   record_convergence, se_str, stat, tail_mean, train_with_eval)
+from experiments._training import (NOISE_AWARE_RULE, Provenance, both_rules, cfg_copy, converged, flat_record,
+                                   loss_changes, record_convergence, se_str, stat, tail_mean, train_with_eval,
+                                   write_runs_csv)
 
 TITLE = "The seed claims no other study covers (seeds 000 and 002), measured"
 BATCH_PTS = 1.0      # small batches generalize better: >= this many points
@@ -548,6 +549,13 @@ Verdicts use the {NOISE_AWARE_RULE}.
 {chr(10).join(lines)}
 """
   figures = _plot(config, res, workdir)
+  csv_rows = [flat_record({"part": part, "setting": k}, r) for part in ("batch_gen", "ghost", "gn_groups")
+              for k, recs in res.get(part, {}).items() for r in recs]
+  csv_rows += [flat_record({"part": "init_scale", "setting": f"{norm} x{k}"}, r)
+               for norm, by in res.get("init_scale", {}).items() for k, recs in by.items() for r in recs]
+  csv_rows += [flat_record({"part": "grad_scale", "setting": f"{norm} x{k}"}, r)
+               for norm, by in res.get("grad_scale", {}).items() for k, rs in by.items() for r in rs]
+  write_runs_csv(workdir, csv_rows)
   return _report.write_report(workdir, TITLE, rows, notes, figures,
                               data={"results": res, "config": config.to_dict(), "provenance": provenance})
 

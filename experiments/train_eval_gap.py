@@ -34,7 +34,7 @@ from experiments import _report, main_for
 from experiments import _sweep_study as study
 from experiments._report import fmt
 from experiments._training import (NOISE_AWARE_RULE, Evaluator, Provenance, both_rules, cfg_copy, converged,
-                                   loss_changes, record_convergence, stat, tail_mean)
+                                   flat_record, loss_changes, record_convergence, stat, tail_mean, write_runs_csv)
 from normlab.analysis import training
 
 TITLE = "BN's train / inference statistics gap and small batches, BN vs GN (seed 000, problems 1 and 4)"
@@ -250,6 +250,8 @@ BN trained at batch {config.probe_batch_size} (seed {config.seeds[0]}), test acc
 {sweep_lines}
 """
   figures = _plot(config, results, workdir)
+  write_runs_csv(workdir, [flat_record({"norm": n, "batch_size": b}, r) for n, by in results.items()
+                           for b, recs in by.items() for r in recs])
   return _report.write_report(workdir, TITLE, rows, notes, figures,
                               data={"results": results, "config": config.to_dict(), "provenance": provenance})
 

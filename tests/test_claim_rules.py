@@ -67,6 +67,8 @@ def test_placement_pooled_paired_test(tmp_path):
   assert pool.n == 6 and pool.mean == pytest.approx(2.1) and pool.converged
   text = open(placement.write(c, res, str(tmp_path))).read()
   assert "**reproduced**" in text and "wall time" not in text  # no provenance given: 'not recorded'
+  csv_lines = open(tmp_path / "results.csv").read().splitlines()
+  assert len(csv_lines) == 1 + 12 and csv_lines[0].startswith("run,norm,placement,seed,final_test_acc")
   res["mnist1d"]["group"]["after_activation"][0]["converged"] = False
   assert placement.pooled(res).converged is False
   text = open(placement.write(c, res, str(tmp_path / "b"))).read()
@@ -107,6 +109,7 @@ def test_rnn_norms_verdicts_on_synthetic_runs(tmp_path):
   c = experiments.load_config("rnn_norms", "smoke")
   c.unlock()
   c.rnn_norms = ("none", "layer", "batch")
+  c.seeds = (0, 1, 2)
 
   def cell(acc, long_acc, conv=True):
     runs = [_rnn_run(acc + 0.002 * s, long_acc + 0.002 * s, conv) for s in range(3)]
