@@ -7,15 +7,10 @@ Presets: smoke (tiny widths, a few steps, 2 seeds, ~20 compiles: ~2 min on 2 idl
 seeds: ~12 min on 2 loaded cores), gpu (wider and longer, 5 seeds; MNIST-1D is embedded, so no TFDS
 directory is needed).
 """
-import os
-import sys
 
-_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-if _ROOT not in sys.path:
-  sys.path.insert(0, _ROOT)
-import ml_collections as mlc  # noqa: E402
+import ml_collections as mlc
 
-from configs.experiments import _common  # noqa: E402
+from configs.experiments import _common
 
 
 def get_config(arg=None):
