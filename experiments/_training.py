@@ -2,17 +2,23 @@
 
 Training with test evaluation on normlab.analysis.training (`train_with_eval`, `Evaluator`,
 `cfg_copy`; `train_each_norm`: the seeds x norms grid of noisy_bn and lp_norms), statistics of the
-per-step curves (`tail_mean`, `moving_average`, `steps_to`, `mean_std`), and probes of the norm
-layers' outputs over training (`norm_outputs`, `make_distribution_probe`, `drift`, `slim_results`).
+per-step curves (`tail_mean`, `moving_average`, `steps_to`, `mean_std`), probes of the norm
+layers' outputs over training (`norm_outputs`, `make_distribution_probe`, `drift`, `slim_results`), and
+the sweep studies' rules for in-memory runs (`curve_converged`, `stat`, `Provenance`: the convergence
+rule, mean ± s.e. and the commit/wall-time line of experiments/_sweep_study.py).
 """
 from __future__ import annotations
 
 from typing import Any, Callable
 
+import os
+import time
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from experiments import _sweep_study as study
 from experiments._report import fmt
 from normlab.analysis import training
 
@@ -34,9 +40,9 @@ class Evaluator:
   """Accuracy / loss of a run's state on fixed inputs (default: the config's test split).
 
   `__call__`: eval mode (running statistics) through normlab.train's own eval step, padded batches.
-  `both(state, batch_size)`: train mode (each batch of `batch_size` normalized with its own batch
-  statistics; running statistics untouched) and eval mode on exactly the same full batches, plus
-  max |logits_train - logits_eval|. `inputs` may be an array or a dict of arrays (leading axis N).
+  `both(state, batch_size, examples=n)`: train mode (each batch of `batch_size` normalized with its own
+  batch statistics; running statistics untouched) and eval mode on exactly the same full batches (the
+  first n examples; default: as many full batches as fit), plus max |logits_train - logits_eval|. `inputs` may be an array or a dict of arrays (leading axis N).
   """
 
   def __init__(self, run, split: str = "test", batch_size: int = 512, *, inputs=None,
@@ -82,8 +88,10 @@ class Evaluator:
         tot[key] += float(out[key])
     return {"loss": tot["loss_sum"] / tot["count"], "accuracy": tot["correct"] / tot["count"]}
 
-  def both(self, state, batch_size: int, seed: int = 0) -> dict[str, Any]:
-    n = (len(self.y) // batch_size) * batch_size
+  def both(self, state, batch_size: int, seed: int = 0, examples: int | None = None) -> dict[str, Any]:
+    n = (len(self.y) // batch_size) * batch_size if examples is None else int(examples)
+    if n % batch_size or n > len(self.y):
+      raise ValueError(f"examples={n} must be a multiple of batch_size={batch_size} and at most {len(self.y)}")
     out = {"train_mode": [], "eval_mode": []}
     max_diff = 0.0
     for i, s in enumerate(range(0, n, batch_size)):
@@ -304,3 +312,128 @@ def keep_raw(results, workdir: str) -> str:
   with open(path, "wb") as f:
     pickle.dump(jax.device_get(results), f)
   return path
+
+
+# ----------------------------------------------------------------------------- the sweep studies' rules, in memory
+
+def curve_change(curve: list[dict]) -> float | None:
+  """The convergence rule's relative loss change (experiments/_sweep_study.py) of a per-step curve."""
+  return study.loss_change({int(r["step"]): float(r["train_loss"]) for r in curve})
+
+
+def curve_converged(history: dict, strict: bool = False) -> bool:
+  """A run of `training.train` has converged: it did not diverge, and
+  strict (the sweep studies' rule, committed first): the mean train loss over the last tenth is within
+    CONVERGENCE_TOL of the mean over the tenth before;
+  noise-aware (added after the first cpu runs, see NOISE_AWARE_RULE): that, or the two tenths' means differ
+    by at most 2 standard errors of their difference (no detectable change: per-step losses of small
+    batches near zero loss vary by far more than 2% between windows while lr is near 0)."""
+  if history.get("diverged_at") is not None:
+    return False
+  rows = {int(r["step"]): float(r["train_loss"]) for r in history["curve"]}
+  change = study.loss_change(rows)
+  if study.is_converged(change, "done") or strict:
+    return study.is_converged(change, "done")
+  if not rows:
+    return False
+  total = max(rows)
+  late = np.asarray([v for k, v in rows.items() if k > 0.9 * total])
+  before = np.asarray([v for k, v in rows.items() if 0.8 * total < k <= 0.9 * total])
+  if len(late) < 2 or len(before) < 2:
+    return False
+  se = float(np.sqrt(late.var(ddof=1) / len(late) + before.var(ddof=1) / len(before)))
+  return bool(abs(before.mean() - late.mean()) <= 2.0 * se)
+
+
+NOISE_AWARE_RULE = ("convergence: the noise-aware rule (the last two tenths' mean train losses within 2% or within 2 "
+                    "s.e. of each other); the strict 2% rule, committed first, is shown beside any verdict it changes "
+                    "(per-step losses of small batches near zero loss fail it by noise alone)")
+_RULE = {"key": "converged"}
+
+
+def converged(rec: dict) -> bool:
+  """Whether a run record passed the convergence rule in force ('converged': noise-aware; inside
+  `strict_rule()`: 'converged_strict')."""
+  return bool(rec.get(_RULE["key"]))
+
+
+def record_convergence(history: dict) -> dict:
+  """{'loss_change', 'converged' (noise-aware), 'converged_strict'} of a run, for its record."""
+  return {"loss_change": curve_change(history["curve"]), "converged": curve_converged(history),
+          "converged_strict": curve_converged(history, strict=True)}
+
+
+def both_rules(build: Callable[[], list]) -> list:
+  """The claim rows `build()` makes under the noise-aware convergence rule; where the strict rule (committed
+  first) gives another verdict, it is kept beside the new one in the row's 'ours'."""
+  rows = build()
+  _RULE["key"] = "converged_strict"
+  try:
+    old = build()
+  finally:
+    _RULE["key"] = "converged"
+  for row, o in zip(rows, old):
+    if o["verdict"] != row["verdict"]:
+      row["ours"] += f" [verdict under the strict 2% convergence rule, committed first: {o['verdict']}]"
+  return rows
+
+
+def loss_changes(runs) -> str:
+  """The runs' 'loss_change' values (the convergence rule's measure) for a report table cell."""
+  return ", ".join("-" if r.get("loss_change") is None else f"{r['loss_change']:+.3f}" for r in runs)
+
+
+def se_str(values, digits: int = 3) -> str:
+  """'mean ± s.e.' of the finite `values` with `digits` decimals (losses; accuracies use `stat`)."""
+  s = stat(values)
+  return "n/a" if s.n == 0 else f"{s.mean:.{digits}f} ± {s.se:.{digits}f}"
+
+
+def stat(values, converged: bool = True, diverged: int = 0) -> study.Stat:
+  """Mean ± s.e. (std over runs / sqrt(runs)) of the finite `values`, as the sweep studies' Stat."""
+  v = np.asarray([x for x in values if x is not None and np.isfinite(x)], np.float64)
+  se = float(v.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1 else float("nan") if len(v) == 0 else 0.0
+  return study.Stat(float(v.mean()) if len(v) else float("nan"), se, int(len(v)), int(diverged), bool(converged))
+
+
+def flat_record(keys: dict, rec: dict) -> dict:
+  """One results.csv row: `keys` (the run's setting) then the record's numbers, dicts one level deep
+  ('train_mode' -> 'train_mode_accuracy', ...); lists (curves) are left to results.json."""
+  row = dict(keys)
+  for k, v in rec.items():
+    if isinstance(v, dict):
+      row.update({f"{k}_{kk}": vv for kk, vv in v.items() if not isinstance(vv, (dict, list))})
+    elif not isinstance(v, list):
+      row[k] = v
+  return row
+
+
+def write_runs_csv(workdir: str, rows: list[dict]) -> str:
+  """workdir/results.csv, one row per run (`flat_record`s), the columns in first-seen order."""
+  import csv
+  cols = list(dict.fromkeys(k for r in rows for k in r))
+  path = os.path.join(workdir, "results.csv")
+  with open(path, "w", newline="") as f:
+    w = csv.DictWriter(f, fieldnames=cols)
+    w.writeheader()
+    w.writerows(rows)
+  return path
+
+
+class Provenance:
+  """The commit a study trains at (read when it starts: later commits in the checkout do not change it)
+  and its wall time; `finish()` -> {'trained_at', 'wall_s'} for results.json, `note(p)` for the report."""
+
+  def __init__(self):
+    self.t0 = time.time()
+    self.trained_at = study.provenance().split(", finished")[0] + ", started " + time.strftime(
+        "%Y-%m-%d %H:%M UTC", time.gmtime(self.t0))
+
+  def finish(self) -> dict:
+    return {"trained_at": self.trained_at, "wall_s": round(time.time() - self.t0, 1)}
+
+  @staticmethod
+  def note(prov: dict | None) -> str:
+    if not prov:
+      return "Provenance: not recorded (results from before provenance was kept)."
+    return f"Trained at {prov['trained_at']}; wall time {prov['wall_s']:.0f} s."

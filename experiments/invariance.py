@@ -27,6 +27,7 @@ import numpy as np
 
 from experiments import _report, main_for
 from experiments._report import fmt
+from experiments._training import Provenance
 
 TITLE = "Re-scaling invariance of BN / LN / IN / GN / WN, measured (seed 000; Ba et al. 2016, Table 1)"
 RESCALINGS = ("weight_vector", "data", "weight_matrix", "single_example")
@@ -164,6 +165,7 @@ def _plot(results, config, workdir) -> str:
 
 def run(config, workdir: str, log=print) -> str:
   os.makedirs(workdir, exist_ok=True)
+  prov = Provenance()
   log("measuring re-scalings")
   results = measure(config)
   lo, hi = float(config.invariant_below), float(config.changed_above)
@@ -199,6 +201,7 @@ def run(config, workdir: str, log=print) -> str:
       cells = [" / ".join(fmt(e[k][str(float(p))]) for p in config.phis) for k in RESCALINGS]
       table_lines.append(f"| {m} | {NAMES[norm]} | " + " | ".join(cells) + " |")
   phis = " / ".join(str(float(p)) for p in config.phis)
+  provenance = prov.finish()
   spec = "; ".join(f"{m}: `{s.model}` {s.options.to_dict()}" for m, s in config.models.items())
   notes = f"""Preset `{config.preset}`. Models ({spec}) at init (seeds {tuple(config.seeds)}; the max over seeds is
 shown), a batch of {config.batch_size} normalized 8x8 digits, norm options {config.norm_options.to_dict()}, float32, the
@@ -207,6 +210,7 @@ invariant' = > {hi:g} for every phi. The seed's table has no single-example colu
 case re-scaling' (BN ✗, LN ✓, WN ✗), with IN/GN following from their per-example statistics. LN here is the
 project's layer norm over the channel axis at each position (for the conv net), which has the same pattern as LN over
 all units of the layer. This study reports the table; tests/test_invariance.py checks it exactly in float64.
+{Provenance.note(provenance)}
 
 Relative change ||y' - y|| / ||y|| of the first normed block's output, phi = {phis}:
 
@@ -218,7 +222,7 @@ Relative change ||y' - y|| / ||y|| of the first normed block's output, phi = {ph
   return _report.write_report(workdir, TITLE, rows, notes, figures,
                               data={"relative_change": results, "classified": measured_tables,
                                     "expected": {k: dict(zip(RESCALINGS, v)) for k, v in EXPECTED.items()},
-                                    "config": config.to_dict()})
+                                    "config": config.to_dict(), "provenance": provenance})
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ import numpy as np
 
 from experiments import _report, main_for
 from experiments._report import fmt
+from experiments._training import Provenance
 from normlab.analysis import theory as T
 
 TITLE = "Santurkar et al. 2018, section 4: theory checked numerically"
@@ -133,6 +134,7 @@ def run(config, workdir: str, log=print) -> str:
 
 def _run(config, workdir: str, log=print) -> str:
   os.makedirs(workdir, exist_ok=True)
+  prov = Provenance()
   log("BN input gradient vs autodiff")
   grad = bn_gradient(config)
   log("Theorem 4.1 / 4.2 survey")
@@ -144,7 +146,7 @@ def _run(config, workdir: str, log=print) -> str:
   log("Lemma 4.5, trained")
   init = init_distance(config, log)
   data = {"bn_gradient": grad, "survey": survey, "theorem41_eps": t41_eps, "identity": ident, "init": init,
-          "config": config.to_dict()}
+          "config": config.to_dict(), "provenance": prov.finish()}
   return write(config, data, workdir)
 
 
@@ -230,7 +232,7 @@ def write(config, data: dict, workdir: str) -> str:
   figures = [_plot_survey(survey, workdir)]
   if init:
     figures.append(_plot_init(init, workdir))
-  notes = f"""Preset `{config.preset}`; float64 throughout. Notation (one BN channel, batch of m): y the BN input,
+  notes = f"""Preset `{config.preset}`; float64 throughout. {Provenance.note(data.get("provenance"))} Notation (one BN channel, batch of m): y the BN input,
 yhat = (y - mu)/sigma, z = gamma*yhat + beta, L(z) the loss downstream, Lhat(y) = L(z(y)); g = grad_z L, H = hess_z L
 (the paper's g_hat_j = grad_{{y_j}} L and H_jj), gbn = grad_y Lhat, Hbn = hess_y Lhat. All Hessians by autodiff.
 

@@ -1,6 +1,6 @@
-"""The claim studies of issue 7 (items 1, 4, 6): noisy_bn, lp_norms, invariance, rnn_norms, train_eval_gap,
-placement. Each runs end to end on a trimmed smoke preset and must write report.md with the claim table,
-its plots and results.json. The claims' outcomes are not asserted (they are what the runs find); the facts
+"""The claim studies of issue 7 (items 1, 4, 6) and issue 14: noisy_bn, lp_norms, invariance, rnn_norms,
+train_eval_gap, placement, seed_claims. Each runs end to end on a trimmed smoke preset and must write
+report.md with the claim table, its plots and results.json. The claims' outcomes are not asserted (they are what the runs find); the facts
 the machinery guarantees are: group norm's train/eval gap is exactly 0, and the measured invariance table
 has the seed's invariant / not-invariant pattern.
 """
@@ -12,7 +12,7 @@ import pytest
 
 import experiments
 
-STUDIES = ("noisy_bn", "lp_norms", "invariance", "rnn_norms", "train_eval_gap", "placement")
+STUDIES = ("noisy_bn", "lp_norms", "invariance", "rnn_norms", "train_eval_gap", "placement", "seed_claims")
 
 
 def _smoke(study, **overrides):
@@ -147,18 +147,20 @@ def test_invariance_study_measures_the_expected_pattern(tmp_path):
 @pytest.mark.slow  # a study smoke run (pytest.ini: slow)
 def test_train_eval_gap_is_exactly_zero_for_group_norm(tmp_path):
   from experiments import train_eval_gap
-  c = _smoke("train_eval_gap", batch_sizes=(4,), test_batch_sizes=(2, 4), probe_batch_size=4)
-  c.train.num_steps = 5
+  c = _smoke("train_eval_gap", batch_sizes=(4,), test_batch_sizes=(2, 4), probe_batch_size=4, seeds=(0,))
+  c.examples_per_run = 20
   path = train_eval_gap.run(c, str(tmp_path), log=lambda *a: None)
-  _, data = _check_report(path, str(tmp_path), min_rows=3)
+  text, data = _check_report(path, str(tmp_path), min_rows=3)
+  assert "Trained at commit " in text
   for r in data["results"]["group"]["4"]:
     assert r["max_abs_logit_diff"] == 0.0 and r["acc_gap"] == 0.0 and r["loss_gap"] == 0.0
     assert r["train_mode"] == r["eval_mode"]
-  again = train_eval_gap.write(c, data["results"], str(tmp_path / "again"))  # the report from results.json
+  again = train_eval_gap.write(c, data["results"], str(tmp_path / "again"), provenance=data["provenance"])
   assert _verdicts(again) == _verdicts(path)  # results.json keeps 6 significant digits
   bn = data["results"]["batch"]["4"][0]
   assert bn["max_abs_logit_diff"] > 0.0  # BN's modes differ
-  assert bn["examples"] == 360 and set(bn["test_batch_sweep"]) == {"2", "4"}
+  assert bn["examples"] == c.test_examples and set(bn["test_batch_sweep"]) == {"2", "4"}
+  assert all(v["examples"] == c.test_examples for v in bn["test_batch_sweep"].values())  # the same subset
 
 
 @pytest.mark.slow  # a study smoke run (pytest.ini: slow)
@@ -195,13 +197,16 @@ def test_lp_norms_study_smoke(tmp_path):
 @pytest.mark.slow
 def test_rnn_norms_study_smoke(tmp_path):
   from experiments import rnn_norms
-  c = _smoke("rnn_norms", batch_sizes=(4,), measure_every=5)
-  c.train.num_steps = 5
+  c = _smoke("rnn_norms", batch_sizes=(4,), learning_rates=(3e-3, 1e-2), seeds=(0, 1), epochs=0.005)
   path = rnn_norms.run(c, str(tmp_path), log=lambda *a: None)
-  _, data = _check_report(path, str(tmp_path), min_rows=2)
-  recs = data["results"]["1"]["4"]
-  assert set(recs) == {"layer", "batch"} and all(np.isfinite(r[0]["final_test_acc"]) for r in recs.values())
-  again = rnn_norms.write(c, data["results"], str(tmp_path / "again"))
+  text, data = _check_report(path, str(tmp_path), min_rows=2)
+  cells = data["results"]["4"]
+  assert set(cells) == {"layer", "batch"} and "Trained at commit " in text
+  for cell in cells.values():
+    assert set(cell["lr_grid"]) == {"0.003", "0.01"} and len(cell["runs"]) == 2
+    assert cell["runs"][0] == cell["lr_grid"][str(cell["lr"])]  # seed 0 is the grid run at the kept rate
+    assert all(np.isfinite(r["test_acc"]) and np.isfinite(r["long_test_acc"]) for r in cell["runs"])
+  again = rnn_norms.write(c, data["results"], str(tmp_path / "again"), provenance=data["provenance"])
   assert _verdicts(again) == _verdicts(path)  # results.json keeps 6 significant digits
 
 
@@ -209,14 +214,28 @@ def test_rnn_norms_study_smoke(tmp_path):
 def test_placement_study_smoke(tmp_path):
   from experiments import placement
   c = _smoke("placement", norms=("batch",), measure_every=5)
-  c.runs.digits.num_steps = 5
+  c.runs.mnist1d.num_steps = 5
   path = placement.run(c, str(tmp_path), log=lambda *a: None)
   _, data = _check_report(path, str(tmp_path), min_rows=1)
-  cell = data["results"]["digits"]["batch"]
+  cell = data["results"]["mnist1d"]["batch"]
   assert len(cell["before_activation"]) == len(cell["after_activation"]) == 2
-  assert data["paired"]["digits/batch"]["test_acc"]["n"] == 2
-  again = placement.write(c, data["results"], str(tmp_path / "again"))
+  assert data["paired"]["mnist1d/batch"]["test_acc"]["n"] == 2 and data["pooled"]["n"] == 2
+  again = placement.write(c, data["results"], str(tmp_path / "again"), provenance=data["provenance"])
   assert _verdicts(again) == _verdicts(path)  # results.json keeps 6 significant digits
+
+
+@pytest.mark.slow
+def test_seed_claims_study_smoke(tmp_path):
+  from experiments import seed_claims
+  c = _smoke("seed_claims", seeds=(0, 1), parts=("batch_gen", "init_scale", "grad_scale", "in_vs_bn", "weight_grad"))
+  c.batch_gen.epochs = 0.2
+  c.init_scale.num_steps = 6
+  path = seed_claims.run(c, str(tmp_path), log=lambda *a: None)
+  text, data = _check_report(path, str(tmp_path), min_rows=6)
+  assert set(data["results"]["init_scale"]) == {"none", "batch"} and "Trained at commit " in text
+  assert all(r.get("gamma_over_sigma") for r in data["results"]["init_scale"]["batch"]["1.0"])
+  again = seed_claims.write(c, data["results"], str(tmp_path / "again"), provenance=data["provenance"])
+  assert _verdicts(again) == _verdicts(path)
 
 
 def test_studies_print_one_line_errors_for_user_mistakes():

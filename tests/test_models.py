@@ -327,7 +327,7 @@ def test_model_names_and_options():
   for name in ("mlp", "resnet1d", "resnet20", "resnet32", "resnet56", "resnet18", "resnet34", "resnet50",
                "vgg11", "vgg16", "lstm", "gru", "dln"):
     assert name in MODEL_NAMES
-  assert model_options("mlp") == ("widths", "data_init", "dtype")
+  assert model_options("mlp") == ("widths", "data_init", "init_scale", "dtype")
   assert "rnn_norm" in model_options("gru") and "cell" not in model_options("gru")
   assert "stage_sizes" not in model_options("resnet20") and "stage_sizes" in model_options("resnet")
   assert "kernel_size" in model_options("resnet1d")

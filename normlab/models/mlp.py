@@ -6,6 +6,7 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from normlab import layers
 from normlab.models.common import check_placement, dense, example_mask, linear_bias, norm_act
 from normlab.registry import NormFactory
 
@@ -14,7 +15,8 @@ class MLP(nn.Module):
   """Hidden layers `widths`, each `Dense -> norm -> ReLU` (or `Dense -> ReLU -> norm`).
 
   Intermediates: `block{i}_preact` / `block{i}_normed`. `mask` (N,) keeps padded examples out of
-  batch statistics.
+  batch statistics. `init_scale` multiplies every kernel's initial values (LeCun normal x init_scale:
+  the init-scale sweeps of experiments/seed_claims.py).
   """
   num_classes: int
   norm: NormFactory
@@ -22,6 +24,7 @@ class MLP(nn.Module):
   axis_name: Any = None
   widths: Sequence[int] = (256, 256)
   data_init: bool = False
+  init_scale: float = 1.0
   dtype: Any = jnp.float32
 
   @nn.compact
@@ -31,8 +34,17 @@ class MLP(nn.Module):
     m = example_mask(mask, 2)
     bias = linear_bias(self.norm, self.placement)
     for i, w in enumerate(self.widths):
-      x = dense(self.norm, w, name=f"dense{i}", use_bias=bias, data_init=self.data_init)(x, train=train)
+      x = self._dense(w, f"dense{i}", bias)(x, train=train)
       x = norm_act(self, x, norm=self.norm, placement=self.placement, axis_name=self.axis_name,
                    name=f"block{i}", train=train, mask=m)
-    x = dense(self.norm, self.num_classes, name="head", data_init=self.data_init)(x, train=train)
+    x = self._dense(self.num_classes, "head", True)(x, train=train)
     return x.astype(jnp.float32)
+
+  def _dense(self, features: int, name: str, use_bias: bool):
+    if self.init_scale == 1.0:
+      return dense(self.norm, features, name=name, use_bias=use_bias, data_init=self.data_init)
+    if not self.init_scale > 0:
+      raise ValueError(f"MLP: init_scale must be > 0, got {self.init_scale!r}")
+    init = nn.initializers.variance_scaling(float(self.init_scale) ** 2, "fan_in", "truncated_normal")
+    return layers.Dense(features=features, use_bias=use_bias, reparam=self.norm.reparam, data_init=self.data_init,
+                        kernel_init=init, name=name)
