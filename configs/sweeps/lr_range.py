@@ -10,15 +10,9 @@ Presets: smoke (VGG-2 on mnist1d, BN and none x lr {0.1, 1}, 1 seed, 1/4 epoch: 
 width, 1-D convs, on mnist1d_noisy, 4 norms x 5 lrs x 3 seeds, EPOCHS["cpu"] epochs), gpu (VGG-11 on
 CIFAR-10, 3 seeds: the paper's setting; needs CIFAR-10 prepared).
 """
-import os
-import sys
+import ml_collections as mlc
 
-_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-if _ROOT not in sys.path:  # loaded by file path (the sweep runner): make `configs` importable
-  sys.path.insert(0, _ROOT)
-import ml_collections as mlc  # noqa: E402
-
-from configs.sweeps import _common  # noqa: E402
+from configs.sweeps import _common
 
 LEARNING_RATES = {"smoke": (0.1, 1.0), "cpu": (0.01, 0.03, 0.1, 0.3, 1.0), "gpu": (0.01, 0.03, 0.1, 0.3, 0.5, 1.0)}
 EPOCHS = {"smoke": 0.25, "cpu": 3, "gpu": 60}
