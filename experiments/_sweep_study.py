@@ -77,6 +77,12 @@ def train_loss_change(cell_dir: str) -> float | None:
       r = json.loads(line)
       if "train_loss" in r and "step" in r:
         rows[int(r["step"])] = float(r["train_loss"])
+  return loss_change(rows)
+
+
+def loss_change(rows: dict) -> float | None:
+  """{step: train loss} -> (mean over steps (0.8T, 0.9T]) / (mean over (0.9T, T]) - 1 (None if a window is
+  empty): the convergence rule's number, for a metrics.jsonl or an in-memory per-step curve."""
   if not rows:
     return None
   total = max(rows)

@@ -1,14 +1,16 @@
-"""Internal covariate shift (Santurkar et al. 2018, section 2.2, Figure 5), with and without BN.
+"""Internal covariate shift (Santurkar et al. 2018, section 2.2, Definition 2.1, Figure 5), with and without BN.
 
 Run:  python -m experiments.ics --preset=cpu --workdir=experiments/results/ics
-  or  python -m experiments.ics --config=configs/experiments/ics.py:cpu --workdir=DIR --config.num_steps=400
-Each run in `runs` trains twice (norm='batch' and norm='none', same init seed, same optimizer and
-learning rate) with normlab.train's step; every `measure_every` steps the exact ICS of every layer
-(||G - G'|| and cos(G, G'), earlier layers moved by that very step) is measured on the step's batch.
-Presets: smoke (~1 min on 2 CPU cores: a tiny VGG and DLN, 20 steps), cpu (a 4-conv VGG, ResNet-20
-at 1/2 width (1-D convs), a 10-layer DLN on mnist1d, 200 steps; a few minutes on 2 cores), gpu (the
-paper's networks on CIFAR-10: VGG-11, ResNet-20, 25-layer DLN; needs a prepared TFDS dir; untested here).
-Expected (paper): ICS with BN similar or larger than without; cos(G, G') well below 1 for both.
+  or  python -m experiments.ics --config=configs/experiments/ics.py:cpu --workdir=DIR --config.seeds=0,1
+Every run in `runs` trains with each norm in `norms` ('batch', 'none') and each seed in `seeds` (same seed:
+same init stream and batches), with normlab.train's step; every `measure_every` steps the exact ICS of every
+layer (||G - G'|| and cos(G, G'), earlier layers moved by that very step) is measured on the step's batch.
+  vgg          VGG-11 (8 convs), the paper's lr 0.1 (SGD momentum 0.9, constant lr), batch 128
+  vgg_shallow  the first 4 convs of VGG-11 (same widths and training): for "ICS is common in deeper nets"
+  dln          a 25-layer deep linear network (the paper's depth) on synthetic Gaussian data with a linear
+               softmax teacher (`teacher`, experiments/_teacher.py), SGD at `dln_lr`, where the plain DLN trains
+Presets: smoke (~1 min idle: tiny nets, 2 seeds, 30 steps), cpu (1/8-width VGGs on mnist1d_noisy, 1-D convs, 2000
+steps, 3 seeds), gpu (the paper's setting: full-width VGG-11 on CIFAR-10; needs a prepared TFDS dir).
 """
 import os
 import sys
@@ -20,31 +22,40 @@ import ml_collections as mlc  # noqa: E402
 
 from configs.experiments import _common  # noqa: E402
 
+VGG11_FIRST4 = (64, "M", 128, "M", 256, 256, "M")  # VGG-11's first 4 convs (and its first 3 pools)
+
 
 def get_config(arg=None):
   c = _common.study_config(arg, "configs/experiments/ics.py")
   preset = c.preset
   c.norms = ("batch", "none")
-  c.measure_every = 25
+  c.seeds = (0, 1, 2)
+  c.measure_every = 100
+  c.teacher = mlc.ConfigDict({"dim": 40, "num_classes": 10, "scale": 3.0, "seed": 1234})
+  c.synthetic_runs = ("dln",)  # runs trained on the teacher's batches (the config's dataset gives only shapes)
+  vgg = {"optimizer": "momentum", "momentum": 0.9, "learning_rate": 0.1, "batch_size": 128, **_common.MNIST1D,
+         "dataset": "mnist1d_noisy"}
   c.runs = mlc.ConfigDict()
-  # VGG-style (1-D on mnist1d): 4 conv layers (plain VGG-11 does not train with SGD here: see _common.VGG4).
-  c.runs.vgg = _common.train_defaults(model="vgg", model_options={"config": _common.VGG4}, learning_rate=0.05)
-  c.runs.resnet20 = _common.train_defaults(model="resnet20", model_options={"width": 0.5, "conv_dims": 1},
-                                           learning_rate=0.02)
-  c.runs.dln = _common.train_defaults(model="dln", model_options={"depth": 10, "width": 32},
-                                      optimizer="sgd", learning_rate=0.02)
-  _common.set_all_runs(c, {"num_steps": 200, **_common.MNIST1D})
+  c.runs.vgg = _common.train_defaults(model="vgg11", model_options={"width": 1 / 8}, **vgg)
+  c.runs.vgg_shallow = _common.train_defaults(model="vgg", model_options={"config": VGG11_FIRST4, "width": 1 / 8},
+                                              **vgg)
+  c.runs.dln = _common.train_defaults(model="dln", model_options={"depth": 25, "width": 32}, optimizer="sgd",
+                                      learning_rate=0.05, batch_size=128, **_common.MNIST1D)
+  _common.set_all_runs(c, {"num_steps": 2000, "schedule": "constant"})
   if preset == "smoke":
-    del c.runs["resnet20"]
-    c.runs.vgg.model_options.config = (8, "M", 16, "M", 16, "M")
-    c.runs.dln.model_options.depth = 4
-    _common.set_all_runs(c, {"num_steps": 20, "batch_size": 32})
+    c.seeds = (0, 1)
+    c.runs.vgg.model = "vgg"
+    c.runs.vgg.model_options = mlc.ConfigDict({"config": (8, "M", 8, 8, "M", 16, 16, "M"), "width": 1.0})
+    c.runs.vgg_shallow.model_options = mlc.ConfigDict({"config": (8, "M", 16, "M"), "width": 1.0})
+    c.runs.dln.model_options.depth = 6
+    _common.set_all_runs(c, {"num_steps": 30, "batch_size": 32})
     c.measure_every = 10
-  elif preset == "gpu":  # the paper's setting: CIFAR-10 (needs a prepared TFDS dir), VGG-11, 25-layer DLN
-    del c.runs["vgg"]
-    c.runs.vgg11 = _common.train_defaults(model="vgg11", learning_rate=0.1)
-    c.runs.resnet20.model_options = mlc.ConfigDict({"width": 1.0})
-    c.runs.dln.model_options.depth = 25
-    _common.set_all_runs(c, {"num_steps": 3000, "batch_size": 128, **_common.CIFAR10})
-    c.measure_every = 100
+  elif preset == "gpu":  # the paper's setting: CIFAR-10 (needs a prepared TFDS dir), full-width VGG-11
+    for name in ("vgg", "vgg_shallow"):
+      c.runs[name].model_options.width = 1.0
+      for k, v in _common.CIFAR10.items():
+        c.runs[name][k] = v
+    c.runs.dln.model_options.width = 100
+    _common.set_all_runs(c, {"num_steps": 10000})
+    c.measure_every = 250
   return c
