@@ -52,6 +52,7 @@ from experiments._report import fmt
 from experiments._teacher import GaussianTeacher
 from normlab.analysis import training
 from normlab.analysis.ics import internal_covariate_shift
+from normlab.errors import UserError
 
 TITLE = "Santurkar et al. 2018, section 2.2: internal covariate shift with and without BN"
 OLD_SIMILAR_OR_LARGER = 2.0 / 3.0  # the old, wrong rule (kept only to print its verdict beside the new one)
@@ -83,7 +84,7 @@ def preflight(config) -> None:
   data module's one-line build message, before anything trains."""
   from normlab.data import load
   for name, c in config.runs.items():
-    if name not in config.synthetic_runs:
+    if name not in config.synthetic_runs and (not config.only or name in config.only):
       load(c.dataset, "train", data_dir=c.data_dir or None)
 
 
@@ -91,7 +92,12 @@ def train_all(config, log=print) -> dict:
   """{run: {norm: {seed: history}}}; the synthetic runs train on the Gaussian teacher's batches."""
   teacher = GaussianTeacher(**config.teacher.to_dict())
   out: dict = {}
+  unknown = [n for n in config.only if n not in config.runs]
+  if unknown:
+    raise UserError(f"config.only: unknown runs {unknown}; valid runs: {', '.join(config.runs)}")
   for name, run_cfg in config.runs.items():
+    if config.only and name not in config.only:
+      continue
     for norm in config.norms:
       for seed in config.seeds:
         c = run_cfg.copy_and_resolve_references()
@@ -388,7 +394,7 @@ def write(config, results: dict, workdir: str, wall_s: float | None = None) -> s
       f"- **{n}**: `{c.model}` {c.model_options.to_dict()} on "
       f"{synthetic if n in config.synthetic_runs else f'`{c.dataset}`'}, "
       f"{c.optimizer} lr {c.learning_rate} ({c.schedule}), batch {c.batch_size}, {c.num_steps} steps"
-      for n, c in config.runs.items())
+      for n, c in config.runs.items() if not config.only or n in config.only)
   notes = f"""Provenance: trained at {_trained_at(workdir)}; report
 written at {study.provenance()}; training wall time {'n/a' if wall_s is None else f'{wall_s / 60:.1f} min'}.
 

@@ -149,3 +149,13 @@ def test_smoke_presets_run(tmp_path, module):
   assert r.returncode == 0, r.stderr[-2000:]
   text = open(tmp_path / "report.md").read()
   assert "commit" in text and any(f.endswith(".png") for f in os.listdir(tmp_path))
+
+
+def test_ics_only_refuses_unknown_runs_before_training():
+  from experiments import load_config
+  from normlab.errors import UserError
+  config = load_config("ics", "smoke")
+  config.unlock()
+  config.only = ("vgg", "resnet")
+  with pytest.raises(UserError, match="unknown runs \\['resnet'\\]; valid runs"):
+    ics.train_all(config, log=lambda *a: None)

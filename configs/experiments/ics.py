@@ -32,7 +32,8 @@ def get_config(arg=None):
   c.seeds = (0, 1, 2)
   c.measure_every = 100
   c.teacher = mlc.ConfigDict({"dim": 40, "num_classes": 10, "scale": 3.0, "seed": 1234})
-  c.synthetic_runs = ("dln",)  # runs trained on the teacher's batches (the config's dataset gives only shapes)
+  c.synthetic_runs = ("dln",)
+  c.only = ()  # run names to train (empty: all), e.g. --config.only="('vgg', 'vgg_shallow')" for a controlled variant  # runs trained on the teacher's batches (the config's dataset gives only shapes)
   vgg = {"optimizer": "momentum", "momentum": 0.9, "learning_rate": 0.1, "batch_size": 128, **_common.MNIST1D,
          "dataset": "mnist1d_noisy"}
   c.runs = mlc.ConfigDict()
