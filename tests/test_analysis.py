@@ -149,6 +149,7 @@ def _loss(model, v, x, y):
 
 
 @pytest.mark.parametrize("norm", ["batch", "none"])
+@pytest.mark.slow  # minutes-scale or multi-process: `pytest -m slow` runs it
 def test_ics_is_exactly_zero_when_earlier_layers_do_not_move(norm):
   model = TinyNet(norm=norm)
   x, y = _data()
@@ -289,6 +290,7 @@ def test_theorem41_holds_on_random_instances(eps):
         assert abs(float(r["rel_slack"])) < 1e-10  # an identity without eps
 
 
+@pytest.mark.slow  # minutes-scale or multi-process: `pytest -m slow` runs it
 def test_theorem42_first_form_is_an_identity_and_b_iff_relnorm():
   for kind in T.KINDS:
     insts = T.random_instances(np.random.default_rng(len(kind)), 6, 6, kind, (0.2, 5.0))
@@ -328,6 +330,7 @@ def _train_config(**overrides):
   return train_defaults(**{"model_options": {"widths": (16,)}, "batch_size": 16, "num_steps": 3, **overrides})
 
 
+@pytest.mark.slow  # minutes-scale or multi-process: `pytest -m slow` runs it
 def test_training_runs_noisy_bn_with_the_train_steps_noise():
   """train runs noisy BN (it needs a 'noise' RNG at every train-mode call, the layer-order probe
   included), and `batch_loss(run, step)` uses the noise of normlab.train's step at that step: it

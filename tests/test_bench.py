@@ -59,6 +59,7 @@ def _check_report(report, cfg):
   return rows
 
 
+@pytest.mark.slow  # minutes-scale or multi-process: `pytest -m slow` runs it
 def test_run_suite_tiny_all_norms_and_peers():
   cfg = bench.BenchConfig(shapes=(TINY,), dtypes=("float32",), repeats=1, warmup=0)
   lines = []
@@ -77,6 +78,7 @@ def test_run_suite_tiny_all_norms_and_peers():
         assert r["torch_s"] == report.seconds(r["norm"], TINY, "float32", "value_and_grad", "torch")
 
 
+@pytest.mark.slow  # minutes-scale or multi-process: `pytest -m slow` runs it
 def test_run_suite_sequences_and_bfloat16():
   cfg = bench.BenchConfig(norms=("bn", "gn"), shapes=(TINY_SEQ,), dtypes=("bfloat16",),
                           peers=("flax", "torch_cl"), repeats=1, warmup=0)
@@ -108,6 +110,7 @@ def test_config_validation(kw, match):
     bench.BenchConfig(**kw).validate()
 
 
+@pytest.mark.slow  # minutes-scale or multi-process: `pytest -m slow` runs it
 def test_script_writes_json_and_markdown(tmp_path):
   out_json, out_md = tmp_path / "b.json", tmp_path / "b.md"
   cmd = [sys.executable, os.path.join(REPO, "scripts", "bench.py"), "--norms=rms",
@@ -165,6 +168,7 @@ def test_seed_sweep_times_both_and_the_losses_agree():
   assert json.loads(bench.to_json(report))["seed_sweep"][0]["seeds"] == 2
 
 
+@pytest.mark.slow  # minutes-scale or multi-process: `pytest -m slow` runs it
 def test_malloc_reuse_reruns_the_script_under_the_glibc_tunables():
   cmd = [sys.executable, os.path.join(REPO, "scripts", "bench.py"), "--malloc_reuse", "--norms=rms",
          "--shapes=2x4x4x32", "--dtypes=float32", "--peers=flax", "--repeats=1", "--warmup=0", "--noprogress", "--nonorm_steps"]

@@ -149,13 +149,17 @@ def test_fast_core_keeps_the_numerics_the_issue_asks_for():
   assert x_hat.dtype == stats.mean.dtype == stats.var.dtype == jnp.float32
 
 
-@pytest.mark.devices(4)  # a subprocess with 4 fake devices (tests/conftest.py)
-@pytest.mark.parametrize("check_vma", [True, False])
-@pytest.mark.parametrize("axis_name, axes", [(None, (0, 1)), ("d", (0, 1)), (None, (-1,))])
-def test_standardize_affine_under_shard_map_matches_the_composition(check_vma, axis_name, axes):
+@pytest.mark.devices(4)  # a subprocess with 4 fake devices (tests/conftest.py); one for all the cases below
+def test_standardize_affine_under_shard_map_matches_the_composition():
   """Replicated scale/bias meeting per-device activations: with shard_map's type checks on, the
   parameter gradients are summed over devices (autodiff's transpose of the implicit cast), with
   them off they are per device -- for the fused VJP exactly as for the composition."""
+  for check_vma in (True, False):
+    for axis_name, axes in ((None, (0, 1)), ("d", (0, 1)), (None, (-1,))):
+      _check_shard_map_case(check_vma, axis_name, axes)
+
+
+def _check_shard_map_case(check_vma, axis_name, axes):
   rng = np.random.default_rng(4)
   x = jnp.asarray(rng.normal(size=(8, 3, 5)) + 0.3)
   ct = jnp.asarray(rng.normal(size=x.shape))

@@ -114,6 +114,7 @@ def test_digest_detects_a_changed_leaf_and_names_it():
   assert "malformed" in checkpoint_lib.digest_mismatch({"leaves": 3}, tree)
 
 
+@pytest.mark.slow  # minutes-scale or multi-process: `pytest -m slow` runs it
 def test_divergence_right_after_a_resume_names_the_resume_step(tmp_path):
   work = str(tmp_path / "w")
   config = tiny(debug_nan_at_step=18)

@@ -21,6 +21,7 @@ def _free_port() -> int:
 
 
 @pytest.mark.parametrize("victim", [1, 0], ids=["worker_dies", "coordinator_dies"])
+@pytest.mark.slow  # minutes-scale or multi-process: `pytest -m slow` runs it
 def test_survivor_exits_when_a_process_dies(tmp_path, victim):
   import normlab.data
   normlab.data.load("mnist1d", "train")  # prepare once, before the processes race for it

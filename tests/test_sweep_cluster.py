@@ -86,6 +86,7 @@ def _status(spec, work):
   return r.stdout
 
 
+@pytest.mark.slow  # minutes-scale or multi-process: `pytest -m slow` runs it
 def test_stalled_owner_is_taken_over_after_the_timeout_and_status(sweep_spec, tmp_path):
   work = str(tmp_path / "w")
   env = dict(os.environ, NORMLAB_LOCK_STALE_S="4", NORMLAB_LOCK_HEARTBEAT_S="0.5")

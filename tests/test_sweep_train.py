@@ -37,6 +37,7 @@ def _summary(wd, cell):
     return json.load(f)
 
 
+@pytest.mark.slow  # minutes-scale or multi-process: `pytest -m slow` runs it
 def test_sweep_real_loop_vmapped_seeds_equal_separate_runs_then_skip_and_resume(tmp_path):
   seq_wd, vm_wd = str(tmp_path / "seq"), str(tmp_path / "vm")
   logs = []

@@ -246,6 +246,7 @@ def test_nan_skip_policy_skips_and_counts(tmp_path):
 
 
 @pytest.mark.devices(8)  # guards the data-parallel contract: kept in the fast suite
+@pytest.mark.slow  # minutes-scale or multi-process: `pytest -m slow` runs it
 def test_sync_bn_on_8_devices_matches_1_device_and_local_bn_differs(tmp_path):
   """pmean'd gradients + SyncBN: the 8-device run is the 1-device run (up to float reassociation).
 
@@ -302,6 +303,7 @@ def script(workdir, *args):
   return [sys.executable, SCRIPT, f"--workdir={workdir}", *args]
 
 
+@pytest.mark.slow  # minutes-scale or multi-process: `pytest -m slow` runs it
 def test_kill_9_and_resume_matches_an_uninterrupted_run(tmp_path):
   ref = subprocess.run(script(tmp_path / "ref", *KILL_ARGS), capture_output=True, text=True, cwd=REPO_ROOT,
                        timeout=300)
@@ -371,6 +373,7 @@ def two_processes(cmd, devices_each: int, timeout: float = 300) -> list[str]:
   return errs
 
 
+@pytest.mark.slow  # minutes-scale or multi-process: `pytest -m slow` runs it
 def test_two_processes_match_one_process_with_as_many_devices(tmp_path):
   """2 processes x 2 CPU devices (jax.distributed, gloo) == 1 process x 4 devices."""
   import normlab.data
