@@ -54,6 +54,7 @@ def ce(logits, y):
 # ----- capture ------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("norm", ["batch", "none"])
+@pytest.mark.slow  # several seconds each: `pytest -m slow` runs it
 def test_capture_values_and_gradients_match_hand_split_model(norm):
   model = TinyNet(norm=norm)
   x, y = _data()
@@ -127,6 +128,7 @@ def test_module_call_order_is_call_order_not_key_order():
   assert sorted(v["params"])[2] == "Dense_10"  # what sorted keys would have given
 
 
+@pytest.mark.slow  # several seconds each: `pytest -m slow` runs it
 def test_capture_with_project_models():
   models = pytest.importorskip("normlab.models")
   x, y = _data(n=8, d=10)
@@ -350,6 +352,7 @@ def test_training_runs_noisy_bn_with_the_train_steps_noise():
     assert abs(r["other"] - r["train_loss"]) > 1e-4
 
 
+@pytest.mark.slow  # several seconds each: `pytest -m slow` runs it
 def test_training_honours_norm_placement():
   from normlab.analysis import training
   _, run = training.train(_train_config(norm="batch", num_steps=1), log=lambda *_: None)

@@ -228,6 +228,7 @@ def test_norm_steps_time_normlab_and_flax_on_every_model():
   assert md.count("| conv |") == 3 and "| gru |" in md
 
 
+@pytest.mark.slow  # several seconds each: `pytest -m slow` runs it
 def test_one_norm_step_gradients_agree_between_normlab_and_flax():
   """The conv step's model with normlab's GroupNorm and with flax's: same loss and gradients (same init)."""
   import jax

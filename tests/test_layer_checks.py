@@ -106,6 +106,7 @@ def test_layer_single_value_error_names_the_layer_option(name):
 
 
 @pytest.mark.devices(8)
+@pytest.mark.slow  # several seconds each: `pytest -m slow` runs it
 def test_config_single_value_error_names_the_config_option(tmp_path):
   """8 examples on 8 fake devices, local batch norm: one value per channel per device (MLP)."""
   from normlab.train import ConfigError, train_and_evaluate

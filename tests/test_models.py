@@ -290,6 +290,7 @@ def test_sequence_batch_norm_eval_reuses_last_row_beyond_trained_length():
 
 
 @pytest.mark.devices(4)
+@pytest.mark.slow  # several seconds each: `pytest -m slow` runs it
 def test_rnn_syncbn_with_padding_matches_full_batch():
   mesh = Mesh(np.array(jax.devices()[:4]), ("batch",))
   model = _rnn("lstm", "batch")

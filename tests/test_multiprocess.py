@@ -59,6 +59,7 @@ def _gather(out_dir, name):
     return np.concatenate([parts[k] for k in sorted(parts)])
 
 
+@pytest.mark.slow  # several seconds each: `pytest -m slow` runs it
 def test_two_process_sync_bn_equals_single_process(tmp_path):
     codes, logs = _run_workers(tmp_path)
     if any(c == 3 for c in codes):

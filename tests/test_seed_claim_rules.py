@@ -166,6 +166,7 @@ def test_in_and_bn_agree_in_train_mode_at_batch_one_and_differ_in_eval_mode():
   assert sc.rows_in_vs_bn(c, r)[0]["verdict"] == "partly"
 
 
+@pytest.mark.slow  # several seconds each: `pytest -m slow` runs it
 def test_weight_gradient_identities_against_autodiff():
   from experiments import seed_claims as sc
   c = experiments.load_config("seed_claims", "smoke")

@@ -262,6 +262,7 @@ def test_sync_bn_on_8_devices_matches_1_device_and_local_bn_differs(tmp_path):
   assert abs(local["final_train_loss"] - eight["final_train_loss"]) > 1e-4
 
 
+@pytest.mark.slow  # several seconds each: `pytest -m slow` runs it
 def test_noise_rng_reaches_the_model_and_is_reproducible(tmp_path):
   """noisy_batch draws from the 'noise' stream (fold_in(key(seed), step), per device): the same run
   twice gives the same figures."""
@@ -338,6 +339,7 @@ def test_kill_9_and_resume_matches_an_uninterrupted_run(tmp_path):
   assert json.load(open(work / "summary.json")) == b
 
 
+@pytest.mark.slow  # several seconds each: `pytest -m slow` runs it
 def test_script_nan_exits_3_and_other_config_exits_2(tmp_path):
   nan = subprocess.run(script(tmp_path / "nan", "--config=configs/mlp.py:smoke", "--config.debug_nan_at_step=5"),
                        capture_output=True, text=True, cwd=REPO_ROOT, timeout=300)

@@ -312,6 +312,7 @@ def test_ghost_batch_norm_mask_drops_the_masked_rows(v):
     assert maxerr(unmasked, nl.ghost_batch_norm(jnp.asarray(X), G, B, virtual_batch_size=v)) < 1e-12
 
 
+@pytest.mark.slow  # several seconds each: `pytest -m slow` runs it
 def test_ghost_batch_norm_mask_gradient_is_that_of_the_valid_rows():
     """With a cotangent on the valid rows only, masked rows get no gradient and the valid rows get
     that of batch norm over their virtual batch's valid rows."""
