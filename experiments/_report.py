@@ -107,6 +107,20 @@ def new_figure(ncols: int = 1, nrows: int = 1, size: tuple[float, float] = (5.0,
   return fig, axes
 
 
+def label_axes(ax, xlabel: str | None = None, ylabel: str | None = None, title: str | None = None,
+               legend: float | None = 8) -> None:
+  """Axis labels, title, a light grid and (unless `legend` is None) a legend in that font size."""
+  if xlabel:
+    ax.set_xlabel(xlabel)
+  if ylabel:
+    ax.set_ylabel(ylabel)
+  if title:
+    ax.set_title(title)
+  ax.grid(alpha=0.3)
+  if legend is not None:
+    ax.legend(fontsize=legend)
+
+
 def save_figure(fig, workdir: str, name: str) -> str:
   import matplotlib.pyplot as plt
   os.makedirs(workdir, exist_ok=True)

@@ -221,6 +221,17 @@ def provenance() -> str:
   return f"commit {sha} ({'uncommitted changes: ' + dirty.splitlines()[0] if dirty else 'clean tree'}), finished {when}"
 
 
+def provenance_lines(workdir: str, *subdirs: str) -> str:
+  """The report's opening: the commit that wrote it and the commits that trained its cells."""
+  return (f"Provenance: report written at {provenance()}; cells trained at\n"
+          f"{trained_at(workdir, *(subdirs or ('sweep',)))}.")
+
+
+def variant_lines(table: dict, names) -> list[str]:
+  """A markdown table (as lines): one row per variant name, its error cell from `table[name]`."""
+  return ["| variant | error (%) |", "|---|---|"] + [f"| {n} | {show(table.get(n))} |" for n in names]
+
+
 def convergence_note(rows) -> str:
   runs = [r for r in rows if r.get("status") in ("done", "diverged")]
   ok = sum(bool(r.get("converged")) for r in runs)

@@ -408,6 +408,17 @@ def flat_record(keys: dict, rec: dict) -> dict:
   return row
 
 
+def summary_csv_rows(config, summ: dict, acc_key: str, extra_keys: tuple[str, ...]) -> list[dict]:
+  """results.csv rows, one per run, from a study's summary {norm: [per-seed record]}: the sweep studies'
+  columns (eval_error from `acc_key`, in %), then `extra_keys` copied from each record."""
+  c = config.train
+  return [{"variant": norm, "batch_size": int(c.batch_size), "num_devices": 1, "seed": r["seed"],
+           "eval_error": 1 - r[acc_key] / 100, "final_train_loss": r["train_loss"], "converged": r["converged"],
+           "train_loss_change": r["train_loss_change"], "steps": r["steps"], "learning_rate": float(c.learning_rate),
+           "status": "diverged" if r["diverged_at"] is not None else "done", **{k: r[k] for k in extra_keys}}
+          for norm, rs in summ.items() for r in rs]
+
+
 def write_runs_csv(workdir: str, rows: list[dict]) -> str:
   """workdir/results.csv, one row per run (`flat_record`s), the columns in first-seen order."""
   import csv
@@ -437,3 +448,12 @@ class Provenance:
     if not prov:
       return "Provenance: not recorded (results from before provenance was kept)."
     return f"Trained at {prov['trained_at']}; wall time {prov['wall_s']:.0f} s."
+
+
+def train_then_write(train_all: Callable, write: Callable, config, workdir: str, log: Callable = print) -> str:
+  """A study's run(): `train_all(config, log)`, then `write(config, results, workdir, provenance=...)` with
+  the commit it trained at and its wall time."""
+  os.makedirs(workdir, exist_ok=True)
+  prov = Provenance()
+  results = train_all(config, log)
+  return write(config, results, workdir, provenance=prov.finish())

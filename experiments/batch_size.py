@@ -148,10 +148,7 @@ def _plot(t, g, norms, batches, workdir) -> str:
   for ax, xlabel in ((ax0, "examples per device"), (ax1, "examples per device (b)"),
                      (ax2, "examples in BN's statistics (v)")):
     ax.set_xscale("log", base=2)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel("error (%)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    _report.label_axes(ax, xlabel, "error (%)", legend=7)
   return _report.save_figure(fig, workdir, "error_vs_batch.png")
 
 
@@ -173,8 +170,7 @@ def run(preset: str, workdir: str, log=print) -> str:
   steps = {r["batch_size"]: r.get("steps") for r in rows}
   model = dict(sweep.overrides.get("model_options", {}) or {})
   ghost_line = " | ".join(f"v={v}: {g[v]}" for v in sorted(g))
-  notes = f"""Provenance: report written at {study.provenance()}; cells trained at
-{study.trained_at(workdir, "sweep", "fixed")}.
+  notes = f"""{study.provenance_lines(workdir, "sweep", "fixed")}
 
 Preset `{preset}`: model `{sweep.overrides.model}` {model} on `{sweep.overrides.dataset}`, {sweep.num_devices}
 devices with bn_mode=local (BN statistics over each device's b examples, gradients over 8b), SGD momentum 0.9,

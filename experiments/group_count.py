@@ -64,16 +64,11 @@ def run(preset: str, workdir: str, log=print) -> str:
     ax.axhspan(t["BN"].mean - t["BN"].se, t["BN"].mean + t["BN"].se, color="gray", alpha=0.3, label="BN (± s.e.)")
   ax.set_xticks(x)
   ax.set_xticklabels([n.replace("G=1", "G=1\n(LN)") for n in plotted])
-  ax.set_xlabel("number of groups (IN: one channel per group)")
-  ax.set_ylabel("error (%)")
-  ax.set_title("GN groups at 8 devices x 32")
-  ax.grid(alpha=0.3)
-  ax.legend(fontsize=8)
+  _report.label_axes(ax, "number of groups (IN: one channel per group)", "error (%)", "GN groups at 8 devices x 32")
   png = _report.save_figure(fig, workdir, "error_vs_groups.png")
   study.write_results_csv(rows, workdir)
-  lines = ["| variant | error (%) |", "|---|---|"] + [f"| {n} | {study.show(t.get(n))} |" for n in names]
-  notes = f"""Provenance: report written at {study.provenance()}; cells trained at
-{study.trained_at(workdir, "sweep")}.
+  lines = study.variant_lines(t, names)
+  notes = f"""{study.provenance_lines(workdir)}
 
 Preset `{preset}`: model `{sweep.overrides.model}` {dict(sweep.overrides.get('model_options', {}) or {})} on
 `{sweep.overrides.dataset}`, 8 devices x 32 (bn_mode=local), lr 0.1, the batch-size study's protocol

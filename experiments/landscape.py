@@ -86,13 +86,7 @@ def train_all(config, log=print) -> dict:
       c = cfg_copy(config.train, norm=norm, seed=int(seed))
       log(f"seed {seed} norm={norm}: {c.model} {c.model_options.to_dict()} on {c.dataset}, {c.optimizer} "
           f"lr={c.learning_rate}, batch {c.batch_size}, {c.num_steps} steps")
-      cache: dict = {}
-
-      def measure(run, step, state, batch, new_state, cache=cache):
-        if "fn" not in cache:
-          cache["fn"] = factory(run)
-        return cache["fn"](run, step, state, batch, new_state)
-      hist, _ = training.train(c, measure, measure_every=int(config.measure_every), log=log)
+      hist, _ = training.train(c, training.lazy_measure(factory), measure_every=int(config.measure_every), log=log)
       out.setdefault(norm, {})[int(seed)] = hist
   return out
 

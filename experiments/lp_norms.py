@@ -239,15 +239,8 @@ def _plot(results, summ, workdir) -> list[str]:
   return paths
 
 
-def csv_rows(config, summ) -> list[dict]:
-  c = config.train
-  return [{"variant": norm, "batch_size": int(c.batch_size), "num_devices": 1, "seed": r["seed"],
-           "eval_error": 1 - r["test_acc"] / 100, "final_train_loss": r["train_loss"], "converged": r["converged"],
-           "train_loss_change": r["train_loss_change"], "steps": r["steps"], "learning_rate": float(c.learning_rate),
-           "status": "diverged" if r["diverged_at"] is not None else "done",
-           **{k: r[k] for k in ("train_acc", "test_acc", "early_loss", "pre_drift_location", "pre_drift_log_scale",
-                                "kurtosis", "skew")}}
-          for norm, rs in summ.items() for r in rs]
+# results.csv: the sweep studies' columns, then these per-run values.
+CSV_KEYS = ("train_acc", "test_acc", "early_loss", "pre_drift_location", "pre_drift_log_scale", "kurtosis", "skew")
 
 
 def run(config, workdir: str, log=print) -> str:
@@ -286,7 +279,7 @@ paired by seed.
 """
   notes = notes.replace("{table}", table)
   figures = _plot(results, summ, workdir)
-  rules.write_results_csv(csv_rows(config, summ), workdir)
+  rules.write_results_csv(_training.summary_csv_rows(config, summ, "test_acc", CSV_KEYS), workdir)
   return _report.write_report(workdir, TITLE, rows, notes, figures,
                               data={"summary": summ, "results": slim_results(results), "config": config.to_dict()})
 

@@ -123,17 +123,10 @@ def _plot(table, stab, lrs, seeds, workdir, variants=NORMS) -> str:
     bad = [lr for lr in xs if not cell_stable(stab, v, lr, seeds)]
     axes[0].scatter(bad, [table[(v, lr)].mean for lr in bad], marker="x", s=80, color=f"C{i}")
     axes[1].plot(lrs, [stab.get((v, lr), (0, 0, 0))[0] for lr in lrs], marker="o", color=f"C{i}", label=v)
-  axes[0].set_xscale("log")
-  axes[0].set_xlabel("peak learning rate")
-  axes[0].set_ylabel("test error (%), mean ± s.e. of finite runs")
-  axes[0].set_title("error vs lr (x: cell not stable)")
-  axes[1].set_xscale("log")
-  axes[1].set_xlabel("peak learning rate")
-  axes[1].set_ylabel(f"stable runs (of {seeds})")
-  axes[1].set_title("stability vs lr")
-  for ax in axes:
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+  for ax, ylabel, title in ((axes[0], "test error (%), mean ± s.e. of finite runs", "error vs lr (x: cell not stable)"),
+                            (axes[1], f"stable runs (of {seeds})", "stability vs lr")):
+    ax.set_xscale("log")
+    _report.label_axes(ax, "peak learning rate", ylabel, title)
   return _report.save_figure(fig, workdir, "error_vs_lr.png")
 
 

@@ -201,15 +201,9 @@ def _plot_distributions(config, results, workdir) -> str:
   return _report.save_figure(fig, workdir, "distributions.png")
 
 
-def csv_rows(config, summ) -> list[dict]:
-  c = config.train
-  return [{"variant": norm, "batch_size": int(c.batch_size), "num_devices": 1, "seed": r["seed"],
-           "eval_error": 1 - r["test_clean"] / 100, "final_train_loss": r["train_loss"], "converged": r["converged"],
-           "train_loss_change": r["train_loss_change"], "steps": r["steps"], "learning_rate": float(c.learning_rate),
-           "status": "diverged" if r["diverged_at"] is not None else "done",
-           **{k: r[k] for k in ("train_acc", "test_clean", "test_train_mode", "test_noisy_running", "early_loss",
-                                "drift_location", "drift_log_scale")}}
-          for norm, rs in summ.items() for r in rs]
+# results.csv: the sweep studies' columns, then these per-run values.
+CSV_KEYS = ("train_acc", "test_clean", "test_train_mode", "test_noisy_running", "early_loss", "drift_location",
+            "drift_log_scale")
 
 
 def run(config, workdir: str, log=print) -> str:
@@ -258,7 +252,7 @@ layers. Mean ± s.e. over {len(config.seeds)} seeds; differences are paired by s
 {table}
 """
   figures = [_plot_training(results, summ, workdir), _plot_distributions(config, results, workdir)]
-  rules.write_results_csv(csv_rows(config, summ), workdir)
+  rules.write_results_csv(_training.summary_csv_rows(config, summ, "test_clean", CSV_KEYS), workdir)
   return _report.write_report(workdir, TITLE, rows, notes, figures,
                               data={"summary": summ, "results": slim_results(results),
                                     "finals": {n: {s: {k: h[k] for k in ("test_clean", "test_train_mode",

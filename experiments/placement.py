@@ -29,6 +29,7 @@ from experiments import _sweep_study as study
 from experiments._report import fmt
 from experiments._training import (NOISE_AWARE_RULE, Provenance, both_rules, cfg_copy, converged, flat_record,
                                    loss_changes, mean_std, record_convergence, stat, tail_mean, train_with_eval,
+                                   train_then_write,
                                    write_runs_csv)
 
 TITLE = "Normalization before vs after the activation (seed 000)"
@@ -104,10 +105,7 @@ def _plot(results, workdir) -> str:
 
 
 def run(config, workdir: str, log=print) -> str:
-  os.makedirs(workdir, exist_ok=True)
-  prov = Provenance()
-  results = _train_all(config, log)
-  return write(config, results, workdir, provenance=prov.finish())
+  return train_then_write(_train_all, write, config, workdir, log)
 
 
 def pooled(results: dict) -> study.Stat:

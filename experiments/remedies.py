@@ -63,14 +63,11 @@ def run(preset: str, workdir: str, log=print) -> str:
   ax.errorbar(range(len(done)), [t[n].mean for n in done], yerr=[t[n].se for n in done], fmt="o", capsize=3)
   ax.set_xticks(range(len(done)))
   ax.set_xticklabels(done, rotation=30, fontsize=7)
-  ax.set_ylabel("error (%, ± s.e.)")
-  ax.set_title("small-batch remedies (8 devices)")
-  ax.grid(alpha=0.3)
+  _report.label_axes(ax, ylabel="error (%, ± s.e.)", title="small-batch remedies (8 devices)", legend=None)
   png = _report.save_figure(fig, workdir, "remedies.png")
   study.write_results_csv(rows, workdir)
-  lines = ["| variant | error (%) |", "|---|---|"] + [f"| {n} | {study.show(t.get(n))} |" for n in names]
-  notes = f"""Provenance: report written at {study.provenance()}; cells trained at
-{study.trained_at(workdir, "sweep")}.
+  lines = study.variant_lines(t, names)
+  notes = f"""{study.provenance_lines(workdir)}
 
 Preset `{preset}`: model `{sweep.overrides.model}` on `{sweep.overrides.dataset}`, the batch-size study's protocol
 (configs/sweeps/_common.py: 8 devices, local BN, lr 0.1 x 8b/256, warmup, equal epochs); BRN ramps r_max 1 -> 3 and

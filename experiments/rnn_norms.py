@@ -38,7 +38,8 @@ from experiments import _report, main_for
 from experiments import _sweep_study as study
 from experiments._training import (NOISE_AWARE_RULE, Evaluator, Provenance, both_rules, cfg_copy, converged,
                                    flat_record, loss_changes, record_convergence, se_str, stat, tail_mean,
-                                   train_with_eval, write_runs_csv)
+                                   train_with_eval, train_then_write,
+                                   write_runs_csv)
 
 TITLE = "Normalization in RNNs with variable-length sequences, and unseen lengths (seed 000, problem 3)"
 SUFFERS_PTS = 1.0  # per-step BN's small-batch deficit vs LN must exceed its large-batch deficit by >= this (pts)
@@ -160,10 +161,7 @@ def _plot(config, results, workdir) -> str:
 
 
 def run(config, workdir: str, log=print) -> str:
-  os.makedirs(workdir, exist_ok=True)
-  prov = Provenance()
-  results = _train_all(config, log)
-  return write(config, results, workdir, provenance=prov.finish())
+  return train_then_write(_train_all, write, config, workdir, log)
 
 
 def write(config, results: dict, workdir: str, provenance: dict | None = None) -> str:

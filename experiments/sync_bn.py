@@ -61,15 +61,10 @@ def run(preset: str, workdir: str, log=print) -> str:
     if xs:
       ax.errorbar(xs, [t[(v, p)].mean for p in xs], yerr=[t[(v, p)].se for p in xs], marker="o", capsize=3, label=v)
   ax.set_xscale("log", base=2)
-  ax.set_xlabel("examples per device (8 devices)")
-  ax.set_ylabel("error (%, ± s.e.)")
-  ax.set_title("SyncBN vs local BN")
-  ax.grid(alpha=0.3)
-  ax.legend(fontsize=8)
+  _report.label_axes(ax, "examples per device (8 devices)", "error (%, ± s.e.)", "SyncBN vs local BN")
   png = _report.save_figure(fig, workdir, "sync_vs_local.png")
   study.write_results_csv(rows, workdir)
-  notes = f"""Provenance: report written at {study.provenance()}; cells trained at
-{study.trained_at(workdir, "sweep")}.
+  notes = f"""{study.provenance_lines(workdir)}
 
 Preset `{preset}`: model `{sweep.overrides.model}` on `{sweep.overrides.dataset}`, 8 devices (fake CPU devices:
 same numerics as real ones, not the speed), gradients averaged over all devices in both modes; only BN's batch

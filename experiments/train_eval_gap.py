@@ -28,13 +28,12 @@ when it differs (`_training.both_rules`).
 """
 from __future__ import annotations
 
-import os
-
 from experiments import _report, main_for
 from experiments import _sweep_study as study
 from experiments._report import fmt
 from experiments._training import (NOISE_AWARE_RULE, Evaluator, Provenance, both_rules, cfg_copy, converged,
-                                   flat_record, loss_changes, record_convergence, stat, tail_mean, write_runs_csv)
+                                   flat_record, loss_changes, record_convergence, stat, tail_mean, train_then_write,
+                                   write_runs_csv)
 from normlab.analysis import training
 
 TITLE = "BN's train / inference statistics gap and small batches, BN vs GN (seed 000, problems 1 and 4)"
@@ -146,10 +145,7 @@ def _plot(config, results, workdir) -> list[str]:
 
 
 def run(config, workdir: str, log=print) -> str:
-  os.makedirs(workdir, exist_ok=True)
-  prov = Provenance()
-  results = _train_all(config, log)
-  return write(config, results, workdir, provenance=prov.finish())
+  return train_then_write(_train_all, write, config, workdir, log)
 
 
 def write(config, results: dict, workdir: str, provenance: dict | None = None) -> str:

@@ -152,6 +152,7 @@ def test_script_rejects_bad_seed_flags_with_one_line(flag, match):
 
 
 @pytest.mark.slow
+@pytest.mark.devices(8)
 def test_seed_sweep_times_both_and_the_losses_agree():
   from normlab.bench.seeds import run_seed_sweep
   rows = run_seed_sweep(seeds=(2,), batches=(4,), num_steps=3)

@@ -172,8 +172,8 @@ def test_missing_standard_dataset(tmp_path, name):
 
 with tfds_utils.quiet() as tfds:
 
-    class NormlabTestFakeCifar(tfds.core.GeneratorBasedBuilder):
-        """20 random 32x32 RGB PNGs, standing in for a user-prepared cifar10."""
+    class _FakeImages(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+        """A tiny image-classification builder: subclasses set IMAGE (a tfds Image feature) and NUM_CLASSES."""
 
         VERSION = tfds.core.Version("1.0.0")
         code_path = None
@@ -182,10 +182,15 @@ with tfds_utils.quiet() as tfds:
             return tfds.core.DatasetInfo(
                 builder=self,
                 features=tfds.features.FeaturesDict(
-                    {"image": tfds.features.Image(shape=(32, 32, 3)), "label": tfds.features.ClassLabel(num_classes=10)}
+                    {"image": self.IMAGE, "label": tfds.features.ClassLabel(num_classes=self.NUM_CLASSES)}
                 ),
                 disable_shuffling=True,
             )
+
+    class NormlabTestFakeCifar(_FakeImages):
+        """20 random 32x32 RGB PNGs, standing in for a user-prepared cifar10."""
+
+        IMAGE, NUM_CLASSES = tfds.features.Image(shape=(32, 32, 3)), 10
 
         def _split_generators(self, dl_manager):
             return {"train": self._generate_examples(20)}
@@ -197,23 +202,10 @@ with tfds_utils.quiet() as tfds:
             for i in range(n):
                 yield i, {"image": Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)), "label": i % 10}
 
-    class NormlabTestFakeImagenet(tfds.core.GeneratorBasedBuilder):
+    class NormlabTestFakeImagenet(_FakeImages):
         """7 JPEGs of varying sizes, standing in for imagenet2012."""
 
-        VERSION = tfds.core.Version("1.0.0")
-        code_path = None
-
-        def _info(self):
-            return tfds.core.DatasetInfo(
-                builder=self,
-                features=tfds.features.FeaturesDict(
-                    {
-                        "image": tfds.features.Image(shape=(None, None, 3), encoding_format="jpeg"),
-                        "label": tfds.features.ClassLabel(num_classes=5),
-                    }
-                ),
-                disable_shuffling=True,
-            )
+        IMAGE, NUM_CLASSES = tfds.features.Image(shape=(None, None, 3), encoding_format="jpeg"), 5
 
         def _split_generators(self, dl_manager):
             return {"validation": self._generate_examples()}

@@ -120,6 +120,18 @@ def train(config, measure: Callable | None = None, *, measure_every: int = 0, lo
   return {"measured": rows, "curve": curve.rows, "diverged_at": diverged}, curve.run
 
 
+def lazy_measure(make_measure: Callable[[Any], Callable]) -> Callable:
+  """A `measure` for `train` that calls `make_measure(run)` on its first call (once the run's model exists,
+  so it can jit for that model) and reuses what it returned for the rest of the run."""
+  built = []
+
+  def measure(run, step, state, batch, new_state):
+    if not built:
+      built.append(make_measure(run))
+    return built[0](run, step, state, batch, new_state)
+  return measure
+
+
 def train_grid(config, make_measure: Callable[[Any], Callable], *, log: Callable = print) -> dict:
   """Every run in `config.runs` (name -> training keys) with every norm in `config.norms`, measured
   every `config.measure_every` steps by `make_measure(run)` (called once per training run, so it can
@@ -133,12 +145,6 @@ def train_grid(config, make_measure: Callable[[Any], Callable], *, log: Callable
       c.norm = norm
       log(f"{name} norm={norm}: {c.model} {c.model_options.to_dict()} on {c.dataset}, "
           f"{c.optimizer} lr={c.learning_rate}, {c.num_steps} steps")
-      cache = {}
-
-      def measure(run, step, state, batch, new_state, cache=cache):
-        if "fn" not in cache:
-          cache["fn"] = make_measure(run)
-        return cache["fn"](run, step, state, batch, new_state)
-      hist, _ = train(c, measure, measure_every=int(config.measure_every), log=log)
+      hist, _ = train(c, lazy_measure(make_measure), measure_every=int(config.measure_every), log=log)
       out[name][norm] = hist
   return out

@@ -48,25 +48,24 @@ def _block(tree):
 
 # ----------------------------------------------------------------------------------------------- JAX
 
+def _module(lib, norm: str, dtype) -> nn.Module:
+  """The benchmark's layer for `norm` from `lib` (flax.linen or normlab.layers: the same fields)."""
+  return {
+      "bn": lambda: lib.BatchNorm(use_running_average=False, momentum=MOMENTUM, epsilon=EPS["bn"], dtype=dtype),
+      "ln": lambda: lib.LayerNorm(epsilon=EPS["ln"], dtype=dtype),
+      "gn": lambda: lib.GroupNorm(num_groups=NUM_GROUPS, epsilon=EPS["gn"], dtype=dtype),
+      "in": lambda: lib.InstanceNorm(epsilon=EPS["in"], dtype=dtype),
+      "rms": lambda: lib.RMSNorm(epsilon=EPS["rms"], dtype=dtype),
+  }[norm]()
+
+
 def normlab_module(norm: str, dtype=None) -> nn.Module:
   from normlab import layers
-  return {
-      "bn": lambda: layers.BatchNorm(use_running_average=False, momentum=MOMENTUM, epsilon=EPS["bn"], dtype=dtype),
-      "ln": lambda: layers.LayerNorm(epsilon=EPS["ln"], dtype=dtype),
-      "gn": lambda: layers.GroupNorm(num_groups=NUM_GROUPS, epsilon=EPS["gn"], dtype=dtype),
-      "in": lambda: layers.InstanceNorm(epsilon=EPS["in"], dtype=dtype),
-      "rms": lambda: layers.RMSNorm(epsilon=EPS["rms"], dtype=dtype),
-  }[norm]()
+  return _module(layers, norm, dtype)
 
 
 def flax_module(norm: str, dtype) -> nn.Module:
-  return {
-      "bn": lambda: nn.BatchNorm(use_running_average=False, momentum=MOMENTUM, epsilon=EPS["bn"], dtype=dtype),
-      "ln": lambda: nn.LayerNorm(epsilon=EPS["ln"], dtype=dtype),
-      "gn": lambda: nn.GroupNorm(num_groups=NUM_GROUPS, epsilon=EPS["gn"], dtype=dtype),
-      "in": lambda: nn.InstanceNorm(epsilon=EPS["in"], dtype=dtype),
-      "rms": lambda: nn.RMSNorm(epsilon=EPS["rms"], dtype=dtype),
-  }[norm]()
+  return _module(nn, norm, dtype)
 
 
 def _loss(y, w):

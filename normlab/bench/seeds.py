@@ -19,7 +19,7 @@ def _cells(sweep_config: str, batch: int, seeds: int, variant: str):
   from normlab import sweep
   s = sweep.load_config_file(sweep_config)
   s.grid.variant = (variant,)
-  s.grid.batch_size = (batch,)
+  s.grid.batch_size = (batch * int(s.get("num_devices", 1) or 1),)  # the grid holds global batches
   s.grid.seed = tuple(range(seeds))
   return [c.config for c in sweep.expand(s)]
 
@@ -38,7 +38,8 @@ def run_seed_sweep(*, seeds: tuple[int, ...] = (2, 4), batches: tuple[int, ...] 
       for s in seeds:
         configs = _cells(sweep_config, batch, s, variant)
         if num_steps is not None:
-          for c in configs:
+          for c in configs:  # the warmup shrinks with the run (it must stay inside it)
+            c.warmup_steps = max(1, min(int(c.warmup_steps), num_steps - 1))
             c.num_steps = num_steps
         t = time.perf_counter()
         seq = [train_and_evaluate(c, f"{root}/seq_{batch}_{s}_{i}") for i, c in enumerate(configs)]
