@@ -18,6 +18,13 @@ Rules, fixed before the results they judge (git history shows the order):
     "inconclusive" (the seeds cannot tell); "inconclusive" too if a cell did not converge or tol is not
     positive.
   * The same convergence rule on an in-memory per-step curve: `curve_converged(curve, diverged_at)`.
+  * Correction (after the cpu results): a value in metrics.jsonl is the mean train loss over the steps since the
+    previous logged step, so the rule's "mean over steps" weights each value by those steps. The code first
+    weighted every logged value alike, and a final value over the last 7-15 steps of a run counted as much as
+    one over 468 steps: its noise alone failed or passed runs. Per-step curves (one value a step) are
+    unchanged. The rule itself is unchanged; each report keeps the verdict under the first computation
+    beside any verdict the correction changes (`both_computations`), and results.csv keeps both columns
+    (`converged`, `converged_unweighted`).
 """
 from __future__ import annotations
 
@@ -96,20 +103,28 @@ def curve_converged(curve, diverged_at=None) -> tuple[bool, float | None]:
   return is_converged(change, "diverged" if diverged_at is not None else "done"), change
 
 
-def loss_change(rows: dict) -> float | None:
-  """(mean train loss over steps (0.8T, 0.9T]) / (mean over (0.9T, T]) - 1 of {step: train loss}."""
+def loss_change(rows: dict, weighted: bool = True) -> float | None:
+  """(mean train loss over steps (0.8T, 0.9T]) / (mean over (0.9T, T]) - 1 of {step: train loss}, where the
+  value at step s is the mean over the steps since the previous logged step, so it weighs that many steps
+  (`weighted`; one step for per-step curves). weighted=False: every value weighs the same (the first
+  computation, see the module docstring)."""
   if not rows:
     return None
-  total = max(rows)
-  late = [v for s, v in rows.items() if s > 0.9 * total]
-  before = [v for s, v in rows.items() if 0.8 * total < s <= 0.9 * total]
+  total, weight, prev = max(rows), {}, 0
+  for s in sorted(rows):
+    weight[s], prev = (max(s - prev, 1) if weighted else 1), s
+
+  def mean(steps):
+    return sum(rows[s] * weight[s] for s in steps) / sum(weight[s] for s in steps)
+  late = [s for s in rows if s > 0.9 * total]
+  before = [s for s in rows if 0.8 * total < s <= 0.9 * total]
   if not late or not before:
     return None
-  lb = sum(late) / len(late)
-  return (sum(before) / len(before)) / lb - 1.0 if lb > 0 else None
+  lb = mean(late)
+  return mean(before) / lb - 1.0 if lb > 0 else None
 
 
-def train_loss_change(cell_dir: str) -> float | None:
+def train_loss_change(cell_dir: str, weighted: bool = True) -> float | None:
   """`loss_change` of the train losses in the cell's metrics.jsonl (None if there are none)."""
   path = os.path.join(cell_dir, "metrics.jsonl")
   if not os.path.isfile(path):
@@ -120,21 +135,22 @@ def train_loss_change(cell_dir: str) -> float | None:
       r = json.loads(line)
       if "train_loss" in r and "step" in r:
         rows[int(r["step"])] = float(r["train_loss"])
-  return loss_change(rows)
+  return loss_change(rows, weighted)
 
 
 def is_converged(change: float | None, status: str | None) -> bool:
   return status == "done" and change is not None and abs(change) < CONVERGENCE_TOL
 
 
-def stats(rows, *keys) -> dict:
-  """{key values (a tuple, or the value for one key): Stat} of eval_error (%) over the seeds."""
+def stats(rows, *keys, converged_key: str = "converged") -> dict:
+  """{key values (a tuple, or the value for one key): Stat} of eval_error (%) over the seeds; a cell has
+  converged when every run's `converged_key` is true."""
   errs, div, conv, runs = defaultdict(list), defaultdict(int), defaultdict(lambda: True), defaultdict(int)
   for r in rows:
     k = tuple(r.get(key) for key in keys)
     k = k if len(keys) > 1 else k[0]
     runs[k] += 1
-    conv[k] = conv[k] and bool(r.get("converged"))
+    conv[k] = conv[k] and bool(r.get(converged_key))
     if r.get("eval_error") is not None:
       errs[k].append(100.0 * float(r["eval_error"]))
     elif r.get("status") == "diverged":
@@ -181,9 +197,24 @@ def run_study_sweep(name: str, preset: str, workdir: str, log=print, subdir: str
     r["num_devices"] = devices
     r["batch_size"] = int(c.config.batch_size) // devices
     r["learning_rate"] = float(c.config.learning_rate)
-    r["train_loss_change"] = train_loss_change(os.path.join(sweep_dir, "cells", c.id))
+    cell_dir = os.path.join(sweep_dir, "cells", c.id)
+    r["train_loss_change"] = train_loss_change(cell_dir)
     r["converged"] = is_converged(r["train_loss_change"], r.get("status"))
+    r["train_loss_change_unweighted"] = train_loss_change(cell_dir, weighted=False)
+    r["converged_unweighted"] = is_converged(r["train_loss_change_unweighted"], r.get("status"))
   return sweep, rows
+
+
+def both_computations(build: Callable[[str], list]) -> list:
+  """The claim rows `build(converged_key)` makes with the step-weighted windows ('converged'); where the first,
+  unweighted computation ('converged_unweighted') gives another verdict, it is kept in the row's 'ours'."""
+  rows = build("converged")
+  old = {r["claim"]: r["verdict"] for r in build("converged_unweighted")}
+  for row in rows:
+    if old.get(row["claim"], row["verdict"]) != row["verdict"]:
+      row["ours"] += (f" [verdict with the unweighted convergence windows the results were first judged by: "
+                      f"{old[row['claim']]}]")
+  return rows
 
 
 def write_results_csv(rows, workdir: str, name: str = "results.csv") -> str:
@@ -235,11 +266,13 @@ def variant_lines(table: dict, names) -> list[str]:
 def convergence_note(rows) -> str:
   runs = [r for r in rows if r.get("status") in ("done", "diverged")]
   ok = sum(bool(r.get("converged")) for r in runs)
+  old = sum(bool(r.get("converged_unweighted")) for r in runs)
   pending = sum(r.get("status") == "pending" for r in rows)
   return ((f"{pending} of {len(rows)} runs had not finished when this report was written (missing below); " if pending
            else "") + f"{ok}/{len(runs)} finished runs converged (train loss over the last tenth of training within "
-          f"{100 * CONVERGENCE_TOL:.0f}% of the tenth before); cells marked * did not all converge, and a claim "
-          f"that uses one is inconclusive")
+          f"{100 * CONVERGENCE_TOL:.0f}% of the tenth before, each logged value weighted by the steps it averages; "
+          f"{old}/{len(runs)} with every logged value weighted alike, as first computed); cells marked * did not "
+          f"all converge, and a claim that uses one is inconclusive")
 
 
 def seeds_note(rows) -> str:

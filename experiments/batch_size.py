@@ -158,12 +158,16 @@ def run(preset: str, workdir: str, log=print) -> str:
   batches = sorted({r["batch_size"] for r in rows})
   ref = max(batches)
   ghost_rows = [r for r in fixed_rows if r["variant"].startswith("ghostBN")]
-  t = study.stats(rows + [r for r in fixed_rows if r not in ghost_rows], "variant", "batch_size")
+
+  def tables(key: str = "converged"):
+    t = study.stats(rows + [r for r in fixed_rows if r not in ghost_rows], "variant", "batch_size", converged_key=key)
+    g = {int(k.split("=")[1]): s for k, s in study.stats(ghost_rows, "variant", converged_key=key).items()}
+    if t.get(("BN", ref)):
+      g[ref] = t[("BN", ref)]
+    return t, g
+  t, g = tables()
   norms = [n for n in ("BN", "GN", "LN", "IN", "none") if any(k[0] == n for k in t)]
-  g = {int(k.split("=")[1]): s for k, s in study.stats(ghost_rows, "variant").items()}
-  if t.get(("BN", ref)):
-    g[ref] = t[("BN", ref)]
-  out = claims(t, g, batches)
+  out = study.both_computations(lambda key: claims(*tables(key), batches))
   fig = _plot(t, g, norms, batches, workdir)
   all_rows = rows + fixed_rows
   study.write_results_csv(all_rows, workdir)

@@ -54,7 +54,7 @@ def run(preset: str, workdir: str, log=print) -> str:
   sweep, rows = study.run_study_sweep("group_count", preset, workdir, log)
   t = study.stats(rows, "variant")
   names = list(sweep.grid.variant)
-  out = claims(t, names)
+  out = study.both_computations(lambda key: claims(study.stats(rows, "variant", converged_key=key), names))
   fig, ax = _report.new_figure(size=(6.0, 3.8))
   plotted = [n for n in names if n != "BN" and t.get(n) and t[n].n]
   x = list(range(len(plotted)))

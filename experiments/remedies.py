@@ -57,7 +57,7 @@ def run(preset: str, workdir: str, log=print) -> str:
   t = study.stats(rows, "variant")
   names = list(sweep.grid.variant)
   smalls = sorted({int(n.split("=")[1]) for n in names if not n.endswith("=32")})
-  out = claims(t, smalls)
+  out = study.both_computations(lambda key: claims(study.stats(rows, "variant", converged_key=key), smalls))
   fig, ax = _report.new_figure(size=(6.5, 3.8))
   done = [n for n in names if t.get(n) and t[n].n]
   ax.errorbar(range(len(done)), [t[n].mean for n in done], yerr=[t[n].se for n in done], fmt="o", capsize=3)

@@ -54,7 +54,8 @@ def run(preset: str, workdir: str, log=print) -> str:
   sweep, rows = study.run_study_sweep("sync_bn", preset, workdir, log)
   t = study.stats(rows, "variant", "batch_size")
   per = sorted({r["batch_size"] for r in rows})
-  out = claims(t, per)
+  out = study.both_computations(lambda key: claims(study.stats(rows, "variant", "batch_size", converged_key=key),
+                                                    per))
   fig, ax = _report.new_figure(size=(5.5, 3.8))
   for v in sweep.grid.variant:
     xs = [p for p in per if t.get((v, p)) and t[(v, p)].n]

@@ -28,6 +28,35 @@ def test_convergence_rule(tmp_path):
   assert study.train_loss_change(str(tmp_path / "missing")) is None
 
 
+def test_convergence_windows_weight_each_logged_mean_by_its_steps(tmp_path):
+  # Logged every 10 steps, then a last value over 2 steps (steps 191-192) that is far off by noise alone.
+  path = tmp_path / "metrics.jsonl"
+  steps = [10 * i for i in range(1, 20)] + [192]
+  losses = [2.0] * 15 + [1.0] * 4 + [0.9]
+  with open(path, "w") as f:
+    for step, loss in zip(steps, losses):
+      f.write(json.dumps({"step": step, "train_loss": loss}) + "\n")
+  # (172.8, 192]: 180 (weight 10), 190 (10), 192 (2); (153.6, 172.8]: 160 (10), 170 (10).
+  late = (1.0 * 10 + 1.0 * 10 + 0.9 * 2) / 22
+  assert study.train_loss_change(str(tmp_path)) == pytest.approx(1.0 / late - 1)
+  assert study.is_converged(study.train_loss_change(str(tmp_path)), "done")
+  assert study.train_loss_change(str(tmp_path), weighted=False) == pytest.approx(1.0 / (2.9 / 3) - 1)
+  assert not study.is_converged(study.train_loss_change(str(tmp_path), weighted=False), "done")
+  # One value per step (the in-memory curves): weighting changes nothing, 0- or 1-based.
+  for first in (0, 1):
+    curve = {first + i: 1.0 / (1 + i) for i in range(50)}
+    assert study.loss_change(curve) == study.loss_change(curve, weighted=False)
+
+
+def test_both_computations_keeps_the_first_verdict_beside_a_changed_one():
+  def build(key):
+    return [{"claim": "c", "ours": "x", "verdict": "reproduced" if key == "converged" else "inconclusive"},
+            {"claim": "d", "ours": "y", "verdict": "partly"}]
+  a, b = study.both_computations(build)
+  assert a["verdict"] == "reproduced" and a["ours"].endswith("first judged by: inconclusive]")
+  assert b["ours"] == "y"
+
+
 def _rows(name, errors, converged=True, **extra):
   return [{"variant": name, "eval_error": e / 100, "status": "done", "converged": converged, **extra} for e in errors]
 
