@@ -187,7 +187,7 @@ def run_study_sweep(name: str, preset: str, workdir: str, log=print, subdir: str
   if not REPORT_ONLY:
     os.makedirs(sweep_dir, exist_ok=True)
     with open(os.path.join(sweep_dir, "trained_at.txt"), "a") as f:
-      f.write(provenance() + "\n")
+      f.write(provenance("started") + "\n")
   cells = run_sweep(sweep, sweep_dir, log=log, report_only=REPORT_ONLY)
   log(f"{name}: sweep done in {time.time() - t0:.0f} s")
   extra = [k for k in sweep.get("extra_columns", ()) if k not in cells[0].params]
@@ -242,14 +242,15 @@ def trained_at(workdir: str, *subdirs: str) -> str:
   return "; ".join(lines) or "not recorded"
 
 
-def provenance() -> str:
-  """'commit abc1234 (clean tree), run finished 2026-12-01 10:00 UTC': the report's provenance line."""
+def provenance(event: str = "finished") -> str:
+  """'commit abc1234 (clean tree), finished 2026-12-01 10:00 UTC' (now): the report's provenance line;
+  event='started' for the line a sweep records when it starts training."""
   def git(*args):
     return subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True).stdout.strip()
   sha = git("rev-parse", "--short", "HEAD") or "unknown"
   dirty = git("status", "--porcelain", "--untracked-files=no")
   when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-  return f"commit {sha} ({'uncommitted changes: ' + dirty.splitlines()[0] if dirty else 'clean tree'}), finished {when}"
+  return f"commit {sha} ({'uncommitted changes: ' + dirty.splitlines()[0] if dirty else 'clean tree'}), {event} {when}"
 
 
 def provenance_lines(workdir: str, *subdirs: str) -> str:

@@ -437,8 +437,7 @@ class Provenance:
 
   def __init__(self):
     self.t0 = time.time()
-    self.trained_at = study.provenance().split(", finished")[0] + ", started " + time.strftime(
-        "%Y-%m-%d %H:%M UTC", time.gmtime(self.t0))
+    self.trained_at = study.provenance("started")
 
   def finish(self) -> dict:
     return {"trained_at": self.trained_at, "wall_s": round(time.time() - self.t0, 1)}
