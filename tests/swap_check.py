@@ -39,6 +39,7 @@ def report(what, a, b, tol=TOL):
     failures.append(what)
 
 
+@functools.partial(jax.jit, static_argnums=2)
 def perturbed(tree, key, scale=0.1):
   leaves, treedef = jax.tree.flatten(tree)
   keys = jax.random.split(key, len(leaves))
@@ -112,16 +113,15 @@ def nnx_swap():
   def loss(model, x):
     return jnp.mean(model(x) ** 2)
 
-  grads = {}
-  for name, m in (("flax", theirs), ("normlab", ours)):
-    grads[name] = nnx.grad(loss)(m, x)  # training mode: updates mean/var
+  grad_step = nnx.jit(lambda m, x: nnx.grad(loss)(m, x))  # training mode: updates mean/var in the module
+  grads = {name: grad_step(m, x) for name, m in (("flax", theirs), ("normlab", ours))}
   report("nnx train gradients", grads["flax"], grads["normlab"])
   report("nnx state after a train step (running statistics)", nnx.state(theirs), nnx.state(ours))
   if np.allclose(ours.bn1.mean[...], state["bn1"]["mean"][...]):
     failures.append("nnx train step left the running mean unchanged")
   for m in (theirs, ours):
     m.bn1.use_running_average = True
-  report("nnx eval outputs", theirs(x), ours(x))
+  report("nnx eval outputs", *(nnx.jit(lambda m, x: m(x))(m, x) for m in (theirs, ours)))
   back = CNN(nnx, rngs=nnx.Rngs(5))
   nnx.update(back, nnx.state(ours))  # and normlab's state loads into flax's
   report("nnx state round trip normlab -> flax", nnx.state(back), nnx.state(ours), tol=0.0)
