@@ -71,6 +71,20 @@ def _load_average() -> list[float] | None:
     return None
 
 
+def _commit() -> str | None:
+  """'abc1234 (clean tree)' of the checkout normlab runs from, or None outside a git checkout."""
+  import subprocess
+  root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  try:
+    sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
+                         timeout=10).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                           capture_output=True, text=True, timeout=10).stdout.strip()
+  except (OSError, subprocess.SubprocessError):
+    return None
+  return f"{sha} ({'uncommitted changes' if dirty else 'clean tree'})" if sha else None
+
+
 def environment(torch=None) -> dict:
   dev = jax.devices()[0]
   env = {
@@ -92,5 +106,6 @@ def environment(torch=None) -> dict:
       "load_average": _load_average(),
       "platform": f"{platform.system()} {platform.release()}",
       "argv": " ".join(sys.argv),
+      "commit": _commit(),
   }
   return env

@@ -23,7 +23,7 @@ def _header_lines(report: BenchReport) -> list[str]:
       f"device: {e['device']} (backend {e['backend']}, {e['device_count']} device(s)); "
       f"CPU: {e['cpu_model']}, {e['cpu_cores']} cores",
       f"jax {e['jax']} / jaxlib {e['jaxlib']}, flax {e['flax']}, {torch}, numpy {e['numpy']}, "
-      f"python {e['python']}",
+      f"python {e['python']}" + (f"; normlab at commit {e['commit']}" if e.get("commit") else ""),
       f"best of {report.config['repeats']} interleaved rounds after {report.config['warmup']} warm-up "
       f"call(s); times in ms"
       + (" of process CPU time, 1 thread each (XLA and torch)" if report.config.get("single_thread")
