@@ -1,6 +1,6 @@
-"""Test setup: the tests' data dir, the `float64` fixture and the `devices(n)` marker.
+"""Test setup: the tests' data dir, two compile-time savers, the `float64` fixture and the `devices(n)` marker.
 
-Nothing here is global: float64 is on only in the tests that use the `float64` fixture (modules that
+The only global settings are for speed (classic threefry, a session compilation cache; below). float64 is on only in the tests that use the `float64` fixture (modules that
 compare against the float64 references in tests/references.py mark themselves with
 `pytestmark = pytest.mark.usefixtures("float64")`), and a test marked `@pytest.mark.devices(n)` runs
 in a subprocess with n fake CPU devices, together with its module's other devices(n) tests (XLA reads the
@@ -8,6 +8,7 @@ device count once, before jax first touches a device, so it cannot be changed in
 outcome is reported here.
 """
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -19,11 +20,28 @@ import pytest
 _REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (_REPO_ROOT, os.environ.get("PYTHONPATH")) if p)
 os.environ.setdefault("NORMLAB_DATA_DIR", os.path.join(os.path.dirname(__file__), "..", ".pytest_cache", "tfds"))
+# Threefry's "partitionable" mode (jax's default) costs ~1-2 s of XLA:CPU compile per shape drawn, against
+# ~0.3 s in the classic mode, and model inits in the tests draw hundreds of shapes. The classic mode draws
+# other bits but with the same guarantees (deterministic, and independent of sharding); nothing here
+# depends on particular bits. Subprocesses inherit it.
+os.environ.setdefault("JAX_THREEFRY_PARTITIONABLE", "0")
+# One persistent compilation cache for this session: its xdist workers and every subprocess they start
+# (scripts, devices(n) runs) share the compiles that take over jax's default threshold of 1 s (train
+# steps, models), which the tests build again and again in new jit wrappers. An entry is used only when the
+# HLO, compile options, backend and jax version all match. A new directory per session, removed at its end.
+_OWN_CACHE = None  # the directory this process made (the xdist controller's, or a lone pytest's)
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = _OWN_CACHE = tempfile.mkdtemp(prefix="normlab-test-jax-cache-")
 _CHILD = "NORMLAB_TEST_DEVICES"  # set in the subprocess of a `devices(n)` test: run it here
 
 
 def pytest_configure(config):
   config.addinivalue_line("markers", "devices(n): runs in a subprocess with n fake CPU devices")
+
+
+def pytest_unconfigure(config):
+  if _OWN_CACHE:
+    shutil.rmtree(_OWN_CACHE, ignore_errors=True)
 
 
 @pytest.fixture

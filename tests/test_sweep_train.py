@@ -10,6 +10,7 @@ import json
 import os
 import time
 
+import ml_collections
 import numpy as np
 import pytest
 
@@ -113,6 +114,8 @@ def test_vmapped_seeds_on_8_devices_equal_separate_runs(tmp_path, bn_mode):
 def test_vmapped_seeds_record_divergence_instead_of_raising(tmp_path):
   s = tiny_sweep(True)
   s.overrides.debug_nan_at_step = 3  # every seed's loss is NaN at step 3 (nan_policy='stop')
+  s.overrides.model = "mlp"  # the loop's divergence path, not the model, is under test: the cheapest compile
+  s.overrides.model_options = ml_collections.ConfigDict({"widths": (16,)})
   cells = sweep.expand(s)
   out = train_and_evaluate_seeds([c.config for c in cells], [str(tmp_path / str(i)) for i in range(len(cells))])
   assert [o["status"] for o in out] == ["diverged", "diverged"]
