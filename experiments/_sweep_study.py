@@ -32,12 +32,12 @@ import dataclasses
 import json
 import math
 import os
-import subprocess
 import time
 from collections import defaultdict
 from typing import Callable
 
 from experiments import REPO_ROOT
+from normlab import provenance as provenance_lib
 
 PRESETS = ("smoke", "cpu", "gpu")
 REPORT_ONLY = False  # set by the entry point's --report_only: build the report from the cells there are
@@ -245,12 +245,9 @@ def trained_at(workdir: str, *subdirs: str) -> str:
 def provenance(event: str = "finished") -> str:
   """'commit abc1234 (clean tree), finished 2026-12-01 10:00 UTC' (now): the report's provenance line;
   event='started' for the line a sweep records when it starts training."""
-  def git(*args):
-    return subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True).stdout.strip()
-  sha = git("rev-parse", "--short", "HEAD") or "unknown"
-  dirty = git("status", "--porcelain", "--untracked-files=no")
+  sha, dirty = provenance_lib.git_commit(REPO_ROOT) or ("unknown", "")
   when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-  return f"commit {sha} ({'uncommitted changes: ' + dirty.splitlines()[0] if dirty else 'clean tree'}), {event} {when}"
+  return f"commit {sha} ({'uncommitted changes: ' + dirty if dirty else 'clean tree'}), {event} {when}"
 
 
 def provenance_lines(workdir: str, *subdirs: str) -> str:

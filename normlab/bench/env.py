@@ -8,6 +8,8 @@ from importlib import metadata
 
 import jax
 
+from normlab import provenance
+
 
 def cpu_model() -> str:
   """The CPU's marketing name from /proc/cpuinfo (Linux), else platform.processor()."""
@@ -73,16 +75,8 @@ def _load_average() -> list[float] | None:
 
 def _commit() -> str | None:
   """'abc1234 (clean tree)' of the checkout normlab runs from, or None outside a git checkout."""
-  import subprocess
-  root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-  try:
-    sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
-                         timeout=10).stdout.strip()
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                           capture_output=True, text=True, timeout=10).stdout.strip()
-  except (OSError, subprocess.SubprocessError):
-    return None
-  return f"{sha} ({'uncommitted changes' if dirty else 'clean tree'})" if sha else None
+  found = provenance.git_commit()
+  return f"{found[0]} ({'uncommitted changes' if found[1] else 'clean tree'})" if found else None
 
 
 def environment(torch=None) -> dict:
