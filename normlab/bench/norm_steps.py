@@ -1,7 +1,9 @@
 """Per-norm training steps: the same small model with normlab's layer and with flax.linen's.
 
-Three models, each a jit-compiled SGD-with-momentum step (`value_and_grad` of the loss, the update,
-and BatchNorm's running statistics), timed interleaved (`timing.interleaved_best`):
+Three models, each trained by the training loop's own compiled step (`train_step.loop_step`: loss,
+gradients, SGD with momentum, BatchNorm's running statistics, finiteness checks), timed interleaved
+(`timing.interleaved_best`). The norms are built in training mode; the models take the loop's `train`
+argument and ignore it.
 
 - conv: a 3x3 stem conv and three 1x1 convs, each followed by the norm and a ReLU, global average
   pool, dense head; images (batch, 32, 32, 3), 64 channels. Norms: bn, gn, in.
@@ -19,10 +21,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from normlab.bench import impls
 from normlab.bench.timing import interleaved_best
+from normlab.bench.train_step import loop_step
 
 # (model, norm) pairs timed by default
 STEPS = (("conv", "bn"), ("conv", "gn"), ("conv", "in"), ("block", "ln"), ("block", "rms"), ("gru", "ln"))
@@ -41,7 +43,7 @@ class ConvNet(nn.Module):
   width: int = 64
 
   @nn.compact
-  def __call__(self, x):
+  def __call__(self, x, train: bool = True):
     x = nn.relu(self.norm()(nn.Conv(self.width, (3, 3), use_bias=False)(x)))
     for _ in range(3):
       x = nn.relu(self.norm()(nn.Conv(self.width, (1, 1), use_bias=False)(x)))
@@ -53,7 +55,7 @@ class MLPBlocks(nn.Module):
   depth: int = 2
 
   @nn.compact
-  def __call__(self, x):
+  def __call__(self, x, train: bool = True):
     d = x.shape[-1]
     for _ in range(self.depth):
       x = x + nn.Dense(d)(nn.gelu(nn.Dense(4 * d)(self.norm()(x))))
@@ -79,7 +81,7 @@ class LNGRU(nn.Module):
   hidden: int = 256
 
   @nn.compact
-  def __call__(self, x):
+  def __call__(self, x, train: bool = True):
     gx = self.norm()(nn.Dense(3 * self.hidden, use_bias=False)(x))  # every step's input part: (B, T, 3H)
     cell = nn.scan(_LNGRUCell, variable_broadcast="params", split_rngs={"params": False}, in_axes=1, out_axes=1)
     h, _ = cell(norm=self.norm, hidden=self.hidden)(jnp.zeros((x.shape[0], self.hidden), x.dtype), gx)
@@ -97,26 +99,6 @@ def batch(kind: str, size: int, seed: int = 0):
   return jnp.asarray(rng.standard_normal(shape), jnp.float32), jnp.asarray(rng.integers(0, 10, size), jnp.int32)
 
 
-def step_fn(net: nn.Module, x, y) -> Callable[[], object]:
-  """A compiled training step on (x, y), ready to call: loss, gradients, SGD momentum, batch stats."""
-  variables = net.init(jax.random.key(0), x)
-  params, state = variables["params"], {k: v for k, v in variables.items() if k != "params"}
-  tx = optax.sgd(0.1, momentum=0.9)
-  opt = tx.init(params)
-
-  def loss_fn(params, state, x, y):
-    logits, new_state = net.apply({"params": params, **state}, x, mutable=list(state))
-    return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), new_state
-
-  def train_step(params, state, opt, x, y):
-    (loss, new_state), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, state, x, y)
-    updates, opt = tx.update(grads, opt, params)
-    return optax.apply_updates(params, updates), new_state, opt, loss
-
-  compiled = jax.jit(train_step).lower(params, state, opt, x, y).compile()
-  return lambda: jax.block_until_ready(compiled(params, state, opt, x, y))
-
-
 def run_norm_steps(steps=STEPS, *, repeats: int = 5, warmup: int = 2, batch_scale: float = 1.0,
                    clock=time.perf_counter, log: Callable[[str], None] | None = None) -> list[dict]:
   """Seconds per step (best of `repeats` interleaved rounds) with normlab's and flax's layer."""
@@ -125,7 +107,7 @@ def run_norm_steps(steps=STEPS, *, repeats: int = 5, warmup: int = 2, batch_scal
     size = max(2, int(BATCH[kind] * batch_scale))
     x, y = batch(kind, size)
     t0 = time.perf_counter()
-    fns = {lib: step_fn(model(kind, lib, norm), x, y) for lib in LIBS}
+    fns = {lib: loop_step(model(kind, lib, norm), x, y, num_classes=10) for lib in LIBS}
     compile_s = time.perf_counter() - t0
     best = interleaved_best(fns, repeats=repeats, warmup=warmup, clock=clock)
     rows.append({"model": kind, "norm": norm, "input": list(x.shape), "normlab_s": best["normlab"],

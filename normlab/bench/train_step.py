@@ -25,9 +25,10 @@ def flax_batch_norm_factory():
   return as_factory(functools.partial(nn.BatchNorm, momentum=0.9, epsilon=1e-5))
 
 
-def _step_fn(model, x, y, num_classes: int):
-  """The training loop's own compiled step (normlab.train.step.build_steps on a one-device mesh), SGD
-  with momentum 0.1/0.9, seed 0; returns a function running it once on (x, y)."""
+def loop_step(model, x, y, num_classes: int):
+  """The training loop's own compiled step (normlab.train.step.build_steps on a one-device mesh) for
+  `model` (called as the loop calls models: `train=`, `rngs=`, `mutable=['batch_stats']`), SGD with
+  momentum 0.1/0.9, seed 0; returns a function running it once on (x, y)."""
   import ml_collections as mlc
 
   from normlab.train import distributed, step as step_lib
@@ -61,8 +62,8 @@ def run_train_step(*, model: str = "resnet20", batch: int = 64, repeats: int = 5
   t0 = time.perf_counter()
   opts = dict(model_options or {})
   fns = {
-      "normlab": _step_fn(get_model(model, num_classes=10, norm=make_norm("batch"), **opts), x, y, 10),
-      "flax": _step_fn(get_model(model, num_classes=10, norm=flax_batch_norm_factory(), **opts), x, y, 10),
+      "normlab": loop_step(get_model(model, num_classes=10, norm=make_norm("batch"), **opts), x, y, 10),
+      "flax": loop_step(get_model(model, num_classes=10, norm=flax_batch_norm_factory(), **opts), x, y, 10),
   }
   compile_s = time.perf_counter() - t0
   best = interleaved_best(fns, repeats=repeats, warmup=warmup, clock=clock)
