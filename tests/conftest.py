@@ -1,11 +1,11 @@
 """Test setup: the tests' data dir, two compile-time savers, the `float64` fixture and the `devices(n)` marker.
 
-The only global settings are for speed (classic threefry, a session compilation cache; below). float64 is on only in the tests that use the `float64` fixture (modules that
-compare against the float64 references in tests/references.py mark themselves with
-`pytestmark = pytest.mark.usefixtures("float64")`), and a test marked `@pytest.mark.devices(n)` runs
-in a subprocess with n fake CPU devices, together with its module's other devices(n) tests (XLA reads the
-device count once, before jax first touches a device, so it cannot be changed inside this process); its
-outcome is reported here.
+The only global settings are for speed (classic threefry, a session compilation cache; below). float64
+is on only in the tests that use the `float64` fixture (modules that compare against the float64
+references in tests/references.py mark themselves with `pytestmark = pytest.mark.usefixtures("float64")`).
+A test marked `@pytest.mark.devices(n)` runs in a subprocess with n fake CPU devices, together with its
+module's other devices(n) tests (XLA reads the device count once, before jax first touches a device, so it
+cannot be changed inside this process); its outcome is reported here.
 """
 import os
 import shutil
