@@ -106,7 +106,8 @@ def train_all(config, log=print) -> dict:
         batches = teacher.batches(int(seed), int(c.batch_size)) if name in config.synthetic_runs else None
         log(f"{name} norm={norm} seed={seed}: {c.model} {c.model_options.to_dict()} on "
             f"{'Gaussian teacher' if batches else c.dataset}, {c.optimizer} lr={c.learning_rate}, {c.num_steps} steps")
-        hist, _ = training.train(c, training.lazy_measure(make_measure), measure_every=int(config.measure_every), log=log, batches=batches)
+        hist, _ = training.train(c, training.lazy_measure(make_measure), measure_every=int(config.measure_every),
+                                 log=log, batches=batches)
         out.setdefault(name, {}).setdefault(norm, {})[int(seed)] = hist
   return out
 

@@ -28,9 +28,8 @@ from experiments import _report, main_for
 from experiments import _sweep_study as study
 from experiments._report import fmt
 from experiments._training import (NOISE_AWARE_RULE, Provenance, both_rules, cfg_copy, converged, flat_record,
-                                   loss_changes, mean_std, record_convergence, stat, tail_mean, train_with_eval,
-                                   train_then_write,
-                                   write_runs_csv)
+                                   loss_changes, mean_std, record_convergence, stat, tail_mean, train_then_write,
+                                   train_with_eval, write_runs_csv)
 
 TITLE = "Normalization before vs after the activation (seed 000)"
 PLACEMENTS = ("before_activation", "after_activation")

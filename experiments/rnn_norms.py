@@ -38,8 +38,7 @@ from experiments import _report, main_for
 from experiments import _sweep_study as study
 from experiments._training import (NOISE_AWARE_RULE, Evaluator, Provenance, both_rules, cfg_copy, converged,
                                    flat_record, loss_changes, record_convergence, se_str, stat, tail_mean,
-                                   train_with_eval, train_then_write,
-                                   write_runs_csv)
+                                   train_then_write, train_with_eval, write_runs_csv)
 
 TITLE = "Normalization in RNNs with variable-length sequences, and unseen lengths (seed 000, problem 3)"
 SUFFERS_PTS = 1.0  # per-step BN's small-batch deficit vs LN must exceed its large-batch deficit by >= this (pts)
