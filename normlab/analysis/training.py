@@ -131,20 +131,3 @@ def lazy_measure(make_measure: Callable[[Any], Callable]) -> Callable:
     return built[0](run, step, state, batch, new_state)
   return measure
 
-
-def train_grid(config, make_measure: Callable[[Any], Callable], *, log: Callable = print) -> dict:
-  """Every run in `config.runs` (name -> training keys) with every norm in `config.norms`, measured
-  every `config.measure_every` steps by `make_measure(run)` (called once per training run, so it can
-  jit for that model). Returns {name: {norm: history}} (see `train`)."""
-  out = {}
-  for name, run_cfg in config.runs.items():
-    out[name] = {}
-    for norm in config.norms:
-      c = run_cfg.copy_and_resolve_references()
-      c.unlock()
-      c.norm = norm
-      log(f"{name} norm={norm}: {c.model} {c.model_options.to_dict()} on {c.dataset}, "
-          f"{c.optimizer} lr={c.learning_rate}, {c.num_steps} steps")
-      hist, _ = train(c, lazy_measure(make_measure), measure_every=int(config.measure_every), log=log)
-      out[name][norm] = hist
-  return out

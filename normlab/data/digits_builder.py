@@ -18,7 +18,6 @@ from etils import epath
 
 from normlab.data.base_builder import ArraysBuilder
 
-NUM_EXAMPLES = 1797
 NUM_TRAIN = 1437
 SPLIT_SEED = 0
 NUM_CLASSES = 10
