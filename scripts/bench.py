@@ -12,9 +12,11 @@
 Prints a table: time per implementation in three modes (fwd; grad and value_and_grad of sum(y * w)
 w.r.t. x and the affine parameters), normlab / best peer, normlab / elementwise and normlab / memory
 roofline; a summary of normlab / best peer under value_and_grad (what a training step runs); and
-per-norm training steps, normlab's layer vs flax's (normlab.bench.norm_steps). Exit status 2 on a bad flag.
-The logic lives in normlab.bench; BENCH.md has the numbers of one full run.
+per-norm training steps, normlab's layer vs flax's (benchmarks.norm_steps). Exit status 2 on a bad flag.
+The logic lives in the checkout's benchmarks/ package (not installed with normlab: it needs torch), which this
+script imports from beside itself; BENCH.md has the numbers of one full run.
 """
+import importlib.util
 import os
 import sys
 
@@ -47,8 +49,18 @@ flags.DEFINE_bool("malloc_reuse", False, f"Re-run under GLIBC_TUNABLES={MALLOC_R
                   "freed blocks of any size for reuse, so the fresh output and temporary buffers of every call "
                   "(JAX's and torch's alike) are not page-faulted in again; BENCH.md shows both settings.")
 flags.DEFINE_float("peak_gbps", None, "Memory bandwidth (GB/s) for the nl/roof column; default: the peak of a "
-                   "known GPU (normlab.bench.suite.PEAK_GBPS), else the bandwidth the elementwise pass achieves.")
+                   "known GPU (benchmarks.suite.PEAK_GBPS), else the bandwidth the elementwise pass achieves.")
 flags.DEFINE_bool("progress", True, "Print one line per case while running (on stderr).")
+
+
+def _import_benchmarks() -> None:
+  """Imports ../benchmarks (this checkout's package, not an installed one) as `benchmarks`."""
+  if "benchmarks" not in sys.modules:
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks")
+    spec = importlib.util.spec_from_file_location("benchmarks", os.path.join(path, "__init__.py"),
+                                                  submodule_search_locations=[path])
+    sys.modules["benchmarks"] = module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
 
 
 def _shape(text: str) -> tuple[int, ...]:
@@ -71,7 +83,7 @@ def _positive_ints(name: str, values) -> tuple[int, ...]:
 
 
 def _config():
-  from normlab.bench import BenchConfig
+  from benchmarks import BenchConfig
   from normlab.errors import UserError
   kw = {}
   if FLAGS.norms:
@@ -99,28 +111,29 @@ def main(argv):
   from absl import logging as absl_logging
   from normlab.errors import UserError
   absl_logging.set_verbosity(absl_logging.WARNING)  # jax's backend-probing INFO lines off
+  _import_benchmarks()
   if FLAGS.malloc_reuse and os.environ.get("GLIBC_TUNABLES") != MALLOC_REUSE:
     # glibc reads its tunables once, at process start: run this same command again with them set.
     os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, "GLIBC_TUNABLES": MALLOC_REUSE})
-  if FLAGS.single_thread:  # before jax starts its CPU client (normlab.bench imports nothing that runs jax)
-    from normlab.bench.suite import SINGLE_THREAD_XLA_FLAGS
+  if FLAGS.single_thread:  # before jax starts its CPU client (benchmarks imports nothing that runs jax)
+    from benchmarks.suite import SINGLE_THREAD_XLA_FLAGS
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + SINGLE_THREAD_XLA_FLAGS).strip()
   if len(argv) > 1:
     raise UserError(f"unexpected arguments: {' '.join(argv[1:])}")
   cfg = _config()
   seeds, batches = _positive_ints("seeds", FLAGS.seeds or []), _positive_ints("seed_batches", FLAGS.seed_batches)
-  from normlab.bench import format_table, run_suite, to_json, to_markdown
+  from benchmarks import format_table, run_suite, to_json, to_markdown
   log = (lambda line: print(line, file=sys.stderr, flush=True)) if FLAGS.progress else None
   report = run_suite(cfg, log=log)
   if FLAGS.norm_steps if FLAGS.norm_steps is not None else not FLAGS.quick:
     import time
-    from normlab.bench.norm_steps import run_norm_steps
+    from benchmarks.norm_steps import run_norm_steps
     if not FLAGS.step_batch_scale > 0:
       raise UserError(f"--step_batch_scale: {FLAGS.step_batch_scale} must be > 0")
     report.norm_steps = run_norm_steps(repeats=cfg.repeats, warmup=cfg.warmup, batch_scale=FLAGS.step_batch_scale,
                                        clock=time.process_time if cfg.single_thread else time.perf_counter, log=log)
   if FLAGS.train_step:
-    from normlab.bench.train_step import run_train_step
+    from benchmarks.train_step import run_train_step
     if log:
       log(f"train step: {FLAGS.train_model}, batch {FLAGS.train_batch} (compiles two models first)")
     import time
@@ -128,7 +141,7 @@ def main(argv):
                                        repeats=max(3, cfg.repeats),
                                        clock=time.process_time if cfg.single_thread else time.perf_counter)
   if FLAGS.seeds:
-    from normlab.bench.seeds import run_seed_sweep
+    from benchmarks.seeds import run_seed_sweep
     if log:
       log(f"seeds: {', '.join(FLAGS.seeds)} vmapped vs sequential (trains {2 * sum(seeds)} smoke runs)")
     report.seed_sweep = run_seed_sweep(seeds=seeds, batches=batches)

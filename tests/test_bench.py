@@ -1,4 +1,4 @@
-"""normlab.bench and scripts/bench.py run end to end on tiny shapes and produce ratios.
+"""benchmarks and scripts/bench.py run end to end on tiny shapes and produce ratios.
 
 Only the machinery is tested: no assertion here is about absolute times or speed ratios.
 """
@@ -11,8 +11,8 @@ import sys
 import numpy as np
 import pytest
 
-from normlab import bench
-from normlab.bench import impls, suite, timing
+import benchmarks as bench
+from benchmarks import impls, suite, timing
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = (2, 4, 4, 32)  # GroupNorm(32) needs channels divisible by 32
@@ -135,7 +135,7 @@ def test_script_rejects_a_bad_flag_with_one_line():
 
 @pytest.mark.slow
 def test_train_step_comparison_runs():
-  from normlab.bench.train_step import run_train_step
+  from benchmarks.train_step import run_train_step
   out = run_train_step(model="resnet", batch=2, repeats=1, warmup=0,
                        model_options={"stage_sizes": (1,), "widths": (8,)})
   assert out["normlab_s"] > 0 and out["flax_s"] > 0 and out["ratio"] > 0
@@ -154,7 +154,7 @@ def test_script_rejects_bad_seed_flags_with_one_line(flag, match):
 @pytest.mark.slow
 @pytest.mark.devices(8)
 def test_seed_sweep_times_both_and_the_losses_agree():
-  from normlab.bench.seeds import run_seed_sweep
+  from benchmarks.seeds import run_seed_sweep
   rows = run_seed_sweep(seeds=(2,), batches=(4,), num_steps=3)
   (row,) = rows
   assert row["seeds"] == 2 and row["steps"] == 3
@@ -163,7 +163,7 @@ def test_seed_sweep_times_both_and_the_losses_agree():
   assert row["max_rel_diff_final_loss"] < 1e-4
   report = bench.BenchReport(env={}, config=bench.BenchConfig(shapes=(), norms=()).as_dict(), results=[],
                              runtime_s=0.0, seed_sweep=rows)
-  from normlab.bench.report import _seed_lines
+  from benchmarks.report import _seed_lines
   (line,) = _seed_lines(report)
   assert "S=2" in line and "speed-up" in line
   assert json.loads(bench.to_json(report))["seed_sweep"][0]["seeds"] == 2
@@ -218,12 +218,12 @@ def test_peak_gbps_must_be_positive():
 
 @pytest.mark.slow
 def test_norm_steps_time_normlab_and_flax_on_every_model():
-  from normlab.bench.norm_steps import STEPS, run_norm_steps
+  from benchmarks.norm_steps import STEPS, run_norm_steps
   rows = run_norm_steps(repeats=1, warmup=0, batch_scale=0.05)
   assert [(r["model"], r["norm"]) for r in rows] == list(STEPS)
   assert all(r["normlab_s"] > 0 and r["flax_s"] > 0 and r["ratio"] > 0 for r in rows)
   cfg = bench.BenchConfig(shapes=(), norms=())
-  from normlab.bench.env import environment
+  from benchmarks.env import environment
   report = bench.BenchReport(env=environment(None), config=cfg.as_dict(), results=[], runtime_s=0.0, norm_steps=rows)
   md = bench.to_markdown(report)
   assert md.count("| conv |") == 3 and "| gru |" in md
@@ -233,7 +233,7 @@ def test_norm_steps_time_normlab_and_flax_on_every_model():
 def test_one_norm_step_gradients_agree_between_normlab_and_flax():
   """The conv step's model with normlab's GroupNorm and with flax's: same loss and gradients (same init)."""
   import jax
-  from normlab.bench import norm_steps
+  from benchmarks import norm_steps
   x, y = norm_steps.batch("conv", 2)
   grads = {}
   for lib in norm_steps.LIBS:

@@ -1,5 +1,6 @@
 """The repo is a package: no import-path edits anywhere, pyproject's dependencies are the requirements
 files, the README's set-up commands install it and .ci/run runs the README's test command."""
+import fnmatch
 import os
 import re
 import subprocess
@@ -13,7 +14,7 @@ PATH_EDIT = "sys.path" + ".insert"  # spelled apart so this file is not a hit it
 
 def test_no_import_path_edits_remain():
   hits = []
-  for top in ("configs", "scripts", "normlab", "experiments", "tests"):
+  for top in ("configs", "scripts", "normlab", "experiments", "benchmarks", "tests"):
     for root, _, files in os.walk(os.path.join(REPO_ROOT, top)):
       for f in files:
         if f.endswith(".py"):
@@ -36,7 +37,9 @@ def test_pyproject_takes_dependencies_from_the_requirements_files_and_ships_conf
   dyn = cfg["tool"]["setuptools"]["dynamic"]
   assert dyn["dependencies"]["file"] == ["requirements.txt"]
   assert dyn["optional-dependencies"]["test"]["file"] == ["requirements-test.txt"]
-  assert {"normlab*", "configs*"} <= set(cfg["tool"]["setuptools"]["packages"]["find"]["include"])
+  include = cfg["tool"]["setuptools"]["packages"]["find"]["include"]
+  assert {"normlab*", "configs*"} <= set(include)
+  assert not any(fnmatch.fnmatch(name, p) for name in ("benchmarks", "tests") for p in include), include
   for d in ("configs", os.path.join("configs", "sweeps"), os.path.join("configs", "experiments")):
     assert os.path.exists(os.path.join(REPO_ROOT, d, "__init__.py")), d
 

@@ -11,7 +11,7 @@ import os
 import tempfile
 import time
 
-_REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_SWEEP = os.path.join(_REPO, "configs", "sweeps", "batch_size.py") + ":smoke"
 
 

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from normlab.bench.timing import interleaved_best
+from benchmarks.timing import interleaved_best
 
 
 def flax_batch_norm_factory():

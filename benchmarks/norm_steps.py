@@ -22,9 +22,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from normlab.bench import impls
-from normlab.bench.timing import interleaved_best
-from normlab.bench.train_step import loop_step
+from benchmarks import impls
+from benchmarks.timing import interleaved_best
+from benchmarks.train_step import loop_step
 
 # (model, norm) pairs timed by default
 STEPS = (("conv", "bn"), ("conv", "gn"), ("conv", "in"), ("block", "ln"), ("block", "rms"), ("gru", "ln"))

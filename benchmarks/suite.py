@@ -16,9 +16,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from normlab.bench import env as env_lib
-from normlab.bench import impls
-from normlab.bench.timing import interleaved_best
+from benchmarks import env as env_lib
+from benchmarks import impls
+from benchmarks.timing import interleaved_best
 
 NORMS = ("bn", "ln", "gn", "in", "rms")
 NORM_TITLES = {"bn": "BatchNorm", "ln": "LayerNorm", "gn": f"GroupNorm({impls.NUM_GROUPS})",
@@ -128,8 +128,8 @@ class BenchReport:
   runtime_s: float
   cpu_s: float | None = None  # process CPU time, all threads (the runtime a loaded machine stretches)
   train_step: dict | None = None
-  norm_steps: list[dict] | None = None  # normlab.bench.norm_steps.run_norm_steps rows
-  seed_sweep: list[dict] | None = None  # normlab.bench.seeds.run_seed_sweep rows
+  norm_steps: list[dict] | None = None  # benchmarks.norm_steps.run_norm_steps rows
+  seed_sweep: list[dict] | None = None  # benchmarks.seeds.run_seed_sweep rows
 
   def seconds(self, norm, shape, dtype, mode, impl) -> float | None:
     for r in self.results:

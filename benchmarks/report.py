@@ -4,8 +4,8 @@ from __future__ import annotations
 import dataclasses
 import json
 
-from normlab.bench.suite import (HEADLINE_MODE, MIN_PASSES, NORM_TITLES, BenchReport, bandwidth_source,
-                                 ratio_rows)
+from benchmarks.suite import (HEADLINE_MODE, MIN_PASSES, NORM_TITLES, BenchReport, bandwidth_source,
+                              ratio_rows)
 
 
 def _ms(s) -> str:

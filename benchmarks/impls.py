@@ -119,7 +119,7 @@ def elementwise_bench(x: jax.Array, w: jax.Array) -> Bench:
 # --------------------------------------------------------------------------------------------- torch
 
 def torch_module_available() -> bool:
-  from normlab.bench.env import torch_module
+  from benchmarks.env import torch_module
   return torch_module() is not None
 
 
