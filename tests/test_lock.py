@@ -1,4 +1,4 @@
-"""normlab.lock: exclusive lock files with owner, heartbeat and stale takeover (no training here)."""
+"""normlab.train.lock: exclusive lock files with owner, heartbeat and stale takeover (no training here)."""
 import json
 import os
 import socket
@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from normlab import lock as lock_lib
+from normlab.train import lock as lock_lib
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -72,7 +72,7 @@ path, root = sys.argv[1:3]
 package = types.ModuleType("normlab")  # the lock module alone, without importing jax via normlab/__init__
 package.__path__ = [os.path.join(root, "normlab")]
 sys.modules["normlab"] = package
-from normlab import lock
+from normlab.train import lock
 lock.acquire(path, purpose="cell 5")
 time.sleep(60)
 """
@@ -104,7 +104,7 @@ path, ready, go, root = sys.argv[1:5]
 package = types.ModuleType("normlab")  # the lock module alone, without importing jax via normlab/__init__
 package.__path__ = [os.path.join(root, "normlab")]
 sys.modules["normlab"] = package
-from normlab import lock
+from normlab.train import lock
 open(ready, "w").close()
 while not os.path.exists(go):
   time.sleep(0.005)

@@ -15,7 +15,7 @@ import math
 import os
 from collections import defaultdict
 
-from normlab import lock as lock_lib
+from normlab.train import lock as lock_lib
 
 import ml_collections as mlc
 

@@ -1,7 +1,7 @@
 """Runs sweep cells with the training loop; finished cells are skipped, interrupted ones resume.
 
 Cells are claimed before they train: the claim is the cell's workdir lock (cells/<id>/lock.json,
-normlab.lock: owner host, pid, heartbeat; stale after NORMLAB_LOCK_STALE_S, default 120 s), so any
+normlab.train.lock: owner host, pid, heartbeat; stale after NORMLAB_LOCK_STALE_S, default 120 s), so any
 number of processes (`--cell=K` array tasks, or whole-sweep workers) can run at once: a cell with a
 live claim is skipped, a stale claim is taken over, and no cell trains in two processes at once.
 Every claim that leads to training appends a line to cells/<id>/claims.jsonl (an audit trail).
@@ -72,7 +72,7 @@ def _diverged_summary(out: str, error) -> dict:
 def claim(cell: Cell, workdir: str, index: int, log=print):
   """Yields True while this process (process 0 for all, in a multi-process cell) holds the cell's claim
   and the cell still needs training; False if it is finished or another live process trains it."""
-  from normlab import lock as lock_lib
+  from normlab.train import lock as lock_lib
   from normlab.train import distributed, workdir as workdir_lib
   out = cell_dir(workdir, cell)
   if distributed.all_processes_agree(is_done(workdir, cell)):

@@ -11,7 +11,7 @@ import json
 import os
 import time
 
-from normlab import lock as lock_lib
+from normlab.train import lock as lock_lib
 from normlab.sweep.grid import Cell
 
 FINISHED, RUNNING, STALE, PENDING = "finished", "running", "stale", "pending"

@@ -2,7 +2,7 @@
 
     workdir/config.json       the resolved config of the run it holds (written first)
     workdir/checkpoints/<k>   orbax checkpoints;  workdir/metrics.jsonl, workdir/tb/, workdir/summary.json
-    workdir/lock.json         the live run's owner (normlab.lock): one writer per workdir
+    workdir/lock.json         the live run's owner (normlab.train.lock): one writer per workdir
 
 A workdir whose config.json differs from this run's (in any key but HARMLESS_KEYS) is refused unless
 `fresh`, which moves the old run aside to `<workdir>.old-<timestamp>` (nothing is deleted; the lock
@@ -18,7 +18,7 @@ import shutil
 import time
 from typing import Any, Iterator
 
-from normlab import lock as lock_lib
+from normlab.train import lock as lock_lib
 from normlab.train.errors import WorkdirError
 from normlab.train.metrics_io import read_json, write_json_atomic
 from normlab.train.validate import HARMLESS_KEYS
