@@ -1,5 +1,5 @@
-"""The README's "use a normlab norm in your own JAX model" example, as a function (tested by
-tests/test_readme_example.py). The body of main() (minus its return) is the snippet in README_EXAMPLE.md."""
+"""README.md's "use a norm in your own JAX model" example, as a function (tested by
+tests/test_readme_example.py). The body of main() (minus its return) is README.md's marked block."""
 
 
 def main():

@@ -1,5 +1,5 @@
-"""The "use a normlab norm in your own JAX model" example: README.md's python block marked
-`<!-- example:own-model -->` if README.md has one, else README_EXAMPLE.md's; plus tests/readme_example.py."""
+"""The "use a norm in your own JAX model" example: README.md's python block marked `<!-- example:own-model -->`
+runs and trains, and tests/readme_example.py's main() is that block."""
 import inspect
 import os
 import re
@@ -16,21 +16,13 @@ MARKER = "<!-- example:own-model -->"
 BLOCK = re.compile(re.escape(MARKER) + r"\s*```python\n(.*?)```", re.S)
 
 
-def _block(path):
-    if not os.path.exists(path):
-        return None
-    with open(path, encoding="utf-8") as f:
-        m = BLOCK.search(f.read())
-    return m.group(1) if m else None
-
-
 def example_source():
-    """(path, code): README.md's marked block once it is pasted there, else README_EXAMPLE.md's."""
-    for name in ("README.md", "README_EXAMPLE.md"):
-        code = _block(os.path.join(REPO_ROOT, name))
-        if code is not None:
-            return name, code
-    pytest.fail(f"no python block marked {MARKER} in README.md or README_EXAMPLE.md")
+    """README.md's python block marked MARKER (the test fails if there is none)."""
+    with open(os.path.join(REPO_ROOT, "README.md"), encoding="utf-8") as f:
+        m = BLOCK.search(f.read())
+    if m is None:
+        pytest.fail(f"no python block marked {MARKER} in README.md")
+    return m.group(1)
 
 
 def _check_training(losses):
@@ -45,11 +37,10 @@ PRNG = "rbg"
 
 
 def test_readme_example_block_runs_and_trains():
-    name, code = example_source()
     ns = {"__name__": "readme_example_block"}
     with jax.default_prng_impl(PRNG):
-        exec(compile(code, f"<{name} example:own-model>", "exec"), ns)  # noqa: S102 - our own README
-    print(f"{name} example: loss {ns['losses'][0]:.4f} -> {ns['losses'][-1]:.4f}")
+        exec(compile(example_source(), "<README.md example:own-model>", "exec"), ns)  # noqa: S102 - our own README
+    print(f"README.md example: loss {ns['losses'][0]:.4f} -> {ns['losses'][-1]:.4f}")
     _check_training(ns["losses"])
 
 
@@ -58,9 +49,9 @@ def test_readme_example_main():
         _check_training(readme_example.main())
 
 
-def test_readme_example_md_matches_main():
-    """README_EXAMPLE.md's block is main()'s body (without its return): the two cannot drift."""
+def test_readme_example_block_matches_main():
+    """README.md's block is main()'s body (without its return): the two cannot drift."""
     src = inspect.getsource(readme_example.main)
     body = textwrap.dedent("\n".join(src.splitlines()[1:]))
     body = body[:body.rindex("return losses")].rstrip() + "\n"
-    assert _block(os.path.join(REPO_ROOT, "README_EXAMPLE.md")) == body
+    assert example_source() == body
