@@ -8,11 +8,11 @@ import sys
 import ml_collections as mlc
 import pytest
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
 from configs import common
 from normlab.train import ConfigError
 from normlab.train.validate import SCHEMA, validate
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 CONFIG_FILES = sorted(
     p for p in glob.glob(os.path.join(REPO_ROOT, "configs", "*.py"))

@@ -140,7 +140,7 @@ def test_dataset_info_without_loading():
     assert nd.get_dataset_info("digits").input_shape == (8, 8, 1)
     assert nd.get_dataset_info("cifar100").num_classes == 100
     assert nd.get_dataset_info("imagenet2012").input_shape == (224, 224, 3)
-    assert set(nd.DATASET_NAMES) == set(nd._ALL_DATASETS)
+    assert set(nd.DATASET_NAMES) == set(registry._ALL_DATASETS)
     assert {"mnist1d", "digits", "cifar10", "cifar100", "imagenet2012"} <= set(nd.DATASET_NAMES)
 
 

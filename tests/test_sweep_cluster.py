@@ -105,7 +105,7 @@ def test_stalled_owner_is_taken_over_after_the_timeout_and_status(sweep_spec, tm
   try:
     status = subprocess.run(sweep_cmd(sweep_spec, work, "--status"), capture_output=True, text=True,
                             cwd=REPO_ROOT, timeout=120, env=env).stdout
-    assert "1 running" in status and f"running  cell 0 " in status and f"pid {owner.pid} on " in status
+    assert "1 running" in status and "running  cell 0 " in status and f"pid {owner.pid} on " in status
     time.sleep(4.5)
     status = subprocess.run(sweep_cmd(sweep_spec, work, "--status"), capture_output=True, text=True,
                             cwd=REPO_ROOT, timeout=120, env=env).stdout
@@ -113,7 +113,7 @@ def test_stalled_owner_is_taken_over_after_the_timeout_and_status(sweep_spec, tm
     taker = subprocess.run(sweep_cmd(sweep_spec, work, "--cell=0"), cwd=REPO_ROOT, env=env, capture_output=True,
                            text=True, timeout=300)
     assert taker.returncode == 0, taker.stderr
-    assert f"took over the stale lock of cell 0 " in taker.stdout and f"from pid {owner.pid}" in taker.stdout
+    assert "took over the stale lock of cell 0 " in taker.stdout and f"from pid {owner.pid}" in taker.stdout
     os.kill(owner.pid, signal.SIGCONT)  # the stalled owner wakes up, finds its claim gone and stops
     _, err = owner.communicate(timeout=60)
     assert owner.returncode == 4 and "error: lost the lock" in err

@@ -18,14 +18,13 @@ import jax
 import numpy as np
 import pytest
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
 from normlab.data import DatasetNotPreparedError
-from normlab.train import (ConfigError, TrainingDivergedError, WorkdirError,
-                           train_and_evaluate)
+from normlab.train import ConfigError, TrainingDivergedError, WorkdirError, train_and_evaluate
 from normlab.train import checkpoint as checkpoint_lib
 from normlab.train import workdir as workdir_lib
 from normlab.train.metrics_io import read_metrics
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 EXACT_KEYS = ("eval_accuracy", "eval_loss", "final_train_loss")
 

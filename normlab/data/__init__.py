@@ -23,7 +23,7 @@ from normlab.data.batching import (
 from normlab.data.dataset import Dataset, DatasetInfo
 from normlab.data.errors import DatasetNotPreparedError
 from normlab.data.paths import resolve_data_dir
-from normlab.data.registry import _ALL_DATASETS, DATASET_NAMES, get_dataset_info, load
+from normlab.data.registry import DATASET_NAMES, get_dataset_info, load
 
 __all__ = [
     "DATASET_NAMES",
