@@ -121,34 +121,29 @@ def _md(head, body, left: int) -> list[str]:
           + ["| " + " | ".join(map(str, row)) + " |" for row in body])
 
 
-def format_table(report: BenchReport) -> str:
-  out = _header_lines(report) + [""] + _text(*_table(report), 4)
+def _sections(report: BenchReport, table, item: str, notes_head: list[str], note_item: str) -> list[str]:
+  """Header, case table, value_and_grad summary, train steps, notes and extra lines; `table(head, body, left)`
+  renders a table, `item` starts a header or extra line, `note_item` a note."""
+  out = [item + line for line in _header_lines(report)] + [""] + table(*_table(report), 4)
   if report.results:
-    out += [""] + _text(*_summary(report), 1)
+    out += [""] + table(*_summary(report), 1)
   if report.norm_steps:
-    out += [""] + _text(*_steps(report), 3)
+    out += [""] + table(*_steps(report), 3)
   notes = _notes(report)
   if notes:
-    out += ["", "notes:"] + [f"  {n}" for n in notes]
-  tl = _extra_lines(report)
-  if tl:
-    out += [""] + tl
-  return "\n".join(out)
+    out += ["", *notes_head] + [note_item + n for n in notes]
+  extra = _extra_lines(report)
+  if extra:
+    out += [""] + [item + line for line in extra]
+  return out
+
+
+def format_table(report: BenchReport) -> str:
+  return "\n".join(_sections(report, _text, "", ["notes:"], "  "))
 
 
 def to_markdown(report: BenchReport) -> str:
-  out = [f"- {line}" for line in _header_lines(report)] + [""] + _md(*_table(report), 4)
-  if report.results:
-    out += [""] + _md(*_summary(report), 1)
-  if report.norm_steps:
-    out += [""] + _md(*_steps(report), 3)
-  notes = _notes(report)
-  if notes:
-    out += ["", "Notes:", ""] + [f"- {n}" for n in notes]
-  tl = _extra_lines(report)
-  if tl:
-    out += [""] + [f"- {line}" for line in tl]
-  return "\n".join(out) + "\n"
+  return "\n".join(_sections(report, _md, "- ", ["Notes:", ""], "- ")) + "\n"
 
 
 def to_json(report: BenchReport) -> str:

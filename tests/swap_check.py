@@ -1,6 +1,6 @@
 """The swap test, run as its own process (8 host devices, set here before jax loads).
 
-linen: flax's examples/imagenet ResNet (tests/flax_imagenet_models.py) with normlab.layers.BatchNorm
+linen: flax's examples/imagenet ResNet (tests/third_party/flax_imagenet_models.py) with normlab.layers.BatchNorm
 swapped for nn.BatchNorm, trained one step under shard_map with axis_name='batch' on 8 devices, must
 match flax's layer in train logits, updated batch_stats, gradients and eval logits, from the same
 (flax-initialized) variables. nnx: a small CNN with normlab.nnx norms vs flax.nnx's: the state loads
@@ -21,9 +21,9 @@ import numpy as np  # noqa: E402
 from flax import nnx  # noqa: E402
 from jax.sharding import PartitionSpec as P  # noqa: E402
 
-import flax_imagenet_models as fim  # noqa: E402
 import normlab.layers  # noqa: E402
 import normlab.nnx  # noqa: E402
+from third_party import flax_imagenet_models as fim  # noqa: E402
 
 TOL = 2e-5  # float32 (measured <= 2.2e-6); flax's one-pass variance vs normlab's two-pass
 failures = []

@@ -23,7 +23,7 @@ hard-coded class), so the test can swap in `normlab.layers.BatchNorm`.
 # pytype: disable=wrong-arg-count
 
 from functools import partial
-from typing import Any
+from typing import Any, Tuple
 from collections.abc import Callable, Sequence
 
 from flax import linen as nn
