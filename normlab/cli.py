@@ -23,6 +23,8 @@ from typing import Callable, NoReturn, Sequence
 
 from absl import app, flags
 
+from normlab.errors import unknown
+
 USER_ERROR_EXIT = 2
 
 
@@ -119,15 +121,14 @@ def _has_key(config, dotted: str) -> bool:
   return True
 
 
-def _valid_here(config, dotted: str) -> str:
+def _keys_here(config, dotted: str) -> list[str]:
   """The keys next to the missing one, for the message."""
   node = config
   for part in dotted.split(".")[:-1]:
     if not hasattr(node, "keys") or part not in node.keys():
       break
     node = node[part]
-  keys = sorted(node.keys()) if hasattr(node, "keys") else []
-  return ", ".join(keys) or "(none)"
+  return sorted(node.keys()) if hasattr(node, "keys") else []
 
 
 def _flag_value(argv: Sequence[str], flag_name: str) -> str | None:
@@ -147,8 +148,7 @@ def unknown_override(argv: Sequence[str], flag_name: str = "config") -> str | No
     if arg.startswith(f"--{flag_name}."):
       key = arg[len(flag_name) + 3:].split("=", 1)[0]
       if not _has_key(config, key):
-        return (f"unknown config key {key!r} in {arg}; new keys cannot be added to a locked config; "
-                f"valid keys here: {_valid_here(config, key)}")
+        return unknown("config key", key, _keys_here(config, key), prefix=arg.split("=", 1)[0])
   return None
 
 
