@@ -28,20 +28,36 @@ from normlab.errors import unknown
 USER_ERROR_EXIT = 2
 
 
+LOG_FORMAT = "%(asctime)s %(message)s"  # every entry point's lines: `HH:MM:SS message`
+LOG_DATE_FORMAT = "%H:%M:%S"
+
+
 def setup_logging() -> None:
-  """The training loop's lines (resume, takeover, damaged checkpoints) on stderr, from process 0; library
-  INFO chatter (orbax) off."""
+  """One log format for every entry point (train.py, sweep.py, the studies): normlab's lines (loggers
+  under 'normlab': the loop, the sweep, the studies) as `HH:MM:SS message` on stderr, from process 0;
+  library INFO chatter off (absl's prefix, orbax's steps, jax's probe for a TPU on machines without
+  one). Idempotent."""
   import logging
 
   import jax
   from absl import logging as absl_logging
   absl_logging.set_verbosity(absl_logging.WARNING)
-  logger = logging.getLogger("normlab.train")
-  handler = logging.StreamHandler(sys.stderr)
-  handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
-  logger.addHandler(handler)
+  for noisy in ("jax._src.xla_bridge", "orbax", "absl"):
+    logging.getLogger(noisy).setLevel(logging.WARNING)
+  logger = logging.getLogger("normlab")
+  if not any(getattr(h, "_normlab", False) for h in logger.handlers):
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(LOG_FORMAT, LOG_DATE_FORMAT))
+    handler._normlab = True
+    logger.addHandler(handler)
   logger.setLevel(logging.INFO if jax.process_index() == 0 else logging.WARNING)
   logger.propagate = False
+
+
+def log(message: str, name: str = "normlab") -> None:
+  """One line in the entry points' format (see `setup_logging`)."""
+  import logging
+  logging.getLogger(name).info(message)
 
 
 def fail(message: str, code: int = USER_ERROR_EXIT) -> NoReturn:
