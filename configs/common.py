@@ -19,7 +19,7 @@ from typing import Any, Mapping
 
 import ml_collections as mlc
 
-from normlab.errors import UserError
+from normlab.errors import UserError, unknown
 from normlab.train.base_config import get_base_config  # noqa: F401 (the configs' base)
 
 DEFAULT_PRESET = "cpu"
@@ -31,7 +31,7 @@ def check_preset(arg: str | None, valid, source: str) -> str:
   `source` and the valid presets."""
   preset = arg or DEFAULT_PRESET
   if preset not in valid:
-    raise UserError(f"unknown preset {preset!r} for {source}; valid presets: {', '.join(valid)}")
+    raise UserError(unknown("preset", preset, valid, prefix=source))
   return preset
 
 

@@ -23,23 +23,41 @@ from typing import Callable, NoReturn, Sequence
 
 from absl import app, flags
 
+from normlab.errors import unknown
+
 USER_ERROR_EXIT = 2
 
 
+LOG_FORMAT = "%(asctime)s %(message)s"  # every entry point's lines: `HH:MM:SS message`
+LOG_DATE_FORMAT = "%H:%M:%S"
+
+
 def setup_logging() -> None:
-  """The training loop's lines (resume, takeover, damaged checkpoints) on stderr, from process 0; library
-  INFO chatter (orbax) off."""
+  """One log format for every entry point (train.py, sweep.py, the studies): normlab's lines (loggers
+  under 'normlab': the loop, the sweep, the studies) as `HH:MM:SS message` on stderr, from process 0;
+  library INFO chatter off (absl's prefix, orbax's steps, jax's probe for a TPU on machines without
+  one). Idempotent."""
   import logging
 
   import jax
   from absl import logging as absl_logging
   absl_logging.set_verbosity(absl_logging.WARNING)
-  logger = logging.getLogger("normlab.train")
-  handler = logging.StreamHandler(sys.stderr)
-  handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
-  logger.addHandler(handler)
+  for noisy in ("jax._src.xla_bridge", "orbax", "absl"):
+    logging.getLogger(noisy).setLevel(logging.WARNING)
+  logger = logging.getLogger("normlab")
+  if not any(getattr(h, "_normlab", False) for h in logger.handlers):
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(LOG_FORMAT, LOG_DATE_FORMAT))
+    handler._normlab = True
+    logger.addHandler(handler)
   logger.setLevel(logging.INFO if jax.process_index() == 0 else logging.WARNING)
   logger.propagate = False
+
+
+def log(message: str, name: str = "normlab") -> None:
+  """One line in the entry points' format (see `setup_logging`)."""
+  import logging
+  logging.getLogger(name).info(message)
 
 
 def fail(message: str, code: int = USER_ERROR_EXIT) -> NoReturn:
@@ -119,15 +137,14 @@ def _has_key(config, dotted: str) -> bool:
   return True
 
 
-def _valid_here(config, dotted: str) -> str:
+def _keys_here(config, dotted: str) -> list[str]:
   """The keys next to the missing one, for the message."""
   node = config
   for part in dotted.split(".")[:-1]:
     if not hasattr(node, "keys") or part not in node.keys():
       break
     node = node[part]
-  keys = sorted(node.keys()) if hasattr(node, "keys") else []
-  return ", ".join(keys) or "(none)"
+  return sorted(node.keys()) if hasattr(node, "keys") else []
 
 
 def _flag_value(argv: Sequence[str], flag_name: str) -> str | None:
@@ -147,8 +164,7 @@ def unknown_override(argv: Sequence[str], flag_name: str = "config") -> str | No
     if arg.startswith(f"--{flag_name}."):
       key = arg[len(flag_name) + 3:].split("=", 1)[0]
       if not _has_key(config, key):
-        return (f"unknown config key {key!r} in {arg}; new keys cannot be added to a locked config; "
-                f"valid keys here: {_valid_here(config, key)}")
+        return unknown("config key", key, _keys_here(config, key), prefix=arg.split("=", 1)[0])
   return None
 
 

@@ -335,9 +335,9 @@ def test_model_names_and_options():
 
 
 def test_errors_name_the_bad_value_and_list_choices():
-  with pytest.raises(ValueError, match=r"unknown model 'resnet99'; valid models: mlp, .*gru"):
+  with pytest.raises(ValueError, match=r"unknown model 'resnet99' \(did you mean 'resnet'\?\); valid choices: mlp, .*gru"):
     get_model("resnet99", num_classes=10, norm="batch")
-  with pytest.raises(ValueError, match=r"model 'mlp' has no option 'depth'; valid options: widths"):
+  with pytest.raises(ValueError, match=r"model 'mlp': unknown option 'depth'; valid choices: widths"):
     get_model("mlp", num_classes=10, norm="batch", depth=3)
   with pytest.raises(ValueError, match=r"unknown placement 'middle'; valid placements"):
     get_model("mlp", num_classes=10, norm="batch", placement="middle")

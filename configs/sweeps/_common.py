@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import ml_collections as mlc
 
+from configs import common
+
 PRESETS = ("smoke", "cpu", "gpu")
 NUM_DEVICES = 8
 BASE_LR = 0.1  # at per-device batch 32 (global 256): lr = BASE_LR * 8b / 256
@@ -44,9 +46,8 @@ GN_GROUPS = {"smoke": 4, "cpu": 4, "gpu": 8}
 
 
 def check_preset(arg: str, source: str) -> str:
-  if arg not in PRESETS:
-    raise ValueError(f"unknown preset {arg!r} for {source}; valid presets: {', '.join(PRESETS)}")
-  return arg
+  """`arg` if it is a preset; else a one-line UserError naming `source`, the close match and the presets."""
+  return common.check_preset(arg or "smoke", PRESETS, source)
 
 
 def gn(preset: str, groups: int | None = None) -> dict:

@@ -10,6 +10,7 @@ import os
 import re
 
 from normlab.data import embedded, paths, standard
+from normlab.errors import unknown
 from normlab.data.dataset import Dataset, DatasetInfo
 
 _ALL_DATASETS: dict[str, DatasetInfo] = {
@@ -44,18 +45,14 @@ def get_dataset_info(name: str) -> DatasetInfo:
     try:
         return _ALL_DATASETS[name]
     except (KeyError, TypeError):
-        raise ValueError(
-            f"unknown dataset {name!r}; valid choices: {', '.join(_ALL_DATASETS)}"
-        ) from None
+        raise ValueError(unknown("dataset", name, _ALL_DATASETS)) from None
 
 
 def _check_split(info: DatasetInfo, split: str) -> None:
     """Accept a split name or a TFDS slice of one ('train[:90%]'); reject other names."""
     base = re.split(r"[\[+]", split, maxsplit=1)[0] if isinstance(split, str) else None
     if base not in info.splits:
-        raise ValueError(
-            f"unknown split {split!r} for dataset {info.name!r}; valid choices: {', '.join(info.splits)}"
-        )
+        raise ValueError(unknown("split", split, info.splits, prefix=f"dataset {info.name!r}"))
 
 
 def load(name: str, split: str, *, data_dir: str | os.PathLike | None = None) -> Dataset:

@@ -6,6 +6,7 @@ from typing import Any
 
 import flax.linen as nn
 
+from normlab.errors import unknown
 from normlab.models.common import PLACEMENTS, as_norm, check_placement
 from normlab.models.dln import DLN
 from normlab.models.mlp import MLP
@@ -59,7 +60,7 @@ MODEL_NAMES = tuple(_ALL_MODELS)
 
 def get_model_entry(name: str) -> ModelEntry:
   if name not in _ALL_MODELS:
-    raise ValueError(f"unknown model {name!r}; valid models: {', '.join(MODEL_NAMES)}")
+    raise ValueError(unknown("model", name, MODEL_NAMES))
   return _ALL_MODELS[name]
 
 
@@ -78,7 +79,7 @@ def get_model(name: str, *, num_classes: int, norm: Any,
   valid = model_options(name)
   for key in options:
     if key not in valid:
-      raise ValueError(f"model {name!r} has no option {key!r}; valid options: {', '.join(valid)}")
+      raise ValueError(unknown("option", key, valid, prefix=f"model {name!r}"))
   check_placement(placement, model=name, valid=entry.placements)
   if not isinstance(num_classes, int) or num_classes < 1:
     raise ValueError(f"model {name!r}: num_classes must be a positive int, got {num_classes!r}")
