@@ -11,6 +11,11 @@ statistics are always two-pass in >= float32 (`use_fast_variance` is accepted an
 it under shard_map: make the groups a mesh axis); with a mask and `axis_name`, statistics are weighted
 by each device's valid count (flax averages per-device means). normlab's extra norms (ghost BN, batch
 renorm, l_p BN, noisy BN, FRN, EvoNorm, switchable, LRN) follow the same conventions.
+
+The classes hold parameters and state only: each call runs the norm's function in `normlab.norms` /
+`normlab.variants` (mapped from the fields by `normlab.kinds`). Their defaults are flax's; the table of
+flax's and normlab's defaults is in `normlab.norms`.
+
 `Dense`/`Conv` are flax's (every field) with a `reparam` option ('weight', 'weight_std', 'spectral') for
 the kernel norms; with dtype=None they compute in the input's dtype.
 """
