@@ -77,11 +77,14 @@ class _Norm(nnx.Module):
   def _run(self, x, train: bool, mask):
     k, name = kinds.KINDS[self.kind], type(self).__name__
     kinds.check_input(x, name)
-    names = tuple(k.params(self))
+    # flax's tuple: (x, mean, var, scale, bias) or (x, scale, bias), (x, scale) for RMSNorm; then other params
+    affine = tuple(n for n in ("scale", "bias") if hasattr(self, f"use_{n}"))
+    names = affine + tuple(n for n in k.params(self) if n not in affine)
     stored = Moments(self.mean[...], self.var[...]) if k.running else None
-    x, *rest = self.promote_dtype((x, *(stored or ()), *(getattr(self, n)[...] for n in names)), dtype=self.dtype)
+    values = tuple(None if getattr(self, n) is None else getattr(self, n)[...] for n in names)
+    x, *rest = self.promote_dtype((x, *(stored or ()), *values), dtype=self.dtype)
     running = Moments(*rest[:2]) if k.running else None
-    params = dict(zip(names, rest[2:] if k.running else rest))
+    params = {n: v for n, v in zip(names, rest[2:] if k.running else rest) if v is not None}
     rng = self.rngs.noise() if (k.noise and train) else None
     limits = None
     if getattr(self, "ramp_steps", 0) > 0:  # batch renorm's r_max/d_max ramp

@@ -201,7 +201,8 @@ def test_nnx_promote_dtype_has_flax_meaning():
 
   nlx.BatchNorm(8, dtype=jnp.bfloat16, promote_dtype=record, rngs=nnx.Rngs(0))(X)
   nlx.GroupNorm(8, num_groups=2, use_bias=False, promote_dtype=record, rngs=nnx.Rngs(0))(X)
-  assert seen == [(5, jnp.bfloat16), (2, None)]
+  nlx.RMSNorm(8, promote_dtype=record, rngs=nnx.Rngs(0))(X)
+  assert seen == [(5, jnp.bfloat16), (3, None), (2, None)]  # flax's tuples, None for an absent bias
   lin = layers.LayerNorm(dtype=jnp.bfloat16)
   v = lin.init(KEY, X)
   default = nlx.LayerNorm(8, dtype=jnp.bfloat16, rngs=nnx.Rngs(0))(X)
