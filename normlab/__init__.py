@@ -1,8 +1,10 @@
 """normlab: pure-functional normalization layers on jax.lax reductions (no Flax needed here).
 
 Every activation norm standardizes over a reduction set S (axes + device axis names + mask) with one
-core (`normlab.core.standardize`), then scales/shifts. Flax modules live in `normlab.layers` and the
-name -> layer factory in `normlab.registry`; both import flax, this package does not.
+core, `normlab.core`: `moments`, `standardize` and `standardize_affine` (standardize, then scale/shift,
+with one closed-form derivative). The functions exported here (`normlab.norms`, `normlab.variants`)
+are the math every layer runs. The flax modules (`normlab.layers` for linen, `normlab.nnx`) and the
+name -> layer factory (`normlab.registry`) import flax; this package does not.
 """
 from normlab.core import Moments, moments, standardize
 from normlab.norms import (batch_norm, group_norm, instance_norm, layer_norm, rms_norm,

@@ -6,7 +6,6 @@ plain path in tests/test_core_fast_paths.py. Every other backend (GPU, TPU) gets
 """
 from __future__ import annotations
 
-
 import jax
 import jax.numpy as jnp
 
@@ -29,8 +28,3 @@ def reduce_sum(t, axes: tuple[int, ...]):
   partial = jnp.sum(merged, axes[:-1], keepdims=True)
   return jnp.sum(partial.reshape(partial.shape[:-1] + t.shape[-2:]), -1, keepdims=True)
 
-
-def standardize_affine(composed, shape, axes, *, masked: bool, across_devices: bool):
-  """`composed(x, scale, bias)`, or a spelling of it measured faster on this backend."""
-  del shape, axes, masked, across_devices
-  return composed

@@ -49,10 +49,11 @@ def check_mask(mask_shape: tuple[int, ...], x_shape: tuple[int, ...], *, fn: str
 
 
 def check_groups(channels: int, num_groups: int | None, group_size: int | None, *, fn: str) -> int:
-  """Returns the number of groups; exactly one of num_groups/group_size must be given and divide C."""
+  """The group-count rule of every grouped norm (flax's): exactly one of num_groups/group_size is given,
+  and it divides the C channels. Returns the number of groups."""
   if (num_groups is None) == (group_size is None):
-    raise ValueError(f"{fn}: give exactly one of num_groups or group_size "
-                     f"(got num_groups={num_groups!r}, group_size={group_size!r})")
+    raise ValueError(f"{fn}: give exactly one of num_groups or group_size (got num_groups={num_groups!r}, "
+                     f"group_size={group_size!r}); pass num_groups=None to use group_size, as in flax")
   divisors = [d for d in range(1, channels + 1) if channels % d == 0]
   if group_size is not None:
     if not isinstance(group_size, int) or group_size <= 0 or channels % group_size:

@@ -19,8 +19,9 @@ of the tangent, masked ones too, since their outputs also depend on the statisti
 002 (section 2.5.1) prints the VJP with `+ x_hat_i * sum_j x_hat_j g_j`: the sign of that term is
 wrong; `tests/test_core.py` checks ours against autodiff of the plain formula.
 
-Backend-specific spellings of these formulas (same numbers, a different graph) live in
-`normlab._platform`; BENCH.md has their measurements.
+`standardize_affine` is the same with the scale and shift folded into that closed form: every layer's
+training step runs it. The one backend-specific spelling (a staged sum for group norm on XLA:CPU: same
+numbers, a different graph) is `normlab._platform.reduce_sum`; BENCH.md has its measurements.
 """
 from __future__ import annotations
 
@@ -109,6 +110,10 @@ def _moments(x, mask, axes, axis_name, center):
   return xs, m, mean, var, n
 
 
+def _stats(mean, var) -> Moments:
+  return Moments(jnp.zeros_like(var) if mean is None else mean, var)
+
+
 def _tangent_x_hat(x_hat, m):
   """x_hat as the tangent formulas read it: with a mask, a non-finite x_hat (from NaN/inf in a masked-out
   element) reads as 0, so it reaches no other element's derivative (its own output is non-finite anyway)."""
@@ -127,47 +132,54 @@ def moments(x, axes: tuple[int, ...], *, axis_name: AxisName = None, mask=None,
   checks.check_mask_array(mask, x.shape, fn="moments")
   axes, axis_name = _canonical(x, axes, axis_name)
   _, _, mean, var, n = _moments(x, mask, axes, axis_name, center)
-  return Moments(jnp.zeros_like(var) if mean is None else mean, var), n
+  return _stats(mean, var), n
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3, 4, 5))
 def _standardize(x, mask, axes, eps, axis_name, center):
-  """x_hat; the mask is not differentiated."""
+  """(x_hat, mean, var) from one pass of `_moments`; the mask and the statistics carry no derivative."""
   xs, _, mean, var, _ = _moments(x, mask, axes, axis_name, center)
-  return (xs if mean is None else xs - mean) * lax.rsqrt(var + eps)
+  return ((xs if mean is None else xs - mean) * lax.rsqrt(var + eps), *_stats(mean, var))
+
+
+def _tangent_terms(x, mask, axes, eps, axis_name, center):
+  """(1/sqrt(var + eps), mean_S) as the closed form reads them, from differentiable moments (so the
+  tangent itself differentiates: higher orders)."""
+  _, m, _, var, n = _moments(x, mask, axes, axis_name, center)
+  mean_s = lambda t: _sum_s(t if m is None else t * m, axes, axis_name) / jnp.maximum(n, 1)  # noqa: E731
+  return lax.rsqrt(var + eps), mean_s, m
 
 
 @_standardize.defjvp
 def _standardize_jvp(axes, eps, axis_name, center, primals, tangents):
   x, mask = primals
-  x_hat = _standardize(x, mask, axes, eps, axis_name, center)
-  _, m, _, var, n = _moments(x, mask, axes, axis_name, center)  # differentiable: higher orders
-  mean_s = lambda t: _sum_s(t if m is None else t * m, axes, axis_name) / jnp.maximum(n, 1)  # noqa: E731
-  x_hat, dx = _tangent_x_hat(x_hat, m), tangents[0].astype(x_hat.dtype)
+  out = _standardize(x, mask, axes, eps, axis_name, center)
+  r, mean_s, m = _tangent_terms(x, mask, axes, eps, axis_name, center)
+  x_hat, dx = _tangent_x_hat(out[0], m), tangents[0].astype(out[0].dtype)
   t = dx - x_hat * mean_s(x_hat * dx)
   if center:
     t = t - mean_s(dx)
-  return _standardize(x, mask, axes, eps, axis_name, center), lax.rsqrt(var + eps) * t
+  return out, (r * t, jnp.zeros_like(out[1]), jnp.zeros_like(out[2]))
 
 
 def standardize(x, axes: tuple[int, ...], *, eps: float, axis_name: AxisName = None, mask=None,
                 center: bool = True) -> tuple[jax.Array, Moments]:
-  """(x - mean) / sqrt(var + eps) over S, in the statistics dtype; also returns the statistics.
+  """(x - mean) / sqrt(var + eps) over S, in the statistics dtype, and the statistics it used.
 
-  The statistics are returned without gradient (they feed running averages); the derivative of the
+  The statistics are returned without derivative (they feed running averages); the derivative of the
   output is the closed form in the module docstring, in forward and reverse mode.
   """
   checks.check_x(x, fn="standardize")
   checks.check_mask_array(mask, x.shape, fn="standardize")
   axes, axis_name = _canonical(x, axes, axis_name)
-  x_hat = _standardize(x, mask, axes, float(eps), axis_name, bool(center))
-  _, _, mean, var, _ = _moments(lax.stop_gradient(x), mask, axes, axis_name, center)
-  return x_hat, Moments(jnp.zeros_like(var) if mean is None else mean, var)
+  x_hat, mean, var = _standardize(x, mask, axes, float(eps), axis_name, bool(center))
+  return x_hat, Moments(mean, var)
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(4, 5, 6, 7, 8))
 def _standardize_affine(x, mask, scale, bias, axes, eps, axis_name, center, out_dtype):
-  return affine(_standardize(x, mask, axes, eps, axis_name, center), scale, bias, out_dtype)
+  x_hat, mean, var = _standardize(x, mask, axes, eps, axis_name, center)
+  return affine(x_hat, scale, bias, out_dtype), mean, var
 
 
 def _param_shape(x_shape, axes, *params) -> tuple[int, ...]:
@@ -185,15 +197,15 @@ def _standardize_affine_jvp(axes, eps, axis_name, center, out_dtype, primals, ta
   docstring's closed form times the scale s, plus the parameters' own terms."""
   x, mask, scale, bias = primals
   dx, _, dscale, dbias = tangents
-  y = affine(_standardize(x, mask, axes, eps, axis_name, center), scale, bias, out_dtype)
-  _, m, _, var, n = _moments(x, mask, axes, axis_name, center)  # differentiable: higher orders
-  x_hat = _tangent_x_hat(_standardize(x, mask, axes, eps, axis_name, center), m)
+  x_hat, mean, var = _standardize(x, mask, axes, eps, axis_name, center)
+  y = affine(x_hat, scale, bias, out_dtype)
+  r, mean_s, m = _tangent_terms(x, mask, axes, eps, axis_name, center)
+  x_hat = _tangent_x_hat(x_hat, m)
   dt = x_hat.dtype
-  mean_s = lambda t: _sum_s(t if m is None else t * m, axes, axis_name) / jnp.maximum(n, 1)  # noqa: E731
   shape = _param_shape(x.shape, axes, scale, bias)
   in_shape = lambda t: jnp.broadcast_to(jnp.asarray(t, dt), shape)  # noqa: E731
   dx = dx.astype(dt)
-  sr = in_shape(lax.rsqrt(var + eps) if scale is None else jnp.asarray(scale, dt) * lax.rsqrt(var + eps))
+  sr = in_shape(r if scale is None else jnp.asarray(scale, dt) * r)
   coef = -sr * mean_s(x_hat * dx)
   if scale is not None:
     coef = coef + in_shape(dscale)
@@ -201,28 +213,20 @@ def _standardize_affine_jvp(axes, eps, axis_name, center, out_dtype, primals, ta
   if center or bias is not None:
     offset = -sr * mean_s(dx) if center else jnp.zeros(shape, dt)
     dy = dy + (offset if bias is None else offset + in_shape(dbias))
-  return y, dy.astype(out_dtype)
+  return (y, mean, var), (dy.astype(out_dtype), jnp.zeros_like(mean), jnp.zeros_like(var))
 
 
 def standardize_affine(x, axes: tuple[int, ...], scale, bias, *, eps: float, axis_name: AxisName = None,
                        mask=None, center: bool = True, out_dtype=None) -> tuple[jax.Array, Moments]:
-  """`affine(standardize(x, axes, ...)[0], scale, bias, out_dtype)` and the statistics.
+  """`affine(standardize(x, axes, ...)[0], scale, bias, out_dtype)` and the statistics it used.
 
   The same values and derivatives as the composition (`out_dtype` defaults to x's dtype), with the
-  scale folded into the closed form. `_platform.standardize_affine` may spell it differently on a
-  backend where that measured faster in a training step.
+  scale folded into the closed form; the statistics are computed once and carry no derivative.
   """
   axes, axis_name = _canonical(x, axes, axis_name)
-  out_dtype = x.dtype if out_dtype is None else out_dtype
-
-  def fused(x, scale, bias):
-    y = _standardize_affine(x, mask, scale, bias, axes, float(eps), axis_name, bool(center), out_dtype)
-    _, _, mean, var, _ = _moments(lax.stop_gradient(x), mask, axes, axis_name, center)
-    return y, Moments(jnp.zeros_like(var) if mean is None else mean, var)
-
-  fn = _platform.standardize_affine(fused, x.shape, axes, masked=mask is not None,
-                                    across_devices=axis_name is not None)
-  return fn(x, scale, bias)
+  out_dtype = jnp.dtype(x.dtype if out_dtype is None else out_dtype)
+  y, mean, var = _standardize_affine(x, mask, scale, bias, axes, float(eps), axis_name, bool(center), out_dtype)
+  return y, Moments(mean, var)
 
 
 def normalize_with(x, stats: Moments, eps: float) -> jax.Array:

@@ -11,6 +11,11 @@ statistics are always two-pass in >= float32 (`use_fast_variance` is accepted an
 it under shard_map: make the groups a mesh axis); with a mask and `axis_name`, statistics are weighted
 by each device's valid count (flax averages per-device means). normlab's extra norms (ghost BN, batch
 renorm, l_p BN, noisy BN, FRN, EvoNorm, switchable, LRN) follow the same conventions.
+
+The classes hold parameters and state only: each call runs the norm's function in `normlab.norms` /
+`normlab.variants` (mapped from the fields by `normlab.kinds`). Their defaults are flax's; the table of
+flax's and normlab's defaults is in `normlab.norms`.
+
 `Dense`/`Conv` are flax's (every field) with a `reparam` option ('weight', 'weight_std', 'spectral') for
 the kernel norms; with dtype=None they compute in the input's dtype.
 """
@@ -23,9 +28,9 @@ import jax
 import jax.numpy as jnp
 from flax.linen import dtypes as flax_dtypes
 
-from normlab import checks, layer_math as lm, reparam as rp
+from normlab import kinds, reparam as rp
 from normlab.core import Moments
-from normlab.norms import update_running_stats
+from normlab.norms import FLAX_BN_EPS, FLAX_EPS, FLAX_MOMENTUM, update_running_stats
 
 Initializer = Callable[..., jax.Array]
 Axes = int | Sequence[int]
@@ -33,37 +38,35 @@ _zeros, _ones = nn.initializers.zeros, nn.initializers.ones
 
 
 class _Norm(nn.Module):
-  """Shared body: parameters and running statistics as flax names them, math from `layer_math`."""
+  """Shared body: parameters and running statistics as flax names them; the forward pass is the
+  norm's function in `normlab.norms` / `normlab.variants`, called through `normlab.kinds`."""
   kind: ClassVar[str]
   replaces_activation: ClassVar[bool] = False  # FRN/EvoNorm include their nonlinearity
 
   def _run(self, x, train: bool, mask):
-    k = lm.KINDS[self.kind]
-    lm.check_common(self, type(self).__name__)
-    lm.check_input(x, type(self).__name__)
+    k, name = kinds.KINDS[self.kind], type(self).__name__
+    kinds.check_common(self, name)
+    kinds.check_input(x, name)
     fshape = tuple(x.shape[a] for a in k.feature_axes(self, x.ndim))
     running = None
     if k.running:
       mean = self.variable("batch_stats", "mean", lambda s: jnp.zeros(s, jnp.float32), fshape)
       var = self.variable("batch_stats", "var", lambda s: jnp.ones(s, jnp.float32), fshape)
       running = Moments(mean.value, var.value)
-    params = {name: self.param(name, init, fshape if shape is None else shape, self.param_dtype)
-              for name, (init, shape) in k.params(self).items()}
+    params = {n: self.param(n, init, fshape if shape is None else shape, self.param_dtype)
+              for n, (init, shape) in k.params(self).items()}
     initializing = self.is_initializing()
     # As flax's BatchNorm: init may run outside the mapped axes, so it reduces locally.
     axis_name = None if (k.running and initializing) else getattr(self, "axis_name", None)
-    rng = self.make_rng("noise") if (k.noise and train) else None
-    extra = {}
+    limits = None
     if getattr(self, "ramp_steps", 0) > 0:  # batch renorm's r_max/d_max ramp (Ioffe 2017)
       steps = self.variable("batch_stats", "renorm_steps", lambda: jnp.zeros((), jnp.float32))
-      extra["limits"] = lm.renorm_limits(self, steps.value)
+      limits = kinds.renorm_limits(self, steps.value)
       if train and not initializing:
         steps.value = steps.value + 1
-    try:
-      y, batch = k.forward(self, x, params, running, train=train, mask=mask, rng=rng, axis_name=axis_name,
-                           **extra)
-    except checks.SingleValueError as e:
-      raise lm.name_layer(e, type(self).__name__) from None
+    rng = self.make_rng("noise") if (k.noise and train) else None
+    y, batch = kinds.run(self, k, x, params, running, layer=name, train=train, mask=mask, rng=rng,
+                         axis_name=axis_name, limits=limits)
     if batch is not None and k.updates and not initializing:
       new = update_running_stats(running, batch, self.momentum)
       mean.value, var.value = new.mean, new.var
@@ -103,8 +106,8 @@ class BatchNorm(_RunningNorm):
   kind: ClassVar[str] = "batch"
   use_running_average: bool | None = None
   axis: int = -1
-  momentum: float = 0.99
-  epsilon: float = 1e-5
+  momentum: float = FLAX_MOMENTUM
+  epsilon: float = FLAX_BN_EPS
   dtype: Any = None
   param_dtype: Any = jnp.float32
   use_bias: bool = True
@@ -121,7 +124,7 @@ class BatchNorm(_RunningNorm):
 class LayerNorm(_StatelessNorm):
   """flax.linen.LayerNorm: statistics over `reduction_axes`, scale/bias over `feature_axes`."""
   kind: ClassVar[str] = "layer"
-  epsilon: float = 1e-6
+  epsilon: float = FLAX_EPS
   dtype: Any = None
   param_dtype: Any = jnp.float32
   use_bias: bool = True
@@ -139,7 +142,7 @@ class LayerNorm(_StatelessNorm):
 class RMSNorm(_StatelessNorm):
   """flax.linen.RMSNorm: x / sqrt(mean(x^2) + eps) over `reduction_axes`, no bias."""
   kind: ClassVar[str] = "rms"
-  epsilon: float = 1e-6
+  epsilon: float = FLAX_EPS
   dtype: Any = None
   param_dtype: Any = jnp.float32
   use_scale: bool = True
@@ -157,7 +160,7 @@ class GroupNorm(_StatelessNorm):
   kind: ClassVar[str] = "group"
   num_groups: int | None = 32
   group_size: int | None = None
-  epsilon: float = 1e-6
+  epsilon: float = FLAX_EPS
   dtype: Any = None
   param_dtype: Any = jnp.float32
   use_bias: bool = True
@@ -174,7 +177,7 @@ class GroupNorm(_StatelessNorm):
 class InstanceNorm(_StatelessNorm):
   """flax.linen.InstanceNorm: statistics over every axis but the batch (0) and `feature_axes`."""
   kind: ClassVar[str] = "instance"
-  epsilon: float = 1e-6
+  epsilon: float = FLAX_EPS
   dtype: Any = None
   param_dtype: Any = jnp.float32
   use_bias: bool = True
@@ -192,8 +195,8 @@ class InstanceNorm(_StatelessNorm):
 
 class _ExtraRunning(_RunningNorm):
   use_running_average: bool | None = None
-  momentum: float = 0.99
-  epsilon: float = 1e-5
+  momentum: float = FLAX_MOMENTUM
+  epsilon: float = FLAX_BN_EPS
   dtype: Any = None
   param_dtype: Any = jnp.float32
   use_bias: bool = True
@@ -204,7 +207,7 @@ class _ExtraRunning(_RunningNorm):
 
 
 class _ExtraStateless(_StatelessNorm):
-  epsilon: float = 1e-6
+  epsilon: float = FLAX_EPS
   dtype: Any = None
   param_dtype: Any = jnp.float32
   use_bias: bool = True
@@ -233,7 +236,7 @@ class BatchRenorm(_ExtraRunning):
 class FrozenBatchNorm(_ExtraStateless):
   """Batch norm that always uses the stored `batch_stats` (never updated)."""
   kind: ClassVar[str] = "frozen_batch"
-  epsilon: float = 1e-5
+  epsilon: float = FLAX_BN_EPS
 
 
 class LpBatchNorm(_ExtraRunning):
@@ -268,7 +271,7 @@ class EvoNormS0(_ExtraStateless):
   """EvoNorm-S0: batch-independent norm-activation; groups as GroupNorm (num_groups or group_size)."""
   kind: ClassVar[str] = "evonorm_s0"
   replaces_activation: ClassVar[bool] = True
-  epsilon: float = 1e-5
+  epsilon: float = FLAX_BN_EPS
   num_groups: int | None = 32
   group_size: int | None = None
 

@@ -8,11 +8,17 @@
 State is flax's: `scale`, `bias` (nnx.Param) and `mean`, `var` (nnx.BatchStat), so `nnx.state` of a
 flax model loads into a normlab one with `nnx.update` and back. The keyword fields and their defaults
 are those of the matching `normlab.layers` (linen) class, except `use_running_average=False` (as in
-flax.nnx); the math is the same `normlab.layer_math` forward pass. Norms with running statistics
-are called `module(x, use_running_average=None, *, mask=None)` (the call argument wins, as in
-flax.nnx) and follow `nnx.view(model, use_running_average=...)`; the others `module(x, *, mask=None)`.
-`NoisyBatchNorm` draws its noise from `rngs.noise()` (or the default stream). `promote_dtype` must be
-flax's default: normlab promotes as flax's default does.
+flax.nnx); the forward pass is the same function of `normlab.norms` / `normlab.variants`, called
+through `normlab.kinds`. Norms with running statistics are called `module(x, use_running_average=None,
+*, mask=None)` (the call argument wins, as in flax.nnx) and follow `nnx.view(model,
+use_running_average=...)`; the others `module(x, *, mask=None)`. `NoisyBatchNorm` draws its noise
+from `rngs.noise()` (or the default stream).
+
+`promote_dtype` has flax.nnx's meaning: before the norm runs, it is called as
+`promote_dtype((x, mean, var, scale, bias), dtype=dtype)` for norms with running statistics and
+`promote_dtype((x, *params), dtype=dtype)` for the others (params in the order of the module's
+parameters, None where absent), and the norm runs on what it returns; the running statistics are
+updated from their stored values. flax's tests pass `lambda x, **kw: x` to get linen's behaviour.
 """
 from __future__ import annotations
 
@@ -25,35 +31,34 @@ import jax.numpy as jnp
 from flax import nnx
 from flax.nnx.nn import dtypes
 
-from normlab import checks, layer_math as lm, layers
+from normlab import kinds, layers
 from normlab.core import Moments
 from normlab.norms import update_running_stats
 
-_NNX_ONLY = {"promote_dtype": dtypes.promote_dtype, "bias_metadata": MappingProxyType({}),
-             "scale_metadata": MappingProxyType({})}
+_METADATA = {"bias_metadata": MappingProxyType({}), "scale_metadata": MappingProxyType({})}
 _LINEN_ONLY = ("force_float32_reductions",)
 
 
 class _Norm(nnx.Module):
   """Shared body; subclasses are made by `_nnx_class` from the linen class's fields."""
-  kind: str = "identity"
+  kind: str = ""
   linen: type = layers.Identity
   positional: tuple[str, ...] = ()
 
   def __init__(self, *args, rngs: nnx.Rngs | None = None, **kwargs):
-    k = lm.KINDS[self.kind]
+    k = kinds.KINDS[self.kind]
     bound = self.__signature__.bind(*args, rngs=rngs, **kwargs)
     bound.apply_defaults()
     opts = dict(bound.arguments)
     rngs = opts.pop("rngs")
     num_features = opts.pop("num_features", None)
-    if opts["promote_dtype"] is not dtypes.promote_dtype:
-      raise ValueError(f"{type(self).__name__}: a custom promote_dtype is not supported; normlab promotes as "
-                       "flax's default does (valid: the default)")
+    if not callable(opts["promote_dtype"]):
+      raise TypeError(f"{type(self).__name__}: promote_dtype must be a callable (args_tuple, *, dtype) -> "
+                      f"tuple, as flax.nnx's, got {opts['promote_dtype']!r}")
     for name, value in opts.items():
       setattr(self, name, value)
     self.num_features = num_features
-    lm.check_common(self, type(self).__name__)
+    kinds.check_common(self, type(self).__name__)
     if k.running:
       self.mean = nnx.BatchStat(jnp.zeros((num_features,), jnp.float32))
       self.var = nnx.BatchStat(jnp.ones((num_features,), jnp.float32))
@@ -70,23 +75,26 @@ class _Norm(nnx.Module):
       self.renorm_steps = nnx.BatchStat(jnp.zeros((), jnp.float32))
 
   def _run(self, x, train: bool, mask):
-    k = lm.KINDS[self.kind]
-    lm.check_input(x, type(self).__name__)
-    params = {name: getattr(self, name)[...] for name in k.params(self)}
-    running = Moments(self.mean[...], self.var[...]) if k.running else None
+    k, name = kinds.KINDS[self.kind], type(self).__name__
+    kinds.check_input(x, name)
+    # flax's tuple: (x, mean, var, scale, bias) or (x, scale, bias), (x, scale) for RMSNorm; then other params
+    affine = tuple(n for n in ("scale", "bias") if hasattr(self, f"use_{n}"))
+    names = affine + tuple(n for n in k.params(self) if n not in affine)
+    stored = Moments(self.mean[...], self.var[...]) if k.running else None
+    values = tuple(None if getattr(self, n) is None else getattr(self, n)[...] for n in names)
+    x, *rest = self.promote_dtype((x, *(stored or ()), *values), dtype=self.dtype)
+    running = Moments(*rest[:2]) if k.running else None
+    params = {n: v for n, v in zip(names, rest[2:] if k.running else rest) if v is not None}
     rng = self.rngs.noise() if (k.noise and train) else None
-    extra = {}
+    limits = None
     if getattr(self, "ramp_steps", 0) > 0:  # batch renorm's r_max/d_max ramp
-      extra["limits"] = lm.renorm_limits(self, self.renorm_steps[...])
+      limits = kinds.renorm_limits(self, self.renorm_steps[...])
       if train:
         self.renorm_steps[...] = self.renorm_steps[...] + 1
-    try:
-      y, batch = k.forward(self, x, params, running, train=train, mask=mask, rng=rng,
-                           axis_name=getattr(self, "axis_name", None), **extra)
-    except checks.SingleValueError as e:
-      raise lm.name_layer(e, type(self).__name__) from None
+    y, batch = kinds.run(self, k, x, params, running, layer=name, train=train, mask=mask, rng=rng,
+                         axis_name=getattr(self, "axis_name", None), limits=limits)
     if batch is not None and k.updates:
-      new = update_running_stats(running, batch, self.momentum)
+      new = update_running_stats(stored, batch, self.momentum)
       self.mean[...], self.var[...] = jax.lax.stop_gradient(new.mean), jax.lax.stop_gradient(new.var)
     return y
 
@@ -112,7 +120,7 @@ class _StatelessNorm(_Norm):
 
 def _nnx_class(linen_cls: type, positional: tuple[str, ...] = ()) -> type:
   """The nnx twin of a `normlab.layers` class: keyword fields and defaults from the linen dataclass."""
-  k = lm.KINDS[linen_cls.kind]
+  k = kinds.KINDS[linen_cls.kind]
   fields = [f for f in dataclasses.fields(linen_cls) if f.name not in ("parent", "name", *_LINEN_ONLY)]
   P = inspect.Parameter
   params = []
@@ -124,10 +132,10 @@ def _nnx_class(linen_cls: type, positional: tuple[str, ...] = ()) -> type:
     default = False if f.name == "use_running_average" else f.default
     params.append(P(f.name, kind, default=default))
   params.sort(key=lambda p: p.kind)  # positional ones first, in their order
+  params.append(P("promote_dtype", P.KEYWORD_ONLY, default=dtypes.promote_dtype))
   params.append(P("rngs", P.KEYWORD_ONLY) if has_state else P("rngs", P.KEYWORD_ONLY, default=None))
   names = {f.name for f in fields}
-  params += [P(n, P.KEYWORD_ONLY, default=d) for n, d in _NNX_ONLY.items()
-             if n == "promote_dtype" or f"{n.split('_')[0]}_init" in names]
+  params += [P(n, P.KEYWORD_ONLY, default=d) for n, d in _METADATA.items() if f"{n.split('_')[0]}_init" in names]
   base = _RunningNorm if "use_running_average" in {f.name for f in fields} else _StatelessNorm
   ns = {"kind": linen_cls.kind, "linen": linen_cls, "positional": positional, "__doc__": linen_cls.__doc__,
         "__module__": __name__, "replaces_activation": linen_cls.replaces_activation}

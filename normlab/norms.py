@@ -1,7 +1,22 @@
 """Batch, layer, instance, group and RMS norm: each is one choice of the reduction set S over `core`.
 
-Inputs are channels-last, (N, ..., C). `scale`/`bias` are optional arrays broadcastable to the
-input (per-channel (C,) for batch/instance/group norm; over the normalized axes for layer/RMS norm).
+These functions are the math every normlab layer runs: `normlab.layers` (flax.linen) and `normlab.nnx`
+(flax.nnx) create the parameters and running statistics and call them. Inputs are channels-last by
+default, (N, ..., C). `scale`/`bias` are optional arrays broadcastable to the input (per-channel (C,)
+for batch/instance/group norm; over the normalized or feature axes for layer/RMS norm).
+
+Defaults, one table (the only place these numbers are written):
+
+    default                       functions, configs (normlab)    flax drop-ins (normlab.layers, normlab.nnx)
+    momentum                      MOMENTUM = 0.9                  FLAX_MOMENTUM = 0.99
+    epsilon, batch-type norms     EPS = 1e-5                      FLAX_BN_EPS = 1e-5
+    epsilon, LN/GN/IN             EPS = 1e-5                      FLAX_EPS = 1e-6
+    epsilon, RMS norm and FRN     EPS_RMS = 1e-6                  FLAX_EPS = 1e-6
+
+Why they differ: the flax drop-ins take flax's values so that swapping the import changes nothing (a flax
+recipe and checkpoint behave the same); the functions and the registry (configs, studies) take torch's
+and the papers' values (torch's momentum 0.1 is our 0.9; eps 1e-5 is torch's and the GN paper's), under
+which the studies' results were produced.
 """
 from __future__ import annotations
 
@@ -14,6 +29,9 @@ from jax import lax
 from normlab import checks
 from normlab.core import (AxisName, Moments, affine, check_axis_name, normalize_with,
                           standardize_affine)
+
+MOMENTUM, EPS, EPS_RMS = 0.9, 1e-5, 1e-6
+FLAX_MOMENTUM, FLAX_BN_EPS, FLAX_EPS = 0.99, 1e-5, 1e-6
 
 
 def _squeeze(stats: Moments, axes: tuple[int, ...]) -> Moments:
@@ -47,7 +65,7 @@ def check_params(x, axes: tuple[int, ...], *, fn: str, axes_doc: str, **params) 
 PER_CHANNEL = "one value per channel, the last axis"
 
 
-def batch_norm(x, scale=None, bias=None, *, eps: float = 1e-5, feature_axes: int | Sequence[int] = -1,
+def batch_norm(x, scale=None, bias=None, *, eps: float = EPS, feature_axes: int | Sequence[int] = -1,
                axis_name: AxisName = None, mask=None, running: Moments | None = None,
                return_stats: bool = False, allow_single_value: bool = False):
   """Batch norm: S = every axis but the feature axes (+ the devices on `axis_name`: SyncBN).
@@ -60,12 +78,13 @@ def batch_norm(x, scale=None, bias=None, *, eps: float = 1e-5, feature_axes: int
   `allow_single_value=True` (the output is then the bias and the input gradient 0).
   """
   return named_batch_norm(x, scale, bias, eps=eps, feature_axes=feature_axes, axis_name=axis_name, mask=mask,
-                     running=running, return_stats=return_stats, allow_single_value=allow_single_value,
-                     fn="batch_norm")
+                          running=running, return_stats=return_stats, allow_single_value=allow_single_value,
+                          fn="batch_norm")
 
 
 def named_batch_norm(x, scale, bias, *, eps, feature_axes, axis_name, mask, running, return_stats,
-                allow_single_value, fn):
+                     allow_single_value, fn):
+  """`batch_norm` whose errors name `fn` (the variant built on it)."""
   checks.check_x(x, fn=fn)
   eps = checks.check_eps(eps, fn=fn)
   axes = batch_reduction_axes(x.ndim, feature_axes, fn=fn)
@@ -82,7 +101,7 @@ def named_batch_norm(x, scale, bias, *, eps, feature_axes, axis_name, mask, runn
   return (y, _squeeze(stats, axes)) if return_stats else y
 
 
-def update_running_stats(running: Moments, batch: Moments, momentum: float = 0.9) -> Moments:
+def update_running_stats(running: Moments, batch: Moments, momentum: float = MOMENTUM) -> Moments:
   """Exponential moving average: running * momentum + batch * (1 - momentum) (torch's 0.1 = our 0.9)."""
   fn = "update_running_stats"
   if isinstance(momentum, bool) or not isinstance(momentum, (int, float)) or not 0.0 <= momentum <= 1.0:
@@ -99,33 +118,41 @@ def update_running_stats(running: Moments, batch: Moments, momentum: float = 0.9
   return Moments(*(momentum * r + (1.0 - momentum) * b.astype(r.dtype) for r, b in zip(running, batch)))
 
 
-def _feature_axes(reduction_axes, ndim: int) -> tuple[int, ...]:
-  """Where layer/RMS norm parameters may vary: the normalized axes and the channels (last axis)."""
-  return tuple(sorted(set(reduction_axes) | {ndim - 1}))
+def _param_axes(x, reduction_axes, feature_axes, *, fn: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
+  """Layer/RMS norm: (S, the axes scale/bias may vary along: S and `feature_axes`)."""
+  axes = checks.canonical_axes(reduction_axes, x.ndim, fn=fn, what="reduction_axes")
+  feats = checks.canonical_axes(feature_axes, x.ndim, fn=fn, what="feature_axes")
+  return axes, tuple(sorted(set(axes) | set(feats)))
 
 
-def layer_norm(x, scale=None, bias=None, *, eps: float = 1e-5,
-               reduction_axes: int | Sequence[int] = -1, mask=None):
-  """Layer norm: S = `reduction_axes` of each example (default the last axis)."""
+def layer_norm(x, scale=None, bias=None, *, eps: float = EPS, reduction_axes: int | Sequence[int] = -1,
+               feature_axes: int | Sequence[int] = -1, axis_name: AxisName = None, mask=None):
+  """Layer norm: S = `reduction_axes` of each example (default the last axis), + the devices on
+  `axis_name`; scale/bias vary along S and `feature_axes` (flax's meaning)."""
   fn = "layer_norm"
   checks.check_x(x, fn=fn)
   eps = checks.check_eps(eps, fn=fn)
-  axes = checks.canonical_axes(reduction_axes, x.ndim, fn=fn, what="reduction_axes")
-  check_params(x, _feature_axes(axes, x.ndim), fn=fn, scale=scale, bias=bias,
-               axes_doc=f"over reduction_axes={reduction_axes!r} or the last axis")
+  axes, params = _param_axes(x, reduction_axes, feature_axes, fn=fn)
+  check_params(x, params, fn=fn, scale=scale, bias=bias,
+               axes_doc=f"over reduction_axes={reduction_axes!r} or feature_axes={feature_axes!r}")
   checks.check_mask_array(mask, x.shape, fn=fn)
-  return standardize_affine(x, axes, scale, bias, eps=eps, mask=mask)[0]
+  check_axis_name(axis_name, fn=fn)
+  return standardize_affine(x, axes, scale, bias, eps=eps, axis_name=axis_name, mask=mask)[0]
 
 
-def rms_norm(x, scale=None, *, eps: float = 1e-6, reduction_axes: int | Sequence[int] = -1):
-  """RMS norm: x / sqrt(mean(x^2) + eps) over `reduction_axes` (no centering, no bias)."""
+def rms_norm(x, scale=None, *, eps: float = EPS_RMS, reduction_axes: int | Sequence[int] = -1,
+             feature_axes: int | Sequence[int] = -1, axis_name: AxisName = None, mask=None):
+  """RMS norm: x / sqrt(mean(x^2) + eps) over `reduction_axes` (no centering, no bias); the rest as
+  `layer_norm`."""
   fn = "rms_norm"
   checks.check_x(x, fn=fn)
   eps = checks.check_eps(eps, fn=fn)
-  axes = checks.canonical_axes(reduction_axes, x.ndim, fn=fn, what="reduction_axes")
-  check_params(x, _feature_axes(axes, x.ndim), fn=fn, scale=scale,
-               axes_doc=f"over reduction_axes={reduction_axes!r} or the last axis")
-  return standardize_affine(x, axes, scale, None, eps=eps, center=False)[0]
+  axes, params = _param_axes(x, reduction_axes, feature_axes, fn=fn)
+  check_params(x, params, fn=fn, scale=scale,
+               axes_doc=f"over reduction_axes={reduction_axes!r} or feature_axes={feature_axes!r}")
+  checks.check_mask_array(mask, x.shape, fn=fn)
+  check_axis_name(axis_name, fn=fn)
+  return standardize_affine(x, axes, scale, None, eps=eps, axis_name=axis_name, mask=mask, center=False)[0]
 
 
 def spatial_axes(ndim: int, *, fn: str) -> tuple[int, ...]:
@@ -134,20 +161,49 @@ def spatial_axes(ndim: int, *, fn: str) -> tuple[int, ...]:
   return tuple(range(1, ndim - 1))
 
 
-def instance_norm(x, scale=None, bias=None, *, eps: float = 1e-5, mask=None):
-  """Instance norm: S = the spatial axes of one example and one channel; input (N, ..., C)."""
+def instance_norm(x, scale=None, bias=None, *, eps: float = EPS, feature_axes: int | Sequence[int] | None = None,
+                  axis_name: AxisName = None, mask=None):
+  """Instance norm: S = every axis of one example but the feature axes (+ the devices on `axis_name`).
+
+  feature_axes=None: channels-last (N, spatial..., C), which needs a spatial axis. Explicit
+  `feature_axes` (flax's meaning, scale/bias over them) may leave S empty: the output is then the bias.
+  """
   fn = "instance_norm"
   checks.check_x(x, fn=fn)
   eps = checks.check_eps(eps, fn=fn)
-  axes = spatial_axes(x.ndim, fn=fn)
-  check_params(x, (x.ndim - 1,), fn=fn, axes_doc=PER_CHANNEL, scale=scale, bias=bias)
+  if feature_axes is None:
+    feats, axes = (x.ndim - 1,), spatial_axes(x.ndim, fn=fn)
+  else:
+    feats = checks.canonical_axes(feature_axes, x.ndim, fn=fn, what="feature_axes")
+    if 0 in feats:
+      raise ValueError(f"{fn}: feature_axes {feature_axes!r} include the batch axis 0; valid feature axes: "
+                       f"1..{x.ndim - 1}")
+    axes = tuple(a for a in range(1, x.ndim) if a not in feats)
+  check_params(x, feats, fn=fn, axes_doc=PER_CHANNEL if feature_axes is None else f"feature_axes={feature_axes!r}",
+               scale=scale, bias=bias)
   checks.check_mask_array(mask, x.shape, fn=fn)
-  return standardize_affine(x, axes, scale, bias, eps=eps, mask=mask)[0]
+  check_axis_name(axis_name, fn=fn)
+  return standardize_affine(x, axes, scale, bias, eps=eps, axis_name=axis_name, mask=mask)[0]
 
 
-def group_norm(x, scale=None, bias=None, *, num_groups: int | None = None,
-               group_size: int | None = None, eps: float = 1e-5, mask=None):
-  """Group norm: channels split into groups; S = spatial axes + the channels of one group.
+def group_axes(x_shape, num_groups: int | None, group_size: int | None, reduction_axes=None, *,
+               fn: str) -> tuple[int, tuple[int, ...]]:
+  """(G, S on the grouped view (N, ..., G, C/G)): `reduction_axes` (default: all but the batch axis) must
+  include the channels; the group count follows `checks.check_groups`."""
+  ndim = len(x_shape)
+  checks.check_min_rank(ndim, 2, fn=fn, layout="(N, ..., C)")
+  red = tuple(range(1, ndim)) if reduction_axes is None else reduction_axes
+  red = checks.canonical_axes(red, ndim, fn=fn, what="reduction_axes")
+  if red[-1] != ndim - 1:
+    raise ValueError(f"{fn}: reduction_axes {reduction_axes!r} must include the last (channel) axis {ndim - 1}")
+  return checks.check_groups(x_shape[-1], num_groups, group_size, fn=fn), red[:-1] + (ndim,)
+
+
+def group_norm(x, scale=None, bias=None, *, num_groups: int | None = None, group_size: int | None = None,
+               eps: float = EPS, reduction_axes: int | Sequence[int] | None = None, axis_name: AxisName = None,
+               mask=None):
+  """Group norm: channels split into groups; S = `reduction_axes` (default every axis but the batch) with
+  the channels of one group (+ the devices on `axis_name`). Give num_groups or group_size.
 
   Input (N, ..., C), rank >= 2 (rank 2 = MLP features). Channels-last lets the group split be a
   free reshape (N, ..., G, C/G): no transpose. num_groups=1 is layer norm, num_groups=C instance norm.
@@ -155,19 +211,14 @@ def group_norm(x, scale=None, bias=None, *, num_groups: int | None = None,
   fn = "group_norm"
   checks.check_x(x, fn=fn)
   eps = checks.check_eps(eps, fn=fn)
-  checks.check_min_rank(x.ndim, 2, fn=fn, layout="(N, ..., C)")
-  channels = x.shape[-1]
-  groups = checks.check_groups(channels, num_groups, group_size, fn=fn)
+  groups, axes = group_axes(x.shape, num_groups, group_size, reduction_axes, fn=fn)
   check_params(x, (x.ndim - 1,), fn=fn, axes_doc=PER_CHANNEL, scale=scale, bias=bias)
   checks.check_mask_array(mask, x.shape, fn=fn)
-  split = lambda t: t.reshape(*t.shape[:-1], groups, t.shape[-1] // groups)
-  xg = split(x)
-  axes = tuple(range(1, x.ndim - 1)) + (x.ndim,)
-  mg = None
-  if mask is not None:
-    mg = split(jnp.broadcast_to(mask, x.shape))
-  y, _ = standardize_affine(xg, axes, _split_param(scale, x.shape, split), _split_param(bias, x.shape, split),
-                            eps=eps, mask=mg)
+  check_axis_name(axis_name, fn=fn)
+  split = lambda t: t.reshape(*t.shape[:-1], groups, t.shape[-1] // groups)  # noqa: E731
+  mg = None if mask is None else split(jnp.broadcast_to(mask, x.shape))
+  y, _ = standardize_affine(split(x), axes, _split_param(scale, x.shape, split), _split_param(bias, x.shape, split),
+                            eps=eps, axis_name=axis_name, mask=mg)
   return y.reshape(x.shape)
 
 

@@ -8,8 +8,8 @@ the module with `factory.build(train=..., axis_name=..., name=...)`, which binds
 None). The registry entry holds each norm's facts: whether its centering cancels a preceding bias,
 whether it has cross-device statistics (`axis_name`), and its recurrent form (`rnn_norm`).
 
-Registry defaults keep normlab's historical settings (momentum 0.9, epsilon 1e-5 for layer, group and
-instance norm) so configs reproduce earlier results; the layer classes default to flax's values.
+The registry's defaults are normlab's (`normlab.norms.MOMENTUM`, `normlab.norms.EPS`) over the layer
+classes' flax defaults; the table of both, and why they differ, is in `normlab.norms`'s docstring.
 """
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from typing import Any, Callable
 import flax.linen as nn
 
 from normlab import layers
+from normlab.norms import EPS, MOMENTUM
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,8 +34,8 @@ class NormEntry:
   rnn_norm: str | None = None  # its per-step form in normlab.models.seqnorm; None: not for RNNs
 
 
-_M = {"momentum": 0.9}
-_E = {"epsilon": 1e-5}
+_M = {"momentum": MOMENTUM}
+_E = {"epsilon": EPS}
 _BN = {"bias_cancelling": True, "cross_device": True}
 _ALL_NORMS: dict[str, NormEntry] = {
     "none": NormEntry(layers.Identity, {}, doc="no normalization", rnn_norm="none"),
@@ -65,6 +66,9 @@ NORM_NAMES = tuple(_ALL_NORMS)
 # Options that only make sense for some norms: `axis_name` (the data-parallel mesh axis) is kept only
 # where the norm's statistics span the batch (`cross_device`), and dropped elsewhere.
 _SOFT_OPTIONS = ("axis_name",)
+# An option a config sets that unsets another field's default: the layers' num_groups=32 yields to a
+# given group_size (the layers then apply the one group-count rule, `checks.check_groups`).
+_DISPLACES = {"group_size": "num_groups"}
 # flax's own norms: the registry name whose facts they share.
 _FLAX_TWINS = {nn.BatchNorm: "batch", nn.LayerNorm: "layer", nn.GroupNorm: "group", nn.InstanceNorm: "instance",
                nn.RMSNorm: "rms"}
@@ -155,8 +159,9 @@ def make_norm(name: str, **options: Any) -> NormFactory:
       opts[key] = value
     elif key not in _SOFT_OPTIONS:
       raise ValueError(f"norm {name!r} has no option {key!r}; valid options: {', '.join(fields) or '(none)'}")
-  if "group_size" in options and "num_groups" in fields and "num_groups" not in options:
-    opts["num_groups"] = None  # flax's rule: group_size needs num_groups=None; a config sets just one
+  for key, displaced in _DISPLACES.items():
+    if key in options and displaced in fields and displaced not in options:
+      opts[displaced] = None
   return NormFactory(name, opts, entry.reparam, entry.layer, entry.bias_cancelling, entry.cross_device,
                      entry.rnn_norm)
 

@@ -13,11 +13,11 @@ from jax import lax
 
 from normlab import checks
 from normlab.core import AxisName, Moments, affine, moments, pmax, psum, standardize, stats_dtype
-from normlab.norms import (PER_CHANNEL, batch_reduction_axes, check_params, named_batch_norm, num_devices,
-                           spatial_axes)
+from normlab.norms import (EPS, EPS_RMS, PER_CHANNEL, batch_reduction_axes, check_params, group_axes,
+                           named_batch_norm, num_devices, spatial_axes)
 
 
-def ghost_batch_norm(x, scale=None, bias=None, *, virtual_batch_size: int, eps: float = 1e-5, mask=None,
+def ghost_batch_norm(x, scale=None, bias=None, *, virtual_batch_size: int, eps: float = EPS, mask=None,
                      return_stats: bool = False, allow_single_value: bool = False):
   """Ghost BN (Hoffer et al. 2017): batch norm over virtual batches of `virtual_batch_size` examples.
 
@@ -58,7 +58,7 @@ def ghost_batch_norm(x, scale=None, bias=None, *, virtual_batch_size: int, eps: 
 
 
 def batch_renorm(x, scale=None, bias=None, *, running: Moments, r_max: float = 3.0, d_max: float = 5.0,
-                 eps: float = 1e-5, axis_name: AxisName = None, mask=None, return_stats: bool = False,
+                 eps: float = EPS, axis_name: AxisName = None, mask=None, return_stats: bool = False,
                  allow_single_value: bool = False):
   """Batch renormalization (Ioffe 2017): y = x_hat_batch * r + d, with r, d stop-gradient'ed.
 
@@ -87,7 +87,7 @@ def batch_renorm(x, scale=None, bias=None, *, running: Moments, r_max: float = 3
   return y, Moments(jnp.squeeze(stats.mean, axes), jnp.squeeze(stats.var, axes))
 
 
-def frozen_batch_norm(x, mean, var, scale=None, bias=None, *, eps: float = 1e-5):
+def frozen_batch_norm(x, mean, var, scale=None, bias=None, *, eps: float = EPS):
   """Batch norm with fixed statistics in train and eval alike (fine-tuning, detection backbones)."""
   fn = "frozen_batch_norm"
   checks.check_x(x, fn=fn)
@@ -101,7 +101,7 @@ def frozen_batch_norm(x, mean, var, scale=None, bias=None, *, eps: float = 1e-5)
 LP_NORMS = (1, 2, "inf")
 
 
-def lp_batch_norm(x, scale=None, bias=None, *, p=1, eps: float = 1e-5, axis_name: AxisName = None,
+def lp_batch_norm(x, scale=None, bias=None, *, p=1, eps: float = EPS, axis_name: AxisName = None,
                   mask=None, running: Moments | None = None, return_stats: bool = False,
                   allow_single_value: bool = False):
   """l_p batch norm (Santurkar et al. 2018, section 3.3): divide x - mu_B by an l_p scale of the batch.
@@ -170,7 +170,7 @@ _times_strong_zero.defvjp(_times_strong_zero_fwd, _times_strong_zero_bwd)
 
 
 def noisy_batch_norm(x, key, scale=None, bias=None, *, mean_range: float = 1.0, std_range: float = 2.0,
-                     eps: float = 1e-5, axis_name: AxisName = None, mask=None, return_stats: bool = False,
+                     eps: float = EPS, axis_name: AxisName = None, mask=None, return_stats: bool = False,
                      allow_single_value: bool = False):
   """Batch norm followed by non-stationary noise (Santurkar et al. 2018, section 2.1): z = y + n.
 
@@ -204,7 +204,7 @@ def noise_draws(key, shape, dtype, *, mean_range: float, std_range: float):
   return mu + sigma * jax.random.normal(k_n, shape, dtype)
 
 
-def filter_response_norm(x, scale=None, bias=None, tau=None, *, eps: float = 1e-6):
+def filter_response_norm(x, scale=None, bias=None, tau=None, *, eps: float = EPS_RMS):
   """FRN + TLU (Singh & Krishnan 2020): x / sqrt(mean_spatial(x^2) + eps), affine, then max(., tau)."""
   fn = "filter_response_norm"
   checks.check_x(x, fn=fn)
@@ -218,7 +218,7 @@ def filter_response_norm(x, scale=None, bias=None, tau=None, *, eps: float = 1e-
   return y.astype(x.dtype)
 
 
-def evonorm_b0(x, scale=None, bias=None, v=None, *, eps: float = 1e-5, axis_name: AxisName = None,
+def evonorm_b0(x, scale=None, bias=None, v=None, *, eps: float = EPS, axis_name: AxisName = None,
                mask=None, running: Moments | None = None, return_stats: bool = False,
                allow_single_value: bool = False):
   """EvoNorm-B0 (Liu et al. 2020): x / max(sqrt(var_batch + eps), v * x + sqrt(var_instance + eps)).
@@ -251,28 +251,26 @@ def evonorm_b0(x, scale=None, bias=None, v=None, *, eps: float = 1e-5, axis_name
   return y, Moments(*(lax.stop_gradient(jnp.squeeze(t, axes_b)) for t in stats_b))
 
 
-def evonorm_s0(x, scale=None, bias=None, v=None, *, num_groups: int | None = 32,
-               group_size: int | None = None, eps: float = 1e-5):
-  """EvoNorm-S0 (Liu et al. 2020): x * sigmoid(v * x) / group_std(x), then affine. Batch-independent."""
+def evonorm_s0(x, scale=None, bias=None, v=None, *, num_groups: int | None = None,
+               group_size: int | None = None, eps: float = EPS):
+  """EvoNorm-S0 (Liu et al. 2020): x * sigmoid(v * x) / group_std(x), then affine. Batch-independent.
+
+  Groups as `group_norm`: give num_groups or group_size; the std is over the spatial axes and the group."""
   fn = "evonorm_s0"
   checks.check_x(x, fn=fn)
   eps = checks.check_eps(eps, fn=fn)
-  checks.check_min_rank(x.ndim, 2, fn=fn, layout="(N, ..., C)")
+  groups, axes = group_axes(x.shape, num_groups, group_size, fn=fn)
   check_params(x, (x.ndim - 1,), fn=fn, axes_doc=PER_CHANNEL, scale=scale, bias=bias, v=v)
-  c = x.shape[-1]
-  if num_groups is not None and group_size is not None:
-    num_groups = None
-  groups = checks.check_groups(c, num_groups, group_size, fn=fn)
   dt = stats_dtype(x.dtype)
   xs = x.astype(dt)
-  xg = xs.reshape(*x.shape[:-1], groups, c // groups)
-  stats, _ = moments(xg, tuple(range(1, x.ndim - 1)) + (x.ndim,))
+  xg = xs.reshape(*x.shape[:-1], groups, x.shape[-1] // groups)
+  stats, _ = moments(xg, axes)
   std = jnp.broadcast_to(jnp.sqrt(stats.var + eps), xg.shape).reshape(x.shape)
   num = xs if v is None else xs * jax.nn.sigmoid(jnp.asarray(v, dt) * xs)
   return affine(num / std, scale, bias, x.dtype)
 
 
-def switchable_norm(x, scale=None, bias=None, mean_logits=None, var_logits=None, *, eps: float = 1e-5,
+def switchable_norm(x, scale=None, bias=None, mean_logits=None, var_logits=None, *, eps: float = EPS,
                     axis_name: AxisName = None, mask=None, running: Moments | None = None,
                     return_stats: bool = False, allow_single_value: bool = False):
   """Switchable norm (Luo et al. 2019): softmax-weighted mix of instance, layer and batch statistics.

@@ -188,3 +188,29 @@ def test_kernel_reparam_keeps_flax_conv_fields(reparam):
   assert p["kernel"].shape == (3, 3, 2, 6) and y.dtype == jnp.bfloat16
   want = nn.Conv(**kw).apply({"params": {"kernel": w, "bias": p["bias"]}}, x)
   np.testing.assert_allclose(np.asarray(y, np.float32), np.asarray(want, np.float32), atol=1e-2)
+
+
+def test_nnx_promote_dtype_has_flax_meaning():
+  """flax.nnx's `promote_dtype((x, mean, var, scale, bias) or (x, scale, bias), dtype=dtype)` runs before
+  the norm: the default casts x to `dtype` first (as flax.nnx does), the identity gives linen's numbers."""
+  seen = []
+
+  def record(args, *, dtype=None):
+    seen.append((len(args), dtype))
+    return args
+
+  nlx.BatchNorm(8, dtype=jnp.bfloat16, promote_dtype=record, rngs=nnx.Rngs(0))(X)
+  nlx.GroupNorm(8, num_groups=2, use_bias=False, promote_dtype=record, rngs=nnx.Rngs(0))(X)
+  nlx.RMSNorm(8, promote_dtype=record, rngs=nnx.Rngs(0))(X)
+  assert seen == [(5, jnp.bfloat16), (3, None), (2, None)]  # flax's tuples, None for an absent bias
+  lin = layers.LayerNorm(dtype=jnp.bfloat16)
+  v = lin.init(KEY, X)
+  default = nlx.LayerNorm(8, dtype=jnp.bfloat16, rngs=nnx.Rngs(0))(X)
+  theirs = nnx.LayerNorm(8, dtype=jnp.bfloat16, rngs=nnx.Rngs(0))(X)
+  np.testing.assert_array_equal(np.asarray(default), np.asarray(lin.apply(v, X.astype(jnp.bfloat16))))
+  np.testing.assert_allclose(np.asarray(default, np.float32), np.asarray(theirs, np.float32), atol=2e-2)
+  ident = nlx.LayerNorm(8, dtype=jnp.bfloat16, promote_dtype=lambda a, **kw: a, rngs=nnx.Rngs(0))(X)
+  np.testing.assert_array_equal(np.asarray(ident), np.asarray(lin.apply(v, X)))
+  assert not np.array_equal(np.asarray(ident), np.asarray(default))  # the cast of x is what differs
+  with pytest.raises(TypeError, match="promote_dtype must be a callable"):
+    nlx.LayerNorm(8, promote_dtype=3, rngs=nnx.Rngs(0))

@@ -329,3 +329,32 @@ def test_update_running_stats_bad_momentum():
     st = nl.Moments(jnp.zeros(3), jnp.ones(3))
     with pytest.raises(ValueError, match="momentum"):
         nl.update_running_stats(st, st, momentum=1.5)
+
+
+
+def _reductions(f, *args) -> int:
+  return str(jax.make_jaxpr(f)(*args)).count("reduce_sum")
+
+
+GROUPS = lambda x: x.reshape(4, 5, 6, 2, 4)  # noqa: E731
+
+
+@pytest.mark.parametrize("name,norm,view,axes", [
+    ("batch", lambda x: nl.batch_norm(x, G8, B8), lambda x: x, (0, 1, 2)),
+    ("layer", lambda x: nl.layer_norm(x, G8, B8), lambda x: x, (3,)),
+    ("instance", lambda x: nl.instance_norm(x, G8, B8), lambda x: x, (1, 2)),
+    ("group", lambda x: nl.group_norm(x, G8, B8, num_groups=2), GROUPS, (1, 2, 4)),
+    ("linen_LayerNorm", "LayerNorm", lambda x: x, (3,)),
+    ("linen_GroupNorm", "GroupNorm", GROUPS, (1, 2, 4)),
+    ("linen_BatchNorm", "BatchNorm", lambda x: x, (0, 1, 2)),
+])
+def test_the_statistics_are_computed_once(name, norm, view, axes):
+  """A norm's forward pass reduces as often as one `core.moments` over its set (mean and variance once),
+  through the flax layers too."""
+  if isinstance(norm, str):
+    from normlab import layers
+    module = getattr(layers, norm)(**({"num_groups": 2} if norm == "GroupNorm" else {}))
+    call = {"use_running_average": False} if norm == "BatchNorm" else {}
+    v = module.init(jax.random.key(0), X4, **call)
+    norm = lambda x: module.apply(v, x, mutable=["batch_stats"], **call)  # noqa: E731
+  assert _reductions(norm, X4) == _reductions(lambda x: nl.moments(view(x), axes), X4)

@@ -416,6 +416,8 @@ def test_bad_inputs():
         nl.local_response_norm(x, size=0)
     with pytest.raises(ValueError, match="4 channels cannot be split into num_groups=3"):
         nl.evonorm_s0(x, num_groups=3)
+    with pytest.raises(ValueError, match="exactly one of num_groups or group_size.*pass num_groups=None"):
+        nl.evonorm_s0(x, num_groups=2, group_size=2)  # the group-count rule of group_norm and the layers
     with pytest.raises(ValueError, match="eps"):
         nl.filter_response_norm(x, eps=0.0)
     with pytest.raises(ValueError, match="not bound"):
