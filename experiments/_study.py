@@ -97,13 +97,17 @@ def diff(a: Stat, b: Stat) -> Stat:
   return combine_cells(a.mean - b.mean, math.hypot(a.se, b.se), min(a.n, b.n), a, b)
 
 
+def over_seeds(values: dict, per_seed: int = 1) -> Stat:
+  """The Stat of {seed: (value, converged)}; each seed counts as `per_seed` cells."""
+  s = stat([v for v, _ in values.values()])
+  ok = sum(bool(c) for _, c in values.values())
+  return dataclasses.replace(s, converged=per_seed * ok, cells=per_seed * len(values))
+
+
 def paired(a: dict, b: dict, fn: Callable = lambda x, y: x - y) -> Stat:
-  """Per-seed fn(a[seed], b[seed]) over the seeds both have, for {seed: (value, converged)} pairs; the two
-  runs of a seed count as the two cells of a difference (converged cells: the seeds where both converged)."""
-  seeds = sorted(set(a) & set(b))
-  s = stat([fn(a[k][0], b[k][0]) for k in seeds])
-  ok = sum(bool(a[k][1]) + bool(b[k][1]) for k in seeds)
-  return dataclasses.replace(s, converged=ok, cells=2 * len(seeds))
+  """Per-seed fn(a value, b value) over the seeds both {seed: (value, converged)} have; a seed's two runs
+  count as two cells, converged when both are."""
+  return over_seeds({k: (fn(a[k][0], b[k][0]), a[k][1] and b[k][1]) for k in sorted(set(a) & set(b))}, 2)
 
 
 def runs_stat(runs: Sequence[dict], f: Callable[[dict], float], key: str = "converged") -> Stat:
@@ -498,6 +502,72 @@ def quiet_logs() -> None:
   import logging
   for name in ("absl", "orbax"):
     logging.getLogger(name).setLevel(logging.WARNING)
+
+
+# ----------------------------------------------------------------------------- the in-memory studies' runs
+
+def tail_mean(curve: Sequence[dict], key: str, frac: float = 0.1) -> float:
+  """Mean of `key` over the last `frac` of a per-step curve (at least one step)."""
+  k = max(1, int(round(len(curve) * frac)))
+  return float(sum(c[key] for c in curve[-k:]) / k) if curve else float("nan")
+
+
+def train_record(c, log=print, measure_every: int = 0, measure: Callable | None = None,
+                 **kwargs) -> tuple[dict, Any, dict]:
+  """Trains config `c` (normlab.analysis.training.train_with_eval when measure_every and no `measure`, else
+  train, with `measure`) and returns
+  (record, run, history): the record has seed, steps, diverged_at, test_acc (the last measurement),
+  final_train_acc / final_train_loss (means over the last tenth of steps), early_loss (mean train loss over
+  the first half), the convergence fields and the subset losses."""
+  from normlab.analysis import training
+  if measure_every and measure is None:
+    hist, run = training.train_with_eval(c, measure_every=measure_every, log=log, **kwargs)
+  else:
+    hist, run = training.train(c, measure, measure_every=measure_every, log=log, **kwargs)
+  curve, m = hist["curve"], hist["measured"]
+  rec = {"seed": int(c.seed), "steps": len(curve), "diverged_at": hist["diverged_at"],
+         "test_acc": m[-1]["test_accuracy"] if m and "test_accuracy" in m[-1] else float("nan"),
+         "final_train_acc": tail_mean(curve, "train_accuracy"), "final_train_loss": tail_mean(curve, "train_loss"),
+         "early_loss": tail_mean(curve[: max(1, len(curve) // 2)], "train_loss", 1.0), **convergence(hist),
+         "subset_loss": [r["subset_loss"] for r in hist["subset_loss"]]}
+  return rec, run, hist
+
+
+def train_each_norm(config, finish: Callable, log=print) -> dict:
+  """For every seed in config.seeds and norm in config.norms: config.train with that norm (and
+  config.norm_options[norm]) and seed, measured every config.measure_every steps by
+  normlab.analysis.probes.distribution_probe(config); `finish(c, run, hist, record)` adds to each record.
+  Returns {norm: [record per seed]}, each record with its thinned per-step train loss ('curve')."""
+  from normlab.analysis.probes import cfg_copy, distribution_probe
+  out: dict = {}
+  for seed in config.seeds:
+    for norm in config.norms:
+      c = cfg_copy(config.train, norm=norm, seed=int(seed))
+      if norm in (config.get("norm_options") or {}):
+        c.norm_options = config.norm_options[norm].copy_and_resolve_references()
+      log(f"seed {seed} norm={norm}: {c.model} on {c.dataset}, lr={c.learning_rate}, {c.num_steps} steps")
+      rec, run, hist = train_record(c, log, measure_every=int(config.measure_every), extra=distribution_probe(config))
+      rec["curve"] = [r["train_loss"] for r in hist["curve"]][:: max(1, len(hist["curve"]) // 200)]
+      rec.update(finish(c, run, hist, rec))
+      out.setdefault(norm, []).append(rec)
+  return out
+
+
+def seeds_of(summary: dict, norm: str, key: str, conv_key: str = "converged") -> dict:
+  """{seed: (value, converged)} of one norm's per-seed summary rows, for `paired`."""
+  return by_seed(summary.get(norm, []), lambda r: r[key], conv_key)
+
+
+def curve_stats(curves: Sequence[Sequence[float]]) -> tuple[list, list]:
+  """(point index, [Stat over seeds]) of per-seed curves of equal thinning (cut to the shortest)."""
+  n = min(len(c) for c in curves)
+  return list(range(n)), [stat([c[i] for c in curves]) for i in range(n)]
+
+
+def in_memory_data(config, results, prov: Provenance, **extra) -> dict:
+  """The data of an in-memory study: its results, config, provenance and the plateau rule that judged them."""
+  return {"results": results, "config": config.to_dict(), "provenance": prov.finish(),
+          "convergence_rule": PLATEAU_RULE, **extra}
 
 
 # ----------------------------------------------------------------------------- configs and the entry point

@@ -136,3 +136,22 @@ def lazy_measure(make_measure: Callable[[Any], Callable]) -> Callable:
       built.append(make_measure(run))
     return built[0](run, step, state, batch, new_state)
   return measure
+
+
+def train_with_eval(config, *, measure_every: int, extra: Callable | None = None, log: Callable = print,
+                    evaluator: Callable | None = None, batches: Callable | None = None):
+  """`train` with, every `measure_every` steps and at the last, the test metrics of the state after the step
+  (eval mode; `evaluator(run)` -> a callable state -> {'loss', 'accuracy'}, default the test split's
+  normlab.analysis.probes.Evaluator) and `extra(run, step, new_state)` merged in; rows get 'done' = the
+  number of completed steps."""
+  from normlab.analysis.probes import Evaluator
+  built: list = []
+
+  def measure(run, step, state, batch, new_state):
+    if not built:
+      built.append(evaluator(run) if evaluator is not None else Evaluator(run, "test"))
+    m = built[0](new_state)
+    rec = {"done": step + 1, "test_loss": m["loss"], "test_accuracy": m["accuracy"]}
+    rec.update(extra(run, step, new_state) if extra is not None else {})
+    return rec
+  return train(config, measure, measure_every=measure_every, log=log, batches=batches)
