@@ -364,15 +364,18 @@ def _jsonable(x):
   return x.tolist() if hasattr(x, "tolist") else dataclasses.asdict(x) if dataclasses.is_dataclass(x) else str(x)
 
 
-def errorbar_plot(workdir: str, name: str, panels: Sequence[dict], size=(4.4, 3.4)) -> str:
+def errorbar_plot(workdir: str, name: str, panels: Sequence[dict], size=(4.4, 3.4), ncols: int = 4) -> str:
   """workdir/name: one axes per panel, each {'title', 'xlabel', 'ylabel', 'series': {label: (xs, [Stat])},
   optional 'logx' (base), 'logy', 'band': (label, Stat) drawn as mean ± s.e.}. String xs are categories.
-  Points whose cells did not converge are drawn hollow."""
+  Points whose cells did not converge are drawn hollow. At most `ncols` panels a row."""
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
-  fig, axes = plt.subplots(1, len(panels), figsize=(size[0] * len(panels), size[1]), squeeze=False)
-  for ax, p in zip(axes[0], panels):
+  cols, rows = min(ncols, len(panels)), -(-len(panels) // ncols)
+  fig, axes = plt.subplots(rows, cols, figsize=(size[0] * cols, size[1] * rows), squeeze=False)
+  for ax in axes.ravel()[len(panels):]:
+    ax.set_visible(False)
+  for ax, p in zip(axes.ravel(), panels):
     for i, (label, (xs, stats)) in enumerate(p["series"].items()):
       pts = [(x, s) for x, s in zip(xs, stats) if s is not None and s.n]
       if not pts:
@@ -397,6 +400,7 @@ def errorbar_plot(workdir: str, name: str, panels: Sequence[dict], size=(4.4, 3.
     ax.title.set_fontsize(8)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
+  os.makedirs(workdir, exist_ok=True)
   path = os.path.join(workdir, name)
   fig.tight_layout()
   fig.savefig(path, dpi=110)
@@ -418,6 +422,7 @@ def write_csv(workdir: str, rows: Sequence[dict], first: Sequence[str] = ()) -> 
         out[k] = v
     flat.append(out)
   cols = list(dict.fromkeys(list(first) + [k for r in flat for k in r]))
+  os.makedirs(workdir, exist_ok=True)
   path = os.path.join(workdir, "results.csv")
   with open(path, "w", newline="") as f:
     w = csv.DictWriter(f, fieldnames=cols)
