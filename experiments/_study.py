@@ -497,8 +497,8 @@ def sweep_note(data: dict) -> str:
   rows = data["rows"]
   done = [r for r in rows if r.get("status") in ("done", "diverged")]
   seeds = len({r.get("seed") for r in rows})
-  return (f"Preset `{data['preset']}`, sweeps {data.get('sweeps', 'of configs/sweeps/')}; {seeds} seed(s) per cell, mean ± "
-          f"s.e. over seeds. {sum(bool(r.get('converged')) for r in done)}/{len(done)} finished runs converged"
+  return (f"Preset `{data['preset']}`, sweeps {data.get('sweeps', 'of configs/sweeps/')}; {seeds} seed(s) per cell, "
+          f"mean ± s.e. over seeds. {sum(bool(r.get('converged')) for r in done)}/{len(done)} finished runs converged"
           + (f"; {len(rows) - len(done)} had not finished (missing)" if len(done) < len(rows) else "") + ". "
           + rule_note(data) + "\n\n" + provenance_note(data))
 

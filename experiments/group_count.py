@@ -59,6 +59,7 @@ def report(data, workdir) -> str:
 G=k: k groups in every norm layer; IN = one channel per group everywhere.
 
 {chr(10).join(lines)}"""
+  S.write_csv(workdir, data["rows"], S.SWEEP_COLUMNS)
   return S.write_report(workdir, TITLE, lambda key: claims(data, key), notes, [png], data)
 
 

@@ -202,15 +202,15 @@ def report(data, workdir) -> str:
                    "logy": True, "series": series})
   figures = [S.errorbar_plot(workdir, "ics.png", panels, ncols=3)] if panels else []
   lines = [f"| {name} | {n} | {seed} | {S.fmt(initial_loss(h))} | {S.fmt(tail_loss(h))} | "
-           f"{'yes' if trains({seed: h}) else 'no'} | {S.fmt(h['loss_change']) if h.get('loss_change') is not None else 'n/a'} "
-           f"| {h['diverged_at'] if h['diverged_at'] is not None else '-'} |"
+           f"{'yes' if trains({seed: h}) else 'no'} | {S.fmt(h.get('loss_change') or float('nan'))} | "
+           f"{h['diverged_at'] if h['diverged_at'] is not None else '-'} |"
            for name, by in res.items() for n, runs in by.items() for seed, h in runs.items()]
-  runs = "\n".join(f"- **{n}**: `{c['model']}` {c['model_options']} on "
-                   f"{'synthetic Gaussian data (a linear softmax teacher)' if n in cfg['synthetic_runs'] else c['dataset']}"
-                   f", {c['optimizer']} lr {c['learning_rate']} ({c['schedule']}), batch_size {c['batch_size']}, "
-                   f"{c['num_steps']} steps" for n, c in cfg['runs'].items() if not cfg['only'] or n in cfg['only'])
-  notes = f"""Preset `{cfg['preset']}`, seeds {cfg['seeds']}; every run trained with norm = batch and none (same seed: same
-init stream and batches); ICS every {cfg['measure_every']} steps and at the last step:
+  data_of = lambda n, c: "a Gaussian teacher's data" if n in cfg["synthetic_runs"] else c["dataset"]  # noqa: E731
+  runs = "\n".join(f"- **{n}**: `{c['model']}` {c['model_options']} on {data_of(n, c)}, {c['optimizer']} lr "
+                   f"{c['learning_rate']} ({c['schedule']}), batch_size {c['batch_size']}, {c['num_steps']} steps"
+                   for n, c in cfg["runs"].items() if not cfg["only"] or n in cfg["only"])
+  notes = f"""Preset `{cfg['preset']}`, seeds {cfg['seeds']}; every run trained with norm = batch and none (same
+seed: same init stream and batches); ICS every {cfg['measure_every']} steps and at the last step:
 {runs}
 
 The DLN's data: x ~ N(0, I_{cfg['teacher']['dim']}), label ~ softmax(x A), A fixed Gaussian (entries

@@ -158,15 +158,16 @@ def report(data, workdir) -> str:
       {"title": f"{m}: max relative change (log)", "logy": True, "ylabel": "||y' - y|| / ||y||",
        "series": {NAMES[n]: (list(RESCALINGS), [S.stat([max(max(e[k].values()), 1e-12)]) for k in RESCALINGS])
                   for n, e in by.items() if e is not None}} for m, by in rc.items()])
-  lines = [f"| {m} | {NAMES[n]} | " + " | ".join("n/a" if e is None else " / ".join(S.fmt(v) for v in e[k].values())
-                                                 for k in RESCALINGS) + " |" for m, by in rc.items() for n, e in by.items()]
-  notes = f"""Preset `{cfg['preset']}`. Models {cfg['models']} at init (seeds {cfg['seeds']}; the max over seeds), a batch of
-{cfg['batch_size']} normalized 8x8 digits, norm options {cfg['norm_options']}, float32, the layers' default eps. Re-scaled
-unit: {cfg['unit']}. 'Invariant' = relative change < {cfg['invariant_below']:g} for every phi, 'not invariant' = >
-{cfg['changed_above']:g} for every phi. The seed's table has no single-example column; it is Ba et al.'s 'single
-training case re-scaling' (BN ✗, LN ✓, WN ✗), with IN/GN following from their per-example statistics. LN here is the
-project's layer norm over the channel axis at each position, which has the same pattern as LN over all units. No
-training: convergence does not apply. tests/test_invariance.py checks the table exactly in float64.
+  cell = lambda e, k: "n/a" if e is None else " / ".join(S.fmt(v) for v in e[k].values())  # noqa: E731
+  lines = [f"| {m} | {NAMES[n]} | " + " | ".join(cell(e, k) for k in RESCALINGS) + " |"
+           for m, by in rc.items() for n, e in by.items()]
+  notes = f"""Preset `{cfg['preset']}`. Models {cfg['models']} at init (seeds {cfg['seeds']}; the max over seeds), a
+batch of {cfg['batch_size']} normalized 8x8 digits, norm options {cfg['norm_options']}, float32, the layers' default
+eps. Re-scaled unit: {cfg['unit']}. 'Invariant' = relative change < {cfg['invariant_below']:g} for every phi,
+'not invariant' = > {cfg['changed_above']:g} for every phi. The seed's table has no single-example column; it is
+Ba et al.'s 'single training case re-scaling' (BN ✗, LN ✓, WN ✗), with IN/GN following from their per-example
+statistics. LN here is the project's layer norm over the channel axis at each position, which has the same pattern
+as LN over all units. No training: convergence does not apply. tests/test_invariance.py checks the table exactly in float64.
 {S.provenance_note(data)}
 
 Relative change ||y' - y|| / ||y|| of the first normed block's output, phi = {' / '.join(str(p) for p in cfg['phis'])}:

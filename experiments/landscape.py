@@ -18,7 +18,8 @@ Claims and rules (experiments/_study.py; per-seed numbers):
   * "BN lowers <metric>" (early and late, each): per seed, r = ln(plain's value / BN's value);
     effect(ln(SMOOTHER)): reproduced if r > 2 s.e. and plain/BN >= SMOOTHER.
   * "the smoothing matters especially early in training" (seed 000): per seed, r_early - r_late;
-    effect(0) per metric; the row combines the three metrics. "...matters more at the end" (seed 002): the same with r_late - r_early.
+    effect(0) per metric; the row combines the three metrics. "...matters more at the end" (seed 002): the same
+    with r_late - r_early.
   * The grid must reach the distances where the plain net's loss rises: if in either window fewer than
     RISE_FRACTION of the plain net's measured steps (over all seeds) see its loss exceed L(theta) within
     the grid, every verdict is inconclusive.
@@ -126,7 +127,8 @@ def claims(data, key="converged") -> list[S.Claim]:
 def _log_ratios(summ, k, key) -> dict:
   """{seed: (ln(plain / BN) of `k`, both runs converged)}."""
   p, b = S.seeds_of(summ, "none", k, key), S.seeds_of(summ, "batch", k, key)
-  return {s: (math.log(max(p[s][0], 1e-30) / max(b[s][0], 1e-30)), p[s][1] and b[s][1]) for s in sorted(set(p) & set(b))}
+  return {s: (math.log(max(p[s][0], 1e-30) / max(b[s][0], 1e-30)), p[s][1] and b[s][1])
+          for s in sorted(set(p) & set(b))}
 
 
 def report(data, workdir) -> str:
@@ -145,9 +147,9 @@ def report(data, workdir) -> str:
 {t['learning_rate']} ({t['schedule']}), batch_size {t['batch_size']}, {t['num_steps']} steps, seeds {cfg['seeds']}, BN
 and none (same init per seed); measured every {cfg['measure_every']} steps on that step's batch (train mode).
 Distances d (parameter-space L2, the same for both networks): {cfg['distances']}. Windows: the first and the last
-{float(cfg['window']):.0%} of the steps. The paper (Fig. 4) moves by eta along the gradient; equal eta lets a network with
-a larger ||g|| move farther, so we compare at equal distance. Paper: VGG on CIFAR-10 (the `gpu` preset). Mean ± s.e.
-over seeds; * marks a cell whose runs did not all converge. {S.rule_note(data)}
+{float(cfg['window']):.0%} of the steps. The paper (Fig. 4) moves by eta along the gradient; equal eta lets a
+network with a larger ||g|| move farther, so we compare at equal distance. Paper: VGG on CIFAR-10 (the `gpu`
+preset). Mean ± s.e. over seeds; * marks a cell whose runs did not all converge. {S.rule_note(data)}
 {S.provenance_note(data)}
 
 | norm | {' | '.join(cols)} |

@@ -94,8 +94,9 @@ def claims(data, key="converged") -> list[S.Claim]:
   tol = lag.mean / 2 if lag.mean > 2 * lag.se else float("nan")
   out += [S.Claim("l_p-normalized networks show a larger distributional shift than unnormalized ones (measured "
                   "before the norm), yet train better", "qualitatively larger distributional shift than vanilla "
-                  "networks (Sec. 3.3)", {f"ln({LABELS[n]} / plain)": pair(n, "none", "pre_drift_location", log_ratio)
-                                          for n in lp}, S.effect(0.0), note="location drift of the norm layers' inputs"),
+                  "networks (Sec. 3.3)", {f"ln({LABELS[n]} / plain)": pair(n, "none", "pre_drift_location",
+                                                                           log_ratio) for n in lp},
+                  S.effect(0.0), note="location drift of the norm layers' inputs"),
           S.Claim("l_p-normalized activations are not Gaussian (so 'stable', Gaussian-like distributions are not why "
                   "normalization helps)", "the issue's reading of Sec. 3.3", {LABELS[n]: S.runs_stat(
                       summ[n], lambda r: r["kurtosis"], key) for n in ("l1_batch", "linf_batch") if n in summ},

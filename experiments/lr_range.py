@@ -117,6 +117,7 @@ Test error (%) per cell, mean ± s.e. over the finite runs, and [stable runs / r
 
 Santurkar et al. train VGG on CIFAR-10 at lr 0.1 and 0.5 (the `gpu` preset runs the full grid there); the `cpu` preset
 is a 1/8-width VGG-11 with 1-D convs on mnist1d_noisy for a few epochs, with a cosine schedule and no warmup."""
+  S.write_csv(workdir, data["rows"], S.SWEEP_COLUMNS)
   return S.write_report(workdir, TITLE, lambda key: claims(data, key), notes, [png], data)
 
 

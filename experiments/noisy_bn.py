@@ -83,8 +83,8 @@ def report(data, workdir) -> str:
   data.setdefault("old_rule", OLD_RULE)
   summ, cfg = data["summary"], data["config"]
   keys = ("test_clean", "test_train_mode", "test_noisy_running")
-  panels = [{"title": "final accuracy (%)", "series": {LABELS[n]: (list(keys), [S.runs_stat(rs, lambda r, k=k: r[k])
-                                                                               for k in keys]) for n, rs in summ.items()}},
+  final = lambda rs: [S.runs_stat(rs, lambda r, k=k: r[k]) for k in keys]  # noqa: E731
+  panels = [{"title": "final accuracy (%)", "series": {LABELS[n]: (list(keys), final(rs)) for n, rs in summ.items()}},
             {"title": "drift of the norm layers' outputs", "logy": True,
              "series": {LABELS[n]: (["location", "log_scale"], [S.runs_stat(rs, lambda r, k=k: r[f"drift_{k}"])
                                                                 for k in ("location", "log_scale")])

@@ -61,6 +61,7 @@ epochs); BRN ramps r_max 1 -> 3 and d_max 0 -> 5 over the first quarter of its s
 bn_mode sync.
 
 {chr(10).join(lines)}"""
+  S.write_csv(workdir, data["rows"], S.SWEEP_COLUMNS)
   return S.write_report(workdir, TITLE, lambda key: claims(data, key), notes, [png], data)
 
 

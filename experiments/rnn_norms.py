@@ -110,7 +110,8 @@ def claims(data, key="converged") -> list[S.Claim]:
     dd = S.diff(gap[small], gap[large])
     first = gap[small].mean > 2 * gap[small].se
     out.append(S.Claim("Per-time-step BN suffers at small batch sizes", "per-step statistics from few examples are "
-                       "unreliable (seed 000, problem 3)", {**{f"B={b} LN - BN": gap[b] for b in bss}, "small - large": dd},
+                       "unreliable (seed 000, problem 3)",
+                       {**{f"B={b} LN - BN": gap[b] for b in bss}, "small - large": dd},
                        ("reproduced" if dd.mean > 2 * dd.se and dd.mean >= SUFFERS_PTS else "partly") if first
                        else "not reproduced", unit=" pts"))
     drop = lambda b, n: S.runs_stat(res[b][n]["runs"], lambda r: 100.0 * (r["test_acc"] - r["long_test_acc"]),  # noqa: E731

@@ -161,7 +161,8 @@ def in_vs_bn(config) -> dict:
   bn_train = norms.batch_norm(x, None, None)
   inn = norms.instance_norm(x, None, None)
   bn_eval = norms.batch_norm(x, None, None, running=Moments(jnp.mean(others, (0, 1)), jnp.var(others, (0, 1))))
-  mlp = norms.batch_norm(jnp.asarray(acts[:1, 0, :], jnp.float32), None, None, allow_single_value=True)  # an MLP layer, batch of 1
+  # an MLP layer at batch 1
+  mlp = norms.batch_norm(jnp.asarray(acts[:1, 0, :], jnp.float32), None, None, allow_single_value=True)
   scale = float(jnp.max(jnp.abs(inn)))
   return {"train_max_diff": float(jnp.max(jnp.abs(bn_train - inn))) / scale,
           "eval_max_diff": float(jnp.max(jnp.abs(bn_eval - inn))) / scale,
@@ -266,9 +267,9 @@ def claims(data, key="converged") -> list[S.Claim]:
     out.append(S.Claim("gamma/sigma <= 1 'is not hard to reach' in trained BN networks", "seed 002 §2.5.2: gamma is "
                        "learned small and sigma is usually large", S.stat([100 * s for s in shares], all(
                            r.get(key) for r in recs)), "reproduced" if all(s >= 0.9 for s in shares) else "partly"
-                       if pooled >= 0.5 else "not reproduced", unit="%", note=f"share of BN channels with |gamma|/sigma "
-                       f"<= 1 per network, pooled {100 * pooled:.0f}% [rule: >= 90% in every network reproduced, "
-                       ">= 50% pooled partly]"))
+                       if pooled >= 0.5 else "not reproduced", unit="%",
+                       note=f"share of BN channels with |gamma|/sigma <= 1 per network, pooled {100 * pooled:.0f}% "
+                       "[rule: >= 90% in every network reproduced, >= 50% pooled partly]"))
   for part, claim, paper, floor, what, a, b in (
       ("ghost", "BN's batch noise acts as a regularizer", "'the random noise it introduces regularizes the parameters "
        "and helps generalization' (seed 000)", GHOST_PTS, "virtual batch", *cfg["ghost"]["virtual"]),
@@ -292,7 +293,8 @@ def claims(data, key="converged") -> list[S.Claim]:
     r = res["in_vs_bn"]
     out.append(S.Claim("IN and BN differ even at batch size 1", "'BN at batch 1 looks like IN, but they differ' "
                        "(seed 000)", f"one conv example: max |BN - IN| train mode {r['train_max_diff']:.1e}, eval mode "
-                       f"{r['eval_max_diff']:.2f} (relative); an MLP layer at batch 1: max |y| {r['mlp_batch1_max_abs']:.1e}",
+                       f"{r['eval_max_diff']:.2f} (relative); an MLP layer at batch 1: max |y| "
+                       f"{r['mlp_batch1_max_abs']:.1e}",
                        "reproduced" if r["train_max_diff"] > IN_TOL else "partly" if r["eval_max_diff"] > IN_TOL
                        else "not reproduced"))
   if "weight_grad" in res:
@@ -332,9 +334,10 @@ def report(data, workdir) -> str:
             f" |" for n, by in res.get("init_scale", {}).items() for k, rs in by.items()]
   notes = f"""Preset `{cfg['preset']}`, seeds {cfg['seeds']}: `{cfg['train']['model']}` on `{cfg['train']['dataset']}`
 ({cfg['train_examples']} training examples), {cfg['train']['optimizer']}, warmup over the first
-{100 * cfg['warmup_frac']:.0f}% of steps then cosine decay; the parts' settings are in results.json's config. Accuracies in
-%, mean ± s.e. over seeds; * marks a cell whose runs did not all converge. Seed 000 states these claims without
-experiments; the models, data and budgets are ours. gamma/sigma uses BN's running variance as sigma^2. {S.rule_note(data)}
+{100 * cfg['warmup_frac']:.0f}% of steps then cosine decay; the parts' settings are in results.json's config.
+Accuracies in %, mean ± s.e. over seeds; * marks a cell whose runs did not all converge. Seed 000 states these claims
+without experiments; the models, data and budgets are ours. gamma/sigma uses BN's running variance as sigma^2.
+{S.rule_note(data)}
 {S.provenance_note(data)}
 
 | setting | test acc | final train acc |

@@ -54,6 +54,7 @@ Gradients are averaged over all 8 devices in both modes; only BN's batch statist
 (sync) or over each device's b examples (local). lr 0.1 x 8b/256, the batch-size study's protocol.
 
 {chr(10).join(lines)}"""
+  S.write_csv(workdir, data["rows"], S.SWEEP_COLUMNS)
   return S.write_report(workdir, TITLE, lambda key: claims(data, key), notes, [png], data)
 
 

@@ -7,7 +7,6 @@ their precise assumptions and the derivations the verdicts rest on.
 """
 from __future__ import annotations
 
-import os
 
 import jax
 import jax.numpy as jnp
@@ -138,7 +137,8 @@ def claims(data, key="converged") -> list[S.Claim]:
                        f"(max |grad| {fmt(grad['scale'])})", "verdict": "reproduced"})
   rows.append({"claim": "Seed 002's printed gradient with '+ yhat_i sum_j yhat_j g_j'",
                "paper": "(paper has '-')",
-               "ours": f"max |seed - autodiff| = {fmt(grad['seed'])} ({_pct(grad['seed'] / grad['scale'])} of max |grad|)",
+               "ours": f"max |seed - autodiff| = {fmt(grad['seed'])} ({_pct(grad['seed'] / grad['scale'])} of max "
+                       "|grad|)",
                "verdict": "not reproduced"})
   rows.append({"claim": "Thm 4.1: ||grad_y Lhat||^2 <= (g^2/s^2)(||g||^2 - <1,g>^2/m - <g,yhat>^2/m)",
                "paper": "holds for every instance",
@@ -187,7 +187,8 @@ def claims(data, key="converged") -> list[S.Claim]:
     closer = float(np.mean([r["bn_unit_scale"] < r["nobn_raw"] for r in init]))
     rows.append({"claim": "Empirical: BN's init is closer to the weights found (up to scale) than a plain net's init",
                  "paper": "BN gives a better initialization (Lemma 4.5)",
-                 "ours": f"distance/||W0||, mean over {len(init)} (seed, layer): BN per-unit scale {fmt(mean('bn_unit_scale'))}, "
+                 "ours": f"distance/||W0||, mean over {len(init)} (seed, layer): BN per-unit scale "
+                         f"{fmt(mean('bn_unit_scale'))}, "
                          f"BN layer scale {fmt(mean('bn_layer_scale'))}, BN raw {fmt(mean('bn_raw'))}, no-BN raw "
                          f"{fmt(mean('nobn_raw'))}; BN closer in {_pct(closer)}",
                  "verdict": "reproduced" if closer == 1.0 else ("partly" if closer > 0 else "not reproduced")})
@@ -196,7 +197,8 @@ def claims(data, key="converged") -> list[S.Claim]:
     share = (mean("bn_raw") - mean("bn_unit_scale")) / max(mean("nobn_raw") - mean("bn_unit_scale"), 1e-30)
     rows.append({"claim": "...and the lemma's mechanism (rescaling the found weights, k W) is what brings it closer",
                  "paper": "the gain is -(k-1)^2||W*||^2 from choosing k",
-                 "ours": f"rescaling shortens BN's distance by {_pct(gain)} on average; it accounts for {_pct(share)} of the "
+                 "ours": f"rescaling shortens BN's distance by {_pct(gain)} on average; it accounts for {_pct(share)} "
+                         "of the "
                          f"BN vs no-BN gap ({_pct(gap)}); the rest is that BN's kernels move less from W0",
                  "verdict": "reproduced" if share >= 0.5 else ("partly" if gain > 0 else "not reproduced")})
 
@@ -235,14 +237,16 @@ What the numbers say:
 - Lemma 4.5 needs k > 0, i.e. <W0, W*> > 0: kW* with k < 0 flips the sign of the BN output and is not an optimum.
   BN's invariance is per output unit, so a per-unit k gets at least as close as the one layer-wide k of the lemma.
 - The trained comparison (MLP {init['train']['model_options']['widths']} on {init['train']['dataset']},
-  {init['train']['num_steps']} steps of {init['train']['optimizer']}, seeds {init['seeds']}; hidden kernels, which feed BN) compares two different networks' end
-  points: it illustrates the lemma but cannot test it (the lemma compares the distances to kW* and W* for the *same* W*).
+  {init['train']['num_steps']} steps of {init['train']['optimizer']}, seeds {init['seeds']}; hidden kernels, which feed
+  BN) compares two different networks' end points: it illustrates the lemma but cannot test it (the lemma compares
+  the distances to kW* and W* for the *same* W*).
 
 Statements, assumptions and derivations: `normlab/analysis/theory.py`. Survey table (fractions of instances):
 
 | kind | regime | Thm 4.1 | (4.2a) | (4.2b) | (4.2b), ||g||^2 | condition gbn^T H gbn <= g^T H g | H PSD | reduced |
 |---|---|---|---|---|---|---|---|---|
-""" + "\n".join(f"| {r['kind']} | {r['regime']} | {_pct(r['t41_holds'])} | {_pct(r['a_holds'])} | {_pct(r['b_holds'])} | "
+""" + "\n".join(f"| {r['kind']} | {r['regime']} | {_pct(r['t41_holds'])} | {_pct(r['a_holds'])} | "
+                f"{_pct(r['b_holds'])} | "
                 f"{_pct(r['b_gnorm_holds'])} | {_pct(r['relnorm'])} | {_pct(r['h_psd'])} | {_pct(r['reduced'])} |"
                 for r in survey)
   return S.write_report(workdir, TITLE, lambda key: claims(data, key), notes, figures, data)

@@ -113,19 +113,20 @@ def report(data, workdir) -> str:
        "series": {n: (xs, cell(n, _eval_acc)) for n in res}},
       {"title": "|test loss: train mode - eval mode|", "xlabel": "batch_size", "logx": 2, "logy": True,
        "series": {n: (xs, cell(n, lambda r: abs(r["loss_gap"]) + 1e-12)) for n in res}}])
-  lines = [f"| {n} | {b} | {S.runs_stat(res[n][b], lambda r: 100 * r['final_train_acc'])} | "
-           f"{S.runs_stat(res[n][b], lambda r: 100 * r['train_mode']['accuracy'])} | {S.runs_stat(res[n][b], _eval_acc)} "
-           f"| {S.runs_stat(res[n][b], lambda r: r['loss_gap'])} | {S.fmt(max(r['max_abs_logit_diff'] for r in res[n][b]))}"
-           f" |" for n in res for b in bss]
+  fs = (lambda r: 100 * r["final_train_acc"], lambda r: 100 * r["train_mode"]["accuracy"], _eval_acc,
+        lambda r: r["loss_gap"])
+  lines = [f"| {n} | {b} | " + " | ".join(str(S.runs_stat(res[n][b], f)) for f in fs) +
+           f" | {S.fmt(max(r['max_abs_logit_diff'] for r in res[n][b]))} |" for n in res for b in bss]
   sweep = next((r["test_batch_sweep"] for r in res.get("batch", {}).get(str(cfg["probe_batch_size"]), [])
                 if r.get("test_batch_sweep")), {})
   S.write_csv(workdir, [{"norm": n, "batch_size": b, **r} for n, by in res.items() for b, rs in by.items()
                         for r in rs])
   notes = f"""Preset `{cfg['preset']}`: `{cfg['train']['model']}` on `{cfg['train']['dataset']}`, lr
 {cfg['train']['learning_rate']} x B / {cfg['base_batch_size']}, warmup over {100 * cfg['warmup_frac']:.0f}% of the steps
-then cosine, {cfg['examples_per_run']} training examples at every batch size, seeds {cfg['seeds']} (paired), norm options
-{cfg['norm_options']}. Test subset: the first {cfg['test_examples']} test examples, in train mode as consecutive batches
-of B and in eval mode. Mean ± s.e. over seeds; * marks a cell whose runs did not all converge. {S.rule_note(data)}
+then cosine, {cfg['examples_per_run']} training examples at every batch size, seeds {cfg['seeds']} (paired), norm
+options {cfg['norm_options']}. Test subset: the first {cfg['test_examples']} test examples, in train mode as
+consecutive batches of B and in eval mode. Mean ± s.e. over seeds; * marks a cell whose runs did not all converge.
+{S.rule_note(data)}
 {S.provenance_note(data)}
 
 | norm | B | final train acc | test acc, train mode | test acc, eval mode | loss gap | max abs logit diff |

@@ -29,7 +29,8 @@ class Evaluator:
   `__call__`: eval mode (running statistics) through normlab.train's own eval step, padded batches.
   `both(state, batch_size, examples=n)`: train mode (each batch of `batch_size` normalized with its own
   batch statistics; running statistics untouched) and eval mode on exactly the same full batches (the
-  first n examples; default: as many full batches as fit), plus max |logits_train - logits_eval|. `inputs` may be an array or a dict of arrays (leading axis N).
+  first n examples; default: as many full batches as fit), plus max |logits_train - logits_eval|. `inputs` may be
+  an array or a dict of arrays (leading axis N).
   """
 
   def __init__(self, run, split: str = "test", batch_size: int = 512, *, inputs=None,
