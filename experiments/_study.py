@@ -73,8 +73,8 @@ class Stat:
   def text(self, unit: str = "") -> str:
     if self.n == 0:
       return "diverged" if self.diverged else "missing"
-    txt = f"{fmt(self.mean)} ± {fmt(self.se)}" if self.n > 1 else f"{fmt(self.mean)} (n/a: 1 seed)"
-    return txt + unit + (f" ({self.diverged} diverged)" if self.diverged else "") + ("" if self.ok else " *")
+    txt = f"{fmt(self.mean)} ± {fmt(self.se)}{unit}" if self.n > 1 else f"{fmt(self.mean)}{unit} (n/a: 1 seed)"
+    return txt + (f" ({self.diverged} diverged)" if self.diverged else "") + ("" if self.ok else " *")
 
   __str__ = text
 
@@ -284,7 +284,8 @@ def rule_note(data: dict) -> str:
   """What judged the runs of `data`: the plateau rule, or (older results) the rule named in data."""
   rule = data.get("convergence_rule")
   if rule is None:
-    return f"Convergence: {OLD_RULES[data.get('old_rule', 'converged')]} (results from before the plateau rule)."
+    return (f"Convergence: {OLD_RULES[data.get('old_rule', 'converged')]} (these results hold no fixed-subset losses, "
+            "so the plateau rule could not judge them).")
   return (f"Convergence: {rule}; a claim whose cells (marked *) did not all converge is inconclusive, and the verdict "
           f"under the old rule ({OLD_RULES['strict']}) is kept beside any it changes.")
 
@@ -338,7 +339,9 @@ def write_report(workdir: str, title: str, claims: Callable[[str], list], notes:
   os.makedirs(workdir, exist_ok=True)
   new = bool(data and data.get("convergence_rule"))
   rows = judge(claims, "converged_old" if new else None, OLD_RULES["strict"])
-  parts = [f"# {title}", "", claim_table(rows), "", notes.strip(), ""]
+  smoke = (data or {}).get("preset", (data or {}).get("config", {}).get("preset")) == "smoke"
+  parts = [f"# {title}", ""] + (["Smoke preset: a check that the study runs; its numbers are not findings.", ""]
+                                if smoke else []) + [claim_table(rows), "", notes.strip(), ""]
   parts += [f"![{os.path.splitext(os.path.basename(f))[0]}]({os.path.relpath(f, workdir)})\n" for f in figures]
   if data is not None:
     with open(os.path.join(workdir, "results.json"), "w") as f:
@@ -494,6 +497,7 @@ def cells(rows: Sequence[dict], *keys: str, conv_key: str = "converged") -> dict
 
 
 def sweep_note(data: dict) -> str:
+  data.setdefault("old_rule", "sweep")
   rows = data["rows"]
   done = [r for r in rows if r.get("status") in ("done", "diverged")]
   seeds = len({r.get("seed") for r in rows})

@@ -167,7 +167,8 @@ eps. Re-scaled unit: {cfg['unit']}. 'Invariant' = relative change < {cfg['invari
 'not invariant' = > {cfg['changed_above']:g} for every phi. The seed's table has no single-example column; it is
 Ba et al.'s 'single training case re-scaling' (BN ✗, LN ✓, WN ✗), with IN/GN following from their per-example
 statistics. LN here is the project's layer norm over the channel axis at each position, which has the same pattern
-as LN over all units. No training: convergence does not apply. tests/test_invariance.py checks the table exactly in float64.
+as LN over all units. No training: convergence does not apply. tests/test_invariance.py checks the table exactly
+in float64.
 {S.provenance_note(data)}
 
 Relative change ||y' - y|| / ||y|| of the first normed block's output, phi = {' / '.join(str(p) for p in cfg['phis'])}:

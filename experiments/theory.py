@@ -121,6 +121,30 @@ def run(config, workdir, log=print) -> dict:
           "config": config.to_dict(), "provenance": prov.finish()}
 
 
+def _init_rows(init) -> list[dict]:
+  """The Lemma 4.5 rows of the trained comparison."""
+  rows = []
+  mean = lambda key: float(np.mean([r[key] for r in init]))  # noqa: E731
+  closer = float(np.mean([r["bn_unit_scale"] < r["nobn_raw"] for r in init]))
+  rows.append({"claim": "Empirical: BN's init is closer to the weights found (up to scale) than a plain net's init",
+               "paper": "BN gives a better initialization (Lemma 4.5)",
+               "ours": f"distance/||W0||, mean over {len(init)} (seed, layer): BN per-unit scale "
+                       f"{fmt(mean('bn_unit_scale'))}, "
+                       f"BN layer scale {fmt(mean('bn_layer_scale'))}, BN raw {fmt(mean('bn_raw'))}, no-BN raw "
+                       f"{fmt(mean('nobn_raw'))}; BN closer in {_pct(closer)}",
+               "verdict": "reproduced" if closer == 1.0 else ("partly" if closer > 0 else "not reproduced")})
+  gain = float(np.mean([(r["bn_raw"] - r["bn_unit_scale"]) / r["bn_raw"] for r in init]))
+  gap = float(np.mean([(r["nobn_raw"] - r["bn_unit_scale"]) / r["nobn_raw"] for r in init]))
+  share = (mean("bn_raw") - mean("bn_unit_scale")) / max(mean("nobn_raw") - mean("bn_unit_scale"), 1e-30)
+  rows.append({"claim": "...and the lemma's mechanism (rescaling the found weights, k W) is what brings it closer",
+               "paper": "the gain is -(k-1)^2||W*||^2 from choosing k",
+               "ours": f"rescaling shortens BN's distance by {_pct(gain)} on average; it accounts for {_pct(share)} "
+                       "of the "
+                       f"BN vs no-BN gap ({_pct(gap)}); the rest is that BN's kernels move less from W0",
+               "verdict": "reproduced" if share >= 0.5 else ("partly" if gain > 0 else "not reproduced")})
+  return rows
+
+
 def claims(data, key="converged") -> list[S.Claim]:
   grad, survey, t41_eps, ident, init = (data[k] for k in ("bn_gradient", "survey", "theorem41_eps", "identity", "init"))
   by = {(r["kind"], r["regime"]): r for r in survey}
@@ -182,26 +206,7 @@ def claims(data, key="converged") -> list[S.Claim]:
                        f"{ident['nonpositive_k']} of the pairs",
                "verdict": "reproduced" if max(ident["err_seed"], ident["err_closed"], ident["err_paper"]) < 1e-12
                else "not reproduced"})
-  if init:
-    mean = lambda key: float(np.mean([r[key] for r in init]))  # noqa: E731
-    closer = float(np.mean([r["bn_unit_scale"] < r["nobn_raw"] for r in init]))
-    rows.append({"claim": "Empirical: BN's init is closer to the weights found (up to scale) than a plain net's init",
-                 "paper": "BN gives a better initialization (Lemma 4.5)",
-                 "ours": f"distance/||W0||, mean over {len(init)} (seed, layer): BN per-unit scale "
-                         f"{fmt(mean('bn_unit_scale'))}, "
-                         f"BN layer scale {fmt(mean('bn_layer_scale'))}, BN raw {fmt(mean('bn_raw'))}, no-BN raw "
-                         f"{fmt(mean('nobn_raw'))}; BN closer in {_pct(closer)}",
-                 "verdict": "reproduced" if closer == 1.0 else ("partly" if closer > 0 else "not reproduced")})
-    gain = float(np.mean([(r["bn_raw"] - r["bn_unit_scale"]) / r["bn_raw"] for r in init]))
-    gap = float(np.mean([(r["nobn_raw"] - r["bn_unit_scale"]) / r["nobn_raw"] for r in init]))
-    share = (mean("bn_raw") - mean("bn_unit_scale")) / max(mean("nobn_raw") - mean("bn_unit_scale"), 1e-30)
-    rows.append({"claim": "...and the lemma's mechanism (rescaling the found weights, k W) is what brings it closer",
-                 "paper": "the gain is -(k-1)^2||W*||^2 from choosing k",
-                 "ours": f"rescaling shortens BN's distance by {_pct(gain)} on average; it accounts for {_pct(share)} "
-                         "of the "
-                         f"BN vs no-BN gap ({_pct(gap)}); the rest is that BN's kernels move less from W0",
-                 "verdict": "reproduced" if share >= 0.5 else ("partly" if gain > 0 else "not reproduced")})
-
+  rows += _init_rows(init) if init else []
   return [S.Claim(r["claim"], r["paper"], r["ours"], r["verdict"]) for r in rows]
 
 

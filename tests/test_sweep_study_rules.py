@@ -13,6 +13,7 @@ def test_stat_mean_standard_error_and_text():
   s = S.stat([1.0, 2.0, 3.0, None, float("nan")])
   assert (s.mean, s.n, s.ok) == (2.0, 3, True) and s.se == pytest.approx(1.0 / math.sqrt(3))
   assert str(s) == "2 ± 0.577" and not S.stat([]).ok and not S.stat([1.0], converged=False).ok
+  assert S.stat([4.0]).text(" pts") == "4 pts (n/a: 1 seed)"
   assert str(S.stat([4.0])) == "4 (n/a: 1 seed)" and str(S.stat([1.0, 2.0], converged=False)).endswith("*")
   d = S.diff(S.stat([1.0, 3.0]), S.stat([0.0, 0.0], converged=False))
   assert (d.mean, d.se, d.converged, d.cells) == (2.0, 1.0, 1, 2) and not d.ok
