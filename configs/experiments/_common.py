@@ -2,7 +2,8 @@
 
 A study config (`study_config(arg, source)`: the preset in `preset`) holds study keys plus its
 training keys: `train` (one normlab.train config) or `runs` ({run name: config}), trained by
-`normlab.analysis.training` (normlab.train's loop, in memory) with each norm the study compares.
+`normlab.analysis.training` (normlab.train's loop, in memory) with each norm the study compares; a
+sweep study's config names its sweeps instead (`sweeps`: {workdir subfolder: configs/sweeps name}).
 """
 from __future__ import annotations
 
@@ -38,22 +39,8 @@ def study_config(arg: str | None, source: str) -> mlc.ConfigDict:
 
 MNIST1D = {"dataset": "mnist1d", "normalize_inputs": False}  # (4000, 40, 1), already standardized
 CIFAR10 = {"dataset": "cifar10", "normalize_inputs": True}   # the papers' setting: needs a prepared TFDS dir
-# VGG-style conv stacks (normlab.models "vgg": channels, "M" = max-pool). Plain VGG-11 (8 convs,
-# lecun-normal init) does not train with SGD in a few hundred steps on the small CPU datasets (loss
-# stays at ln 10), so the cpu presets use VGG4 and the smoke presets VGG2.
-VGG4 = (16, "M", 32, "M", 64, 64, "M")
+# VGG-style conv stacks (normlab.models "vgg": channels, "M" = max-pool); the smoke presets use VGG2.
 VGG2 = (8, "M", 16, "M")
-
-
-def vgg_train(preset: str) -> mlc.ConfigDict:
-  """The training setup of the VGG studies of Santurkar et al. (noisy_bn, lp_norms): VGG4 on 8x8
-  digits, batch 64, 500 steps (cpu); VGG2, batch 32, 30 steps (smoke); the paper's VGG-11 on
-  CIFAR-10, lr 0.1, batch 128, 10000 steps (gpu)."""
-  if preset == "gpu":
-    return train_defaults(model="vgg11", learning_rate=0.1, batch_size=128, num_steps=10000, **CIFAR10)
-  small = preset == "smoke"
-  return train_defaults(model="vgg", model_options={"config": VGG2 if small else VGG4}, dataset="digits",
-                        learning_rate=0.05, batch_size=32 if small else 64, num_steps=30 if small else 500)
 
 
 # The task of the Santurkar studies (noisy_bn, lp_norms, landscape) where the plain net lags BN: a 6-conv
