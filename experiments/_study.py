@@ -460,7 +460,7 @@ def cell_convergence(cell_dir: str, status: str | None) -> dict:
           "converged_old": converged_by(old, status != "done")}
 
 
-def run_sweeps(config, workdir: str, log=print, report_only: bool = False) -> dict:
+def run_sweeps(config, workdir: str, log=print) -> dict:
   """Runs every sweep of config.sweeps ({subdir: configs/sweeps name}) at config.preset into workdir/<subdir>
   (resumable); returns data {'rows': one per run, 'sweeps': {subdir: name}, 'preset', 'provenance'}."""
   from normlab.sweep import load_config_file, run_sweep
@@ -469,7 +469,7 @@ def run_sweeps(config, workdir: str, log=print, report_only: bool = False) -> di
   prov, rows, sweeps = Provenance(), [], config.sweeps.to_dict()
   for sub, name in sweeps.items():
     sweep = load_config_file(os.path.join(REPO_ROOT, "configs", "sweeps", f"{name}.py:{config.preset}"))
-    cells = run_sweep(sweep, os.path.join(workdir, sub), log=log, report_only=report_only)
+    cells = run_sweep(sweep, os.path.join(workdir, sub), log=log)
     extra = [k for k in sweep.get("extra_columns", ()) if k not in cells[0].params]
     for r, c in zip(collect_results(cells, os.path.join(workdir, sub), extra), cells):
       devices = int(c.config.num_devices) or 1
