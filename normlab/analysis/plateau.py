@@ -47,8 +47,9 @@ class SubsetLoss:
     from normlab.analysis.training import batch_loss
     size = int(run.config.batch_size)
     n = self.examples
-    if run.train_ds is not None and hasattr(run.train_ds, "__len__"):
-      n = min(n, len(run.train_ds))
+    ds = getattr(run, "train_ds", None)
+    if ds is not None and hasattr(ds, "__len__"):
+      n = min(n, len(ds))
     self._batches = [jax.tree.map(jnp.asarray, run.batch(k)) for k in range(max(1, math.ceil(n / size)))]
     self._loss = jax.jit(batch_loss(run, step=0))
 
