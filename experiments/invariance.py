@@ -19,29 +19,21 @@ Weight norm ('weight') normalizes the kernels (w = g v / ||v||) and has no activ
 """
 from __future__ import annotations
 
-import os
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments import _report, main_for
-from experiments._report import fmt
-from experiments._training import Provenance
+from experiments import _study as S
 
 TITLE = "Re-scaling invariance of BN / LN / IN / GN / WN, measured (seed 000; Ba et al. 2016, Table 1)"
 RESCALINGS = ("weight_vector", "data", "weight_matrix", "single_example")
 HEADERS = {"weight_vector": "weight vector", "data": "data", "weight_matrix": "weight matrix",
            "single_example": "single example"}
-# The seed's table (weight vector, data, weight matrix); WN from Ba et al. 2016 Table 1; the single-example
-# column from Ba et al. 2016 (BN/WN: no, LN: yes) and, for IN/GN, per-example statistics (yes).
-EXPECTED = {
-    "batch": (True, True, True, False),
-    "layer": (False, True, True, True),
-    "instance": (True, True, True, True),
-    "group": (False, True, True, True),
-    "weight": (True, False, True, False),
-}
+# The seed's table (weight vector, data, weight matrix); WN from Ba et al. 2016 Table 1; the single-example column
+# from Ba et al. 2016 (BN/WN: no, LN: yes) and, for IN/GN, per-example statistics (yes).
+EXPECTED = {"batch": (True, True, True, False), "layer": (False, True, True, True),
+            "instance": (True, True, True, True), "group": (False, True, True, True),
+            "weight": (True, False, True, False)}
 NAMES = {"batch": "BN", "layer": "LN", "instance": "IN", "group": "GN", "weight": "WN"}
 
 
@@ -132,98 +124,60 @@ def classify(entry: dict, lo: float, hi: float) -> str:
   return "unclear"
 
 
-def _plot(results, config, workdir) -> str:
-  models = list(results)
-  fig, axes = _report.new_figure(ncols=len(models), size=(4.6, 3.4))
-  axes = np.atleast_1d(axes)
-  for ax, m in zip(axes, models):
-    norms = list(results[m])
-    grid = np.full((len(norms), len(RESCALINGS)), np.nan)
-    for i, n in enumerate(norms):
-      if results[m][n] is None:
-        continue
-      for j, k in enumerate(RESCALINGS):
-        grid[i, j] = np.log10(max(max(results[m][n][k].values()), 1e-12))
-    im = ax.imshow(grid, cmap="viridis", vmin=-8, vmax=1, aspect="auto")
-    for i in range(len(norms)):
-      for j in range(len(RESCALINGS)):
-        txt = "n/a" if np.isnan(grid[i, j]) else f"{grid[i, j]:.1f}"
-        ax.text(j, i, txt, ha="center", va="center", color="w" if not np.isnan(grid[i, j]) and grid[i, j] < -3 else "k",
-                fontsize=8)
-    ax.set_xticks(range(len(RESCALINGS)))
-    ax.set_xticklabels([HEADERS[k].replace(" ", "\n") for k in RESCALINGS], fontsize=7)
-    ax.set_yticks(range(len(norms)))
-    ax.set_yticklabels([NAMES.get(n, n) for n in norms])
-    ax.set_title(f"{m}: log10 max relative change", fontsize=9)
-  fig.colorbar(im, ax=list(axes), shrink=0.8)
-  import matplotlib.pyplot as plt
-  path = os.path.join(workdir, "invariance.png")
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
-  return path
-
-
-def run(config, workdir: str, log=print) -> str:
-  os.makedirs(workdir, exist_ok=True)
-  prov = Provenance()
+def run(config, workdir, log=print) -> dict:
+  prov = S.Provenance()
   log("measuring re-scalings")
   results = measure(config)
   lo, hi = float(config.invariant_below), float(config.changed_above)
-  rows = []
-  measured_tables = {}
-  for norm in config.norms:
-    got, ok_all = [], True
-    for m, by_norm in results.items():
-      e = by_norm.get(norm)
-      if e is None:
-        continue
-      cls = {k: classify(e[k], lo, hi) for k in RESCALINGS}
-      measured_tables.setdefault(m, {})[norm] = cls
-      exp = dict(zip(RESCALINGS, EXPECTED[norm]))
-      match = all(cls[k] == ("invariant" if exp[k] else "not invariant") for k in RESCALINGS)
-      ok_all &= match
-      got.append(f"{m}: " + ", ".join(f"{HEADERS[k]} {'✓' if cls[k] == 'invariant' else '✗' if cls[k] == 'not invariant' else '?'}"
-                                       f" ({fmt(max(e[k].values()))})" for k in RESCALINGS))
-    exp = dict(zip(RESCALINGS, EXPECTED[norm]))
-    paper = ", ".join(f"{HEADERS[k]} {'✓' if exp[k] else '✗'}" for k in RESCALINGS[:3])
-    src1 = "inferred from per-example statistics" if norm in ("instance", "group") else "Ba et al. Table 1"
-    paper += f"; single example {'✓' if exp['single_example'] else '✗'} ({src1})"
-    src = "Ba et al. 2016 Table 1" if norm == "weight" else "seed 000 table"
-    rows.append({"claim": f"{NAMES[norm]} re-scaling invariances", "paper": f"{src}: {paper}",
-                 "ours": "; ".join(got) + " (max relative change of the first normed block's output over phi)",
-                 "verdict": "reproduced" if ok_all else "not reproduced"})
-  table_lines = []
-  for m, by_norm in results.items():
-    for norm, e in by_norm.items():
-      if e is None:
-        table_lines.append(f"| {m} | {NAMES[norm]} | " + " | ".join("n/a" for _ in RESCALINGS) + " |")
-        continue
-      cells = [" / ".join(fmt(e[k][str(float(p))]) for p in config.phis) for k in RESCALINGS]
-      table_lines.append(f"| {m} | {NAMES[norm]} | " + " | ".join(cells) + " |")
-  phis = " / ".join(str(float(p)) for p in config.phis)
-  provenance = prov.finish()
-  spec = "; ".join(f"{m}: `{s.model}` {s.options.to_dict()}" for m, s in config.models.items())
-  notes = f"""Preset `{config.preset}`. Models ({spec}) at init (seeds {tuple(config.seeds)}; the max over seeds is
-shown), a batch of {config.batch_size} normalized 8x8 digits, norm options {config.norm_options.to_dict()}, float32, the
-layers' default eps. Re-scaled unit: {config.unit}. 'Invariant' = relative change < {lo:g} for every phi, 'not
-invariant' = > {hi:g} for every phi. The seed's table has no single-example column; it is Ba et al.'s 'single training
-case re-scaling' (BN ✗, LN ✓, WN ✗), with IN/GN following from their per-example statistics. LN here is the
-project's layer norm over the channel axis at each position (for the conv net), which has the same pattern as LN over
-all units of the layer. This study reports the table; tests/test_invariance.py checks it exactly in float64.
-{Provenance.note(provenance)}
+  classified = {m: {n: {k: classify(e[k], lo, hi) for k in RESCALINGS} for n, e in by.items() if e is not None}
+                for m, by in results.items()}
+  return {"relative_change": results, "classified": classified, "config": config.to_dict(),
+          "expected": {k: dict(zip(RESCALINGS, v)) for k, v in EXPECTED.items()}, "provenance": prov.finish()}
 
-Relative change ||y' - y|| / ||y|| of the first normed block's output, phi = {phis}:
+
+def claims(data, key="converged") -> list[S.Claim]:
+  out = []
+  mark = {"invariant": "✓", "not invariant": "✗"}
+  for norm in data["config"]["norms"]:
+    exp = dict(zip(RESCALINGS, EXPECTED[norm]))
+    got = {m: by[norm] for m, by in data["classified"].items() if norm in by}
+    ok = all(cls[k] == ("invariant" if exp[k] else "not invariant") for cls in got.values() for k in RESCALINGS)
+    ours = "; ".join(f"{m}: " + ", ".join(f"{HEADERS[k]} {mark.get(cls[k], '?')} "
+                                          f"({S.fmt(max(data['relative_change'][m][norm][k].values()))})"
+                                          for k in RESCALINGS) for m, cls in got.items())
+    src = "Ba et al. 2016 Table 1" if norm == "weight" else "seed 000 table"
+    out.append(S.Claim(f"{NAMES[norm]} re-scaling invariances", f"{src}: " + ", ".join(
+        f"{HEADERS[k]} {'✓' if exp[k] else '✗'}" for k in RESCALINGS), ours + " (max relative change of the first "
+        "normed block's output over phi)", "reproduced" if ok else "not reproduced"))
+  return out
+
+
+def report(data, workdir) -> str:
+  cfg, rc = data["config"], data["relative_change"]
+  png = S.errorbar_plot(workdir, "invariance.png", [
+      {"title": f"{m}: max relative change (log)", "logy": True, "ylabel": "||y' - y|| / ||y||",
+       "series": {NAMES[n]: (list(RESCALINGS), [S.stat([max(max(e[k].values()), 1e-12)]) for k in RESCALINGS])
+                  for n, e in by.items() if e is not None}} for m, by in rc.items()])
+  cell = lambda e, k: "n/a" if e is None else " / ".join(S.fmt(v) for v in e[k].values())  # noqa: E731
+  lines = [f"| {m} | {NAMES[n]} | " + " | ".join(cell(e, k) for k in RESCALINGS) + " |"
+           for m, by in rc.items() for n, e in by.items()]
+  notes = f"""Preset `{cfg['preset']}`. Models {cfg['models']} at init (seeds {cfg['seeds']}; the max over seeds), a
+batch of {cfg['batch_size']} normalized 8x8 digits, norm options {cfg['norm_options']}, float32, the layers' default
+eps. Re-scaled unit: {cfg['unit']}. 'Invariant' = relative change < {cfg['invariant_below']:g} for every phi,
+'not invariant' = > {cfg['changed_above']:g} for every phi. The seed's table has no single-example column; it is
+Ba et al.'s 'single training case re-scaling' (BN ✗, LN ✓, WN ✗), with IN/GN following from their per-example
+statistics. LN here is the project's layer norm over the channel axis at each position, which has the same pattern
+as LN over all units. No training: convergence does not apply. tests/test_invariance.py checks the table exactly
+in float64.
+{S.provenance_note(data)}
+
+Relative change ||y' - y|| / ||y|| of the first normed block's output, phi = {' / '.join(str(p) for p in cfg['phis'])}:
 
 | model | norm | {' | '.join(HEADERS[k] for k in RESCALINGS)} |
 |---|---|{'---|' * len(RESCALINGS)}
-{chr(10).join(table_lines)}
-"""
-  figures = [_plot(results, config, workdir)]
-  return _report.write_report(workdir, TITLE, rows, notes, figures,
-                              data={"relative_change": results, "classified": measured_tables,
-                                    "expected": {k: dict(zip(RESCALINGS, v)) for k, v in EXPECTED.items()},
-                                    "config": config.to_dict(), "provenance": provenance})
+{chr(10).join(lines)}"""
+  return S.write_report(workdir, TITLE, lambda key: claims(data, key), notes, [png], data)
 
 
 if __name__ == "__main__":
-  main_for("invariance", run)
+  S.main(__spec__.name)

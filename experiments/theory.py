@@ -7,15 +7,13 @@ their precise assumptions and the derivations the verdicts rest on.
 """
 from __future__ import annotations
 
-import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments import _report, main_for
-from experiments._report import fmt
-from experiments._training import Provenance
+from experiments import _study as S
+from experiments._study import fmt
 from normlab.analysis import theory as T
 
 TITLE = "Santurkar et al. 2018, section 4: theory checked numerically"
@@ -88,70 +86,66 @@ def init_distance(config, log=print) -> list[dict]:
   return out
 
 
-def _plot_survey(rows, workdir) -> str:
-  fig, ax = _report.new_figure(size=(9.0, 3.8))
-  short = {"gamma<=sigma": "\u03b3\u2264\u03c3", "gamma>sigma": "\u03b3>\u03c3"}
-  labels = [f"{r['kind']}\n{short.get(r['regime'], r['regime'])}" for r in rows]
-  x = np.arange(len(rows))
-  w = 0.2
-  for i, (key, name) in enumerate([("a_holds", "(4.2a)"), ("b_holds", "(4.2b)"),
-                                   ("b_gnorm_holds", "(4.2b) with ||g||^2"), ("relnorm", "condition")]):
-    ax.bar(x + (i - 1.5) * w, [100 * r[key] for r in rows], w, label=name)
-  ax.set_xticks(x)
-  ax.set_xticklabels(labels, fontsize=7)
-  ax.set_ylabel("% of random instances where it holds")
-  ax.set_title("Theorem 4.2 on random one-channel instances")
-  ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
-  return _report.save_figure(fig, workdir, "theorem42.png")
-
-
-def _plot_init(rows, workdir) -> str:
-  fig, ax = _report.new_figure()
-  keys = [("nobn_raw", "no BN: ||W0 - W||"), ("bn_raw", "BN: ||W0 - W||"),
-          ("bn_layer_scale", "BN: min_k ||W0 - kW||"), ("bn_unit_scale", "BN: per-unit k")]
-  layers = sorted({r["layer"] for r in rows})
-  x = np.arange(len(layers))
-  w = 0.2
-  for i, (key, name) in enumerate(keys):
-    vals = [np.mean([r[key] for r in rows if r["layer"] == layer]) for layer in layers]
-    ax.bar(x + (i - 1.5) * w, vals, w, label=name)
-  ax.set_xticks(x)
-  ax.set_xticklabels(layers)
-  ax.set_ylabel("distance / ||W0|| (mean over seeds)")
-  ax.set_title("Init to trained weights (Lemma 4.5, empirical)")
-  ax.legend(fontsize=7)
-  return _report.save_figure(fig, workdir, "init_distance.png")
+def _plot(survey, init, workdir) -> str:
+  short = {"gamma<=sigma": "g<=s", "gamma>sigma": "g>s"}
+  labels = [f"{r['kind']} {short.get(r['regime'], r['regime'])}" for r in survey]
+  panels = [{"title": "Theorem 4.2 on random one-channel instances", "ylabel": "% of instances where it holds",
+             "series": {name: (labels, [S.stat([100 * r[key]]) for r in survey]) for key, name in (
+                 ("a_holds", "(4.2a)"), ("b_holds", "(4.2b)"), ("b_gnorm_holds", "(4.2b), ||g||^2"),
+                 ("relnorm", "condition"))}}]
+  if init:
+    layers = sorted({r["layer"] for r in init})
+    panels.append({"title": "init to trained weights (Lemma 4.5, empirical)", "ylabel": "distance / ||W0||",
+                   "series": {name: (layers, [S.stat([r[key] for r in init if r["layer"] == la]) for la in layers])
+                              for key, name in (("nobn_raw", "no BN: ||W0 - W||"), ("bn_raw", "BN: ||W0 - W||"),
+                                                ("bn_unit_scale", "BN: per-unit min_k ||W0 - kW||"))}})
+  return S.errorbar_plot(workdir, "theory.png", panels, size=(6.0, 3.8))
 
 
 def _pct(x: float) -> str:
   return f"{100 * x:.1f}%"
 
 
-def run(config, workdir: str, log=print) -> str:
+def run(config, workdir, log=print) -> dict:
   with jax.enable_x64(True):  # the theory checks are about exactness: float64
-    return _run(config, workdir, log)
-
-
-def _run(config, workdir: str, log=print) -> str:
-  os.makedirs(workdir, exist_ok=True)
-  prov = Provenance()
-  log("BN input gradient vs autodiff")
-  grad = bn_gradient(config)
-  log("Theorem 4.1 / 4.2 survey")
-  survey = T.theorem42_survey(int(config.seed), kinds=tuple(config.survey.kinds), m=int(config.survey.m),
-                              n=int(config.survey.n), eps=float(config.survey.eps))
-  t41_eps = theorem41_eps(config)
-  log("Lemma 4.5 algebra")
-  ident = identity(config)
-  log("Lemma 4.5, trained")
-  init = init_distance(config, log)
-  data = {"bn_gradient": grad, "survey": survey, "theorem41_eps": t41_eps, "identity": ident, "init": init,
+    prov = S.Provenance()
+    log("BN input gradient vs autodiff")
+    grad = bn_gradient(config)
+    log("Theorem 4.1 / 4.2 survey")
+    survey = T.theorem42_survey(int(config.seed), kinds=tuple(config.survey.kinds), m=int(config.survey.m),
+                                n=int(config.survey.n), eps=float(config.survey.eps))
+    t41_eps, ident = theorem41_eps(config), identity(config)
+    log("Lemma 4.5, trained")
+    init = init_distance(config, log)
+  return {"bn_gradient": grad, "survey": survey, "theorem41_eps": t41_eps, "identity": ident, "init": init,
           "config": config.to_dict(), "provenance": prov.finish()}
-  return write(config, data, workdir)
 
 
-def write(config, data: dict, workdir: str) -> str:
-  """The report from the numbers `run` computed (e.g. reloaded from results.json)."""
+def _init_rows(init) -> list[dict]:
+  """The Lemma 4.5 rows of the trained comparison."""
+  rows = []
+  mean = lambda key: float(np.mean([r[key] for r in init]))  # noqa: E731
+  closer = float(np.mean([r["bn_unit_scale"] < r["nobn_raw"] for r in init]))
+  rows.append({"claim": "Empirical: BN's init is closer to the weights found (up to scale) than a plain net's init",
+               "paper": "BN gives a better initialization (Lemma 4.5)",
+               "ours": f"distance/||W0||, mean over {len(init)} (seed, layer): BN per-unit scale "
+                       f"{fmt(mean('bn_unit_scale'))}, "
+                       f"BN layer scale {fmt(mean('bn_layer_scale'))}, BN raw {fmt(mean('bn_raw'))}, no-BN raw "
+                       f"{fmt(mean('nobn_raw'))}; BN closer in {_pct(closer)}",
+               "verdict": "reproduced" if closer == 1.0 else ("partly" if closer > 0 else "not reproduced")})
+  gain = float(np.mean([(r["bn_raw"] - r["bn_unit_scale"]) / r["bn_raw"] for r in init]))
+  gap = float(np.mean([(r["nobn_raw"] - r["bn_unit_scale"]) / r["nobn_raw"] for r in init]))
+  share = (mean("bn_raw") - mean("bn_unit_scale")) / max(mean("nobn_raw") - mean("bn_unit_scale"), 1e-30)
+  rows.append({"claim": "...and the lemma's mechanism (rescaling the found weights, k W) is what brings it closer",
+               "paper": "the gain is -(k-1)^2||W*||^2 from choosing k",
+               "ours": f"rescaling shortens BN's distance by {_pct(gain)} on average; it accounts for {_pct(share)} "
+                       "of the "
+                       f"BN vs no-BN gap ({_pct(gap)}); the rest is that BN's kernels move less from W0",
+               "verdict": "reproduced" if share >= 0.5 else ("partly" if gain > 0 else "not reproduced")})
+  return rows
+
+
+def claims(data, key="converged") -> list[S.Claim]:
   grad, survey, t41_eps, ident, init = (data[k] for k in ("bn_gradient", "survey", "theorem41_eps", "identity", "init"))
   by = {(r["kind"], r["regime"]): r for r in survey}
   n_all = sum(r["n"] for r in survey)
@@ -167,12 +161,13 @@ def write(config, data: dict, workdir: str) -> str:
                        f"(max |grad| {fmt(grad['scale'])})", "verdict": "reproduced"})
   rows.append({"claim": "Seed 002's printed gradient with '+ yhat_i sum_j yhat_j g_j'",
                "paper": "(paper has '-')",
-               "ours": f"max |seed - autodiff| = {fmt(grad['seed'])} ({_pct(grad['seed'] / grad['scale'])} of max |grad|)",
+               "ours": f"max |seed - autodiff| = {fmt(grad['seed'])} ({_pct(grad['seed'] / grad['scale'])} of max "
+                       "|grad|)",
                "verdict": "not reproduced"})
   rows.append({"claim": "Thm 4.1: ||grad_y Lhat||^2 <= (g^2/s^2)(||g||^2 - <1,g>^2/m - <g,yhat>^2/m)",
                "paper": "holds for every instance",
                "ours": f"holds on {_pct(t41_all)} of {n_all} instances at eps=0 (an identity: min rel. slack "
-                       f"{fmt(min(r['t41_min_rel_slack'] for r in survey))}); with eps={config.eps_check}: "
+                       f"{fmt(min(r['t41_min_rel_slack'] for r in survey))}); with eps={data['config']['eps_check']}: "
                        f"{_pct(t41_eps['holds'])} of {t41_eps['n']}, min rel. slack {fmt(t41_eps['min_rel_slack'])}",
                "verdict": "reproduced" if t41_all == 1.0 and t41_eps["holds"] == 1.0 else "not reproduced"})
   rows.append({"claim": "Thm 4.2 (4.2a): gbn^T Hbn gbn <= (g^2/s^2) gbn^T H gbn - (g/(m s^2))<g,yhat>||gbn||^2",
@@ -211,28 +206,17 @@ def write(config, data: dict, workdir: str) -> str:
                        f"{ident['nonpositive_k']} of the pairs",
                "verdict": "reproduced" if max(ident["err_seed"], ident["err_closed"], ident["err_paper"]) < 1e-12
                else "not reproduced"})
-  if init:
-    mean = lambda key: float(np.mean([r[key] for r in init]))  # noqa: E731
-    closer = float(np.mean([r["bn_unit_scale"] < r["nobn_raw"] for r in init]))
-    rows.append({"claim": "Empirical: BN's init is closer to the weights found (up to scale) than a plain net's init",
-                 "paper": "BN gives a better initialization (Lemma 4.5)",
-                 "ours": f"distance/||W0||, mean over {len(init)} (seed, layer): BN per-unit scale {fmt(mean('bn_unit_scale'))}, "
-                         f"BN layer scale {fmt(mean('bn_layer_scale'))}, BN raw {fmt(mean('bn_raw'))}, no-BN raw "
-                         f"{fmt(mean('nobn_raw'))}; BN closer in {_pct(closer)}",
-                 "verdict": "reproduced" if closer == 1.0 else ("partly" if closer > 0 else "not reproduced")})
-    gain = float(np.mean([(r["bn_raw"] - r["bn_unit_scale"]) / r["bn_raw"] for r in init]))
-    gap = float(np.mean([(r["nobn_raw"] - r["bn_unit_scale"]) / r["nobn_raw"] for r in init]))
-    share = (mean("bn_raw") - mean("bn_unit_scale")) / max(mean("nobn_raw") - mean("bn_unit_scale"), 1e-30)
-    rows.append({"claim": "...and the lemma's mechanism (rescaling the found weights, k W) is what brings it closer",
-                 "paper": "the gain is -(k-1)^2||W*||^2 from choosing k",
-                 "ours": f"rescaling shortens BN's distance by {_pct(gain)} on average; it accounts for {_pct(share)} of the "
-                         f"BN vs no-BN gap ({_pct(gap)}); the rest is that BN's kernels move less from W0",
-                 "verdict": "reproduced" if share >= 0.5 else ("partly" if gain > 0 else "not reproduced")})
+  rows += _init_rows(init) if init else []
+  return [S.Claim(r["claim"], r["paper"], r["ours"], r["verdict"]) for r in rows]
 
-  figures = [_plot_survey(survey, workdir)]
-  if init:
-    figures.append(_plot_init(init, workdir))
-  notes = f"""Preset `{config.preset}`; float64 throughout. {Provenance.note(data.get("provenance"))} Notation (one BN channel, batch of m): y the BN input,
+
+def report(data, workdir) -> str:
+  survey, grad, config = data["survey"], data["bn_gradient"], data["config"]
+  b_given = [r["b_holds_given_relnorm"] for r in survey if r["b_holds_given_relnorm"] == r["b_holds_given_relnorm"]]
+  figures = [_plot(survey, data["init"], workdir)]
+  init = config["init"]
+  notes = f"""Preset `{config['preset']}`; float64 throughout; no training to converge (the Lemma 4.5 runs are
+context). {S.provenance_note(data)} Notation (one BN channel, batch of m): y the BN input,
 yhat = (y - mu)/sigma, z = gamma*yhat + beta, L(z) the loss downstream, Lhat(y) = L(z(y)); g = grad_z L, H = hess_z L
 (the paper's g_hat_j = grad_{{y_j}} L and H_jj), gbn = grad_y Lhat, Hbn = hess_y Lhat. All Hessians by autodiff.
 
@@ -257,19 +241,21 @@ What the numbers say:
   of (4.2b) then adds curvature; reading the theorem as "BN reduces curvature" also needs <g, yhat> >= 0.
 - Lemma 4.5 needs k > 0, i.e. <W0, W*> > 0: kW* with k < 0 flips the sign of the BN output and is not an optimum.
   BN's invariance is per output unit, so a per-unit k gets at least as close as the one layer-wide k of the lemma.
-- The trained comparison (MLP 2x{config.init.train.model_options.widths[0]} on {config.init.train.dataset}, {config.init.train.num_steps} steps of
-  {config.init.train.optimizer}, seeds {tuple(config.init.seeds)}; hidden kernels, which feed BN) compares two different networks' end
-  points: it illustrates the lemma but cannot test it (the lemma compares the distances to kW* and W* for the *same* W*).
+- The trained comparison (MLP {init['train']['model_options']['widths']} on {init['train']['dataset']},
+  {init['train']['num_steps']} steps of {init['train']['optimizer']}, seeds {init['seeds']}; hidden kernels, which feed
+  BN) compares two different networks' end points: it illustrates the lemma but cannot test it (the lemma compares
+  the distances to kW* and W* for the *same* W*).
 
 Statements, assumptions and derivations: `normlab/analysis/theory.py`. Survey table (fractions of instances):
 
 | kind | regime | Thm 4.1 | (4.2a) | (4.2b) | (4.2b), ||g||^2 | condition gbn^T H gbn <= g^T H g | H PSD | reduced |
 |---|---|---|---|---|---|---|---|---|
-""" + "\n".join(f"| {r['kind']} | {r['regime']} | {_pct(r['t41_holds'])} | {_pct(r['a_holds'])} | {_pct(r['b_holds'])} | "
+""" + "\n".join(f"| {r['kind']} | {r['regime']} | {_pct(r['t41_holds'])} | {_pct(r['a_holds'])} | "
+                f"{_pct(r['b_holds'])} | "
                 f"{_pct(r['b_gnorm_holds'])} | {_pct(r['relnorm'])} | {_pct(r['h_psd'])} | {_pct(r['reduced'])} |"
                 for r in survey)
-  return _report.write_report(workdir, TITLE, rows, notes, figures, data=data)
+  return S.write_report(workdir, TITLE, lambda key: claims(data, key), notes, figures, data)
 
 
 if __name__ == "__main__":
-  main_for("theory", run)
+  S.main(__spec__.name)

@@ -364,10 +364,10 @@ def test_training_honours_norm_placement():
 
 @pytest.mark.slow  # trains a tiny run (~10 s of CPU)
 def test_clean_batch_stats_are_the_noise_free_batch_moments():
-  """experiments._training.clean_batch_stats on a noisy-BN run: a one-hidden-layer MLP's recollected
+  """normlab.analysis.probes.clean_batch_stats on a noisy-BN run: a one-hidden-layer MLP's recollected
   statistics are the mean over the training batches of the batch mean / variance of the norm's input
   (Dense output, no noise involved), and the 'preact' probe reads that input."""
-  from experiments._training import clean_batch_stats, norm_outputs
+  from normlab.analysis.probes import clean_batch_stats, norm_outputs
   from normlab.analysis import training
   hist, run = training.train(_train_config(norm="noisy_batch"), log=lambda *_: None)
   stats = clean_batch_stats(run, run.state.params, 3)

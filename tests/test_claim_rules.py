@@ -1,40 +1,7 @@
-"""The verdict rules of noisy_bn, lp_norms and landscape on synthetic per-seed numbers (no training):
-experiments/_sweep_study.py's no_worse_verdict, stat_of, curve_converged, and each study's claim rows."""
+"""The claim rules of noisy_bn, lp_norms and landscape on synthetic per-seed summaries (no training)."""
 from __future__ import annotations
 
-import math
-
-import numpy as np
-import pytest
-
-from experiments import _sweep_study as rules
-
-
-def test_no_worse_verdict_bands():
-  assert rules.no_worse_verdict(0.5, 0.2, 1.5) == "reproduced"         # 0.5 + 0.4 <= 1.5
-  assert rules.no_worse_verdict(-2.0, 0.5, 1.0) == "reproduced"        # better than the reference
-  assert rules.no_worse_verdict(3.0, 0.5, 1.5) == "not reproduced"     # 3.0 - 1.0 > 1.5
-  assert rules.no_worse_verdict(1.4, 0.5, 1.5) == "inconclusive"       # the seeds cannot tell
-  assert rules.no_worse_verdict(0.1, 0.1, float("nan")) == "inconclusive"  # no tolerance (no lead)
-  unconverged = rules.Stat(1.0, 0.1, 3, 0, False)
-  assert rules.no_worse_verdict(0.1, 0.1, 2.0, unconverged) == "inconclusive"
-
-
-def test_stat_of_mean_and_standard_error():
-  s = rules.stat_of([1.0, 2.0, 3.0, None, float("nan")])
-  assert (s.mean, s.n, s.converged) == (2.0, 3, True)
-  assert s.se == pytest.approx(1.0 / math.sqrt(3))
-  assert not rules.stat_of([]).converged and not rules.stat_of([1.0], converged=False).converged
-
-
-def test_curve_converged_follows_the_sweep_rule():
-  flat = [{"step": s, "train_loss": 1.0 + 0.001 * (s % 2)} for s in range(100)]
-  falling = [{"step": s, "train_loss": 2.0 - 0.01 * s} for s in range(100)]
-  assert rules.curve_converged(flat)[0]
-  ok, change = rules.curve_converged(falling)
-  assert not ok and change == pytest.approx(np.mean([2.0 - 0.01 * s for s in range(80, 90)])
-                                            / np.mean([2.0 - 0.01 * s for s in range(90, 100)]) - 1)
-  assert not rules.curve_converged(flat, diverged_at=50)[0]
+from experiments import _study as S
 
 
 def _rows(values, converged=True, **extra):
@@ -44,8 +11,8 @@ def _rows(values, converged=True, **extra):
            **{k: v[i] for k, v in values.items()}, **extra} for i in range(n)]
 
 
-def _verdicts(rows, prefix):
-  return [r["verdict"] for r in rows if r["claim"].startswith(prefix)]
+def _verdicts(claims, prefix):
+  return [S.verdict(c) for c in claims if c.claim.startswith(prefix)]
 
 
 def _noisy_summary(noisy_acc, converged=True):
@@ -59,7 +26,8 @@ def _noisy_summary(noisy_acc, converged=True):
 
 
 def test_noisy_bn_rules():
-  from experiments.noisy_bn import claim_rows
+  from experiments.noisy_bn import claims
+  claim_rows = lambda summ: claims({"summary": summ})  # noqa: E731
   rows = claim_rows(_noisy_summary(79.5))
   assert set(_verdicts(rows, "The plain net lags BN")) == {"reproduced"}
   assert set(_verdicts(rows, "Noisy BN does as well as BN")) == {"reproduced"}  # 0.5 pts short, tol 2.5
@@ -74,7 +42,8 @@ def test_noisy_bn_rules():
 
 
 def test_noisy_bn_without_a_lead_is_inconclusive():
-  from experiments.noisy_bn import claim_rows
+  from experiments.noisy_bn import claims
+  claim_rows = lambda summ: claims({"summary": summ})  # noqa: E731
   summ = _noisy_summary(80.0)
   summ["none"] = summ["batch"]  # plain == BN: nothing for noisy BN to keep
   rows = claim_rows(summ)
@@ -83,7 +52,8 @@ def test_noisy_bn_without_a_lead_is_inconclusive():
 
 
 def test_lp_norms_rules():
-  from experiments.lp_norms import claim_rows
+  from experiments.lp_norms import claims
+  claim_rows = lambda summ: claims({"summary": summ})  # noqa: E731
   acc = lambda m: {k: [m + d for d in (0.0, 0.3, -0.2)] for k in ("test_acc", "train_acc")}  # noqa: E731
   shape = {"kurtosis": [2.0, 2.2, 2.1], "pre_drift_location": [0.1, 0.11, 0.12]}
   summ = {"none": _rows({**acc(75.0), **shape, "early_loss": [1.0, 1.1, 1.05], "kurtosis": [0.1, 0.1, 0.1]}),
@@ -116,19 +86,19 @@ def _landscape_summary(early_ratio, late_ratio, rises=1.0, converged=True):
 
 def test_landscape_rules():
   from experiments import landscape
-  cfg = None
-  rows = landscape.claim_rows(cfg, _landscape_summary(4.0, 2.0))
+  claim_rows = lambda summ: landscape.claims({"summary": summ})  # noqa: E731
+  rows = claim_rows(_landscape_summary(4.0, 2.0))
   assert set(_verdicts(rows, "BN lowers")) == {"reproduced"}
   assert _verdicts(rows, "BN's smoothing (plain/BN ratio) is larger especially early") == ["reproduced"]
   assert _verdicts(rows, "BN's smoothing (plain/BN ratio) is larger more at the end") == ["not reproduced"]
-  rows = landscape.claim_rows(cfg, _landscape_summary(1.2, 3.0))
-  early = [r["verdict"] for r in rows if r["claim"].startswith("BN lowers") and r["claim"].endswith("early in training")]
+  rows = claim_rows(_landscape_summary(1.2, 3.0))
+  early = [S.verdict(c) for c in rows if c.claim.startswith("BN lowers") and c.claim.endswith("early in training")]
   assert early == ["partly"] * 3  # x1.2 < 1.5
   assert _verdicts(rows, "BN's smoothing (plain/BN ratio) is larger more at the end") == ["reproduced"]
-  rows = landscape.claim_rows(cfg, _landscape_summary(4.0, 2.0, rises=0.5))  # grid too short
-  assert {r["verdict"] for r in rows} == {"inconclusive"}
-  rows = landscape.claim_rows(cfg, _landscape_summary(4.0, 2.0, converged=False))
-  assert {r["verdict"] for r in rows} == {"inconclusive"}
+  rows = claim_rows(_landscape_summary(4.0, 2.0, rises=0.5))  # grid too short
+  assert {S.verdict(c) for c in rows} == {"inconclusive"}
+  rows = claim_rows(_landscape_summary(4.0, 2.0, converged=False))
+  assert {S.verdict(c) for c in rows} == {"inconclusive"}
 
 
 def test_landscape_windows():

@@ -1,6 +1,7 @@
 """The Group Norm sweep studies (experiments/batch_size.py, group_count.py, remedies.py, sync_bn.py) run end to
 end on their smoke presets: the sweep trains every cell with the real loop, and report.md carries the claim
-table (claim | paper | ours | verdict), its linked PNG, results.csv (one row per run) and results.json.
+table (claim | paper | ours ± s.e. | converged cells | verdict), its linked PNG, results.csv (one row per run) and
+results.json.
 The claims' outcomes are not asserted (smoke runs are far too short to mean anything).
 All are marked slow (study smoke runs, about a minute each on 2 CPU cores); the rules are tested fast in
 tests/test_sweep_study_rules.py.
@@ -13,32 +14,31 @@ import time
 
 import pytest
 
-VERDICTS = ("reproduced", "partly", "not reproduced", "inconclusive")
+from experiments import _study as S
 
 
 def _check(workdir, report_path, n_runs):
   assert report_path == os.path.join(workdir, "report.md")
   text = open(report_path).read()
-  assert "| Claim | Paper | Ours | Verdict |" in text
-  rows = [line for line in text.splitlines() if line.startswith("| ") and line.rstrip().endswith("** |")]
-  assert rows and all(any(f"**{v}**" in line for v in VERDICTS) for line in rows), text
+  assert "| Claim | Paper | Ours ± s.e. | Converged cells | Verdict |" in text
+  assert set(S.read_claim_table(report_path)) <= set(S.VERDICTS)
   pngs = [f for f in os.listdir(workdir) if f.endswith(".png")]
   assert pngs and all(f"({p})" in text for p in pngs)
   with open(os.path.join(workdir, "results.csv")) as f:
     runs = list(csv.DictReader(f))
   assert len(runs) == n_runs and all(r["status"] == "done" and r["eval_accuracy"] for r in runs)
-  assert list(runs[0])[:7] == ["variant", "batch_size", "num_devices", "seed", "eval_error", "final_train_loss",
-                               "converged"]
+  assert list(runs[0])[:8] == list(S.SWEEP_COLUMNS[:8])
   assert {r["num_devices"] for r in runs} == {"8"} and all(r["converged"] in ("True", "False") for r in runs)
-  assert "Provenance: report written at commit " in text and "cells trained at" in text
+  assert all(int(r["global_batch"]) == 8 * int(r["batch_size"]) for r in runs)
+  assert "Trained at commit " in text and "Report written at commit " in text
   json.load(open(os.path.join(workdir, "results.json")))
   return text
 
 
-def _run(study, tmp_path, n_runs):
+def _run(study, tmp_path, n_runs, log=lambda *_: None):
   module = importlib.import_module(f"experiments.{study}")
   wd = str(tmp_path / study)
-  text = _check(wd, module.run("smoke", wd, log=lambda *_: None), n_runs)
+  text = _check(wd, S.run_and_report(module, S.load_config(study, "smoke"), wd, log=log), n_runs)
   return module, wd, text
 
 
@@ -49,7 +49,7 @@ def test_group_count_smoke_and_rerun_skips(tmp_path):
   assert "G=1" in text and "IN" in text
   t0 = time.perf_counter()
   logs = []
-  module.run("smoke", wd, log=logs.append)
+  _run("group_count", tmp_path, 3, log=logs.append)
   assert time.perf_counter() - t0 < 15
   assert any("3/3 cells already finished" in line for line in logs)
 

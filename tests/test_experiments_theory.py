@@ -1,4 +1,4 @@
-"""experiments/: the shared report writer, the CLI, and the theory study end to end on a trimmed smoke preset.
+"""experiments/: the shared plot, the configs, the CLI, and the theory study end to end on a trimmed smoke preset.
 
 The verdicts are not asserted (they are what the run finds); the report's shape and the exact
 numeric facts the machinery guarantees (identities, the seed's wrong sign) are.
@@ -10,8 +10,7 @@ import sys
 
 import pytest
 
-import experiments
-from experiments import _report
+from experiments import _study as S
 
 pytestmark = pytest.mark.usefixtures("float64")  # float64 references (tests/conftest.py)
 
@@ -19,41 +18,30 @@ pytestmark = pytest.mark.usefixtures("float64")  # float64 references (tests/con
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def test_write_report_table_figures_and_validation(tmp_path):
-  fig, ax = _report.new_figure()
-  ax.plot([0, 1], [1, 0])
-  png = _report.save_figure(fig, str(tmp_path), "a.png")
-  rows = [{"claim": "x | y", "paper": "1", "ours": "2", "verdict": "partly"}]
-  path = _report.write_report(str(tmp_path), "T", rows, "some notes", [png], data={"a": 1})
-  text = open(path).read()
-  assert text.startswith("# T\n")
-  assert "| Claim | Paper | Ours | Verdict |" in text and "x \\| y" in text and "**partly**" in text
-  assert "![a](a.png)" in text and "some notes" in text
-  assert json.load(open(tmp_path / "results.json")) == {"a": 1}
-  with pytest.raises(ValueError, match="verdict"):
-    _report.write_report(str(tmp_path), "T", [dict(rows[0], verdict="passed")])
-  with pytest.raises(ValueError, match="missing"):
-    _report.write_report(str(tmp_path), "T", [{"claim": "c"}])
-  with pytest.raises(FileNotFoundError):
-    _report.write_report(str(tmp_path), "T", rows, figures=[str(tmp_path / "nope.png")])
-  assert _report.fmt(0.000123456) == "1.23e-04" and _report.fmt(12.345) == "12.3" and _report.fmt(0) == "0"
+def test_errorbar_plot_and_fmt(tmp_path):
+  ok, stuck = S.stat([1.0, 2.0]), S.stat([2.0, 3.0], converged=False)
+  path = S.errorbar_plot(str(tmp_path / "new"), "a.png", [
+      {"title": "t", "series": {"x": ([1, 2], [ok, stuck])}, "logx": 2, "band": ("b", ok)},
+      {"series": {"y": (["u", "v"], [ok, None])}, "logy": True}])
+  assert os.path.getsize(path) > 1000
+  assert S.fmt(0.000123456) == "1.23e-04" and S.fmt(12.345) == "12.3" and S.fmt(0) == "0"
 
 
 def test_configs_load_and_refuse_unknown_presets():
   for study in ("theory", "ics", "landscape"):
-    for preset in experiments.PRESETS:
-      c = experiments.load_config(study, preset)
+    for preset in S.PRESETS:
+      c = S.load_config(study, preset)
       assert c.preset == preset
       with pytest.raises(AttributeError):
         c.not_a_key = 1  # locked
   with pytest.raises(ValueError, match="unknown preset"):
-    experiments.load_config("ics", "huge")
+    S.load_config("ics", "huge")
 
 
 @pytest.mark.slow  # a study smoke run (pytest.ini: slow)
 def test_theory_study_trimmed_smoke(tmp_path):
   from experiments import theory
-  c = experiments.load_config("theory", "smoke")
+  c = S.load_config("theory", "smoke")
   c.unlock()
   c.survey.n = 6
   c.survey.kinds = ("isotropic", "network")
@@ -61,11 +49,9 @@ def test_theory_study_trimmed_smoke(tmp_path):
   c.identity_trials = 20
   c.init.train.num_steps = 10
   c.init.train.model_options.widths = (16, 16)
-  path = theory.run(c, str(tmp_path), log=lambda *a: None)
-  text = open(path).read()
-  assert text.count("\n| ") >= 8  # the claim table (+ the survey table)
-  for png in ("theorem42.png", "init_distance.png"):
-    assert os.path.getsize(tmp_path / png) > 1000
+  path = S.run_and_report(theory, c, str(tmp_path), log=lambda *a: None)
+  assert len(S.read_claim_table(path)) >= 8
+  assert os.path.getsize(tmp_path / "theory.png") > 1000
   data = json.load(open(tmp_path / "results.json"))
   g = data["bn_gradient"]
   assert g["ours"] < 1e-10 * g["scale"] and g["seed"] > 1e-2 * g["scale"]

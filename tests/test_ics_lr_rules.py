@@ -8,8 +8,8 @@ import sys
 import numpy as np
 import pytest
 
+from experiments import _study as S
 from experiments import ics, lr_range
-from experiments import _sweep_study as study
 from experiments._teacher import GaussianTeacher
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -29,61 +29,50 @@ def _hist(l2, cos=None, steps=(0, 100, 200), loss=(2.3, 1.0), n=200, diverged=No
 def test_paired_difference_is_the_mean_log_ratio_over_layers_2_to_k_with_seed_se():
   plain = {s: _hist([0.0, 1.0, 2.0]) for s in range(3)}
   bn = {s: _hist([0.0, 0.5 * f, 1.0 * f]) for s, f in enumerate((1.0, 1.1, 0.9))}
-  d, se, n = ics.paired_difference(bn, plain, "l2")
+  d = ics.paired_difference(bn, plain, "l2")
   per_seed = [math.log(0.5 * f) for f in (1.0, 1.1, 0.9)]
-  assert n == 3 and d == pytest.approx(np.mean(per_seed))
-  assert se == pytest.approx(np.std(per_seed, ddof=1) / math.sqrt(3))
-  d_cos, _, _ = ics.paired_difference({0: _hist([0, 1, 1], cos=[1, 0.9, 0.7])},
-                                      {0: _hist([0, 1, 1], cos=[1, 0.5, 0.5])}, "cos", log=False)
-  assert d_cos == pytest.approx(0.3)
+  assert d.n == 3 and d.mean == pytest.approx(np.mean(per_seed)) and d.ok
+  assert d.se == pytest.approx(np.std(per_seed, ddof=1) / math.sqrt(3))
+  d_cos = ics.paired_difference({0: _hist([0, 1, 1], cos=[1, 0.9, 0.7])},
+                                {0: _hist([0, 1, 1], cos=[1, 0.5, 0.5])}, "cos", log=False)
+  assert d_cos.mean == pytest.approx(0.3)
 
 
 def test_paired_difference_pairs_only_steps_both_runs_reached():
   a = {0: _hist([0, 2.0], steps=(0, 100, 200))}
   b = {0: _hist([0, 1.0], steps=(0, 100))}
   b[0]["measured"].append({**b[0]["measured"][0], "step": 300, "l2": [0, 1000.0]})
-  assert ics.paired_difference(a, b, "l2")[0] == pytest.approx(math.log(2.0))
+  assert ics.paired_difference(a, b, "l2").mean == pytest.approx(math.log(2.0))
 
 
-def test_ics_verdicts_and_the_old_rule_beside_them():
-  # BN's ICS is 0.8x the plain net's in every seed: the old ratio rule said "similar"; the paired rule says lower.
+def test_ics_verdicts():
+  # BN's ICS is 0.8x the plain net's in every seed: lower, so "BN does not reduce ICS" is not reproduced.
   plain = {s: _hist([0, 1.0, 1.0]) for s in range(3)}
   bn = {s: _hist([0, 0.8 * f, 0.8 * f]) for s, f in enumerate((1.0, 1.01, 0.99))}
-  d, se, _ = ics.paired_difference(bn, plain, "l2")
-  assert ics.not_lower_verdict(d, se, True) == "not reproduced"
-  assert ics.not_lower_verdict(d, se, False) == "inconclusive"
-  assert ics.old_rule_verdict(bn, plain)[0] == "reproduced"
-  assert ics.not_lower_verdict(-0.1, 0.2, True) == "reproduced"
-  assert ics.not_higher_verdict(0.1, 0.01, True) == "not reproduced"
-  assert ics.not_higher_verdict(0.01, 0.01, True) == "reproduced"
+  verdicts = [S.verdict(c) for c in ics.claims({"results": {"dln": {"batch": bn, "none": plain}}})]
+  assert verdicts == ["not reproduced", "not reproduced", "reproduced", "not reproduced"]
+  stuck = {s: _hist([0, 1.0, 1.0], loss=(2.3, 2.2)) for s in range(3)}
+  verdicts = [S.verdict(c) for c in ics.claims({"results": {"dln": {"batch": bn, "none": stuck}}})]
+  assert verdicts == ["inconclusive"] * 4  # the plain net does not train
+  assert ics.not_lower(S.Stat(-0.1, 0.2, 3)) == "reproduced"
 
 
 def test_faster_needs_a_plain_net_that_trains():
   bn = {s: _hist([0, 1], loss=(2.3, 0.5)) for s in range(3)}
   plain = {s: _hist([0, 1], loss=(2.3, 1.0 + 0.01 * s)) for s in range(3)}
-  r, se, n = ics.faster(bn, plain)
-  assert n == 3 and r == pytest.approx(np.mean([1 - 0.5 / (1.0 + 0.01 * s) for s in range(3)]))
-  assert ics.trains(plain) and ics.faster_verdict(r, se, True, True) == "reproduced"
+  r = ics.faster(bn, plain)
+  assert r.n == 3 and r.mean == pytest.approx(np.mean([1 - 0.5 / (1.0 + 0.01 * s) for s in range(3)]))
+  assert ics.trains(plain) and S.effect(ics.FASTER_FLOOR)(r) == "reproduced" and r.ok
   stuck = {s: _hist([0, 1], loss=(2.3, 2.2)) for s in range(3)}
-  assert not ics.trains(stuck)
-  assert ics.faster_verdict(*ics.faster(bn, stuck)[:2], ics.trains(stuck), True) == "inconclusive"
+  assert not ics.trains(stuck) and not ics.faster(bn, stuck).ok
   assert not ics.trains({0: _hist([0, 1], diverged=5)})
-
-
-def test_convergence_reads_the_per_step_curve():
-  flat = _hist([0, 1], loss=(2.3, 1.0))  # flat over the second half
-  assert ics.run_converged(flat)[0]
-  falling = _hist([0, 1], loss=(2.3, 0.2), n=400)
-  falling["curve"] = falling["curve"][:400]  # still falling at the end
-  assert not ics.run_converged(falling)[0]
-  assert not ics.run_converged({**flat, "diverged_at": 3})[0]
 
 
 def test_layer_slope_and_depth_claim():
   rising = {s: _hist([0, 1.0, math.e, math.e ** 2]) for s in range(3)}
-  s, se, n = ics.layer_slope({k: {**h, "measured": [{**m, "rel": m["l2"]} for m in h["measured"]]}
-                              for k, h in rising.items()})
-  assert n == 3 and s == pytest.approx(1.0)
+  s = ics.layer_slope({k: {**h, "measured": [{**m, "rel": m["l2"]} for m in h["measured"]]}
+                       for k, h in rising.items()})
+  assert s.n == 3 and s.mean == pytest.approx(1.0)
 
 
 def test_gaussian_teacher_is_deterministic_learnable_and_checks_inputs():
@@ -108,7 +97,7 @@ def test_lr_range_stability_counts_diverged_runs():
   assert not lr_range.run_stable(_row("BN", 1.0, 0, None, loss=None, status="diverged"))
   rows = [_row("none", 1.0, s, 0.2) for s in range(2)] + [_row("none", 1.0, 2, None, None, "diverged")]
   stab = lr_range.stability(rows)
-  assert stab[("none", 1.0)] == (2, 3, 1) and not lr_range.cell_stable(stab, "none", 1.0, 3)
+  assert stab[("none", 1.0)] == (2, 3, 1) and lr_range.largest_stable(stab, "none", [1.0], 3) == 0.0
 
 
 def _grid(errors: dict, diverge=(), stuck=()):
@@ -119,26 +108,21 @@ def _grid(errors: dict, diverge=(), stuck=()):
         rows.append(_row(v, lr, s, None, None, "diverged", False))
       else:
         rows.append(_row(v, lr, s, (e + 0.2 * s) / 100, loss=2.2 if (v, lr) in stuck else 0.5))
-  table = {(v, float(lr)): st for (v, lr), st in study.stats(rows, "variant", "learning_rate").items()}
-  return table, lr_range.stability(rows)
+  return rows
 
 
 def test_lr_range_claims_on_synthetic_grids():
   lrs = [0.01, 0.1, 1.0]
   errs = {(v, lr): 20.0 for v in ("BN", "none") for lr in lrs}
-  table, stab = _grid(errs, diverge={("none", 1.0)})
-  rows = lr_range.claims(table, stab, lrs, 3, ("BN", "none"))
-  by = {r["claim"].split(" ")[0] + r["claim"][-20:]: r["verdict"] for r in rows}
-  assert [r["verdict"] for r in rows] == ["reproduced", "reproduced", "reproduced"], by
+  verdicts = lambda rows: [S.verdict(c) for c in lr_range.claims({"rows": rows})]  # noqa: E731
+  assert verdicts(_grid(errs, diverge={("none", 1.0)})) == ["reproduced"] * 3
   # the plain net is as stable as BN: (a) not reproduced; BN much worse at lr 1: (b) not reproduced
   errs[("BN", 1.0)] = 40.0
-  table, stab = _grid(errs)
-  a, b, c = lr_range.claims(table, stab, lrs, 3, ("BN", "none"))
-  assert a["verdict"] == "not reproduced" and b["verdict"] == "not reproduced" and c["verdict"] == "not reproduced"
+  assert verdicts(_grid(errs)) == ["not reproduced"] * 3
   # a plain net that does not learn at lr 1 (no NaN) is unstable too
-  table, stab = _grid({**errs, ("BN", 1.0): 20.0}, stuck={("none", 1.0)})
-  assert lr_range.largest_stable(stab, "none", lrs, 3) == 0.1
-  assert lr_range.claims(table, stab, lrs, 3, ("BN", "none"))[0]["verdict"] == "reproduced"
+  rows = _grid({**errs, ("BN", 1.0): 20.0}, stuck={("none", 1.0)})
+  assert lr_range.largest_stable(lr_range.stability(rows), "none", lrs, 3) == 0.1
+  assert verdicts(rows)[0] == "reproduced"
 
 
 @pytest.mark.slow
@@ -152,10 +136,9 @@ def test_smoke_presets_run(tmp_path, module):
 
 
 def test_ics_only_refuses_unknown_runs_before_training():
-  from experiments import load_config
   from normlab.errors import UserError
-  config = load_config("ics", "smoke")
+  config = S.load_config("ics", "smoke")
   config.unlock()
   config.only = ("vgg", "resnet")
   with pytest.raises(UserError, match="unknown runs \\['resnet'\\]; valid runs"):
-    ics.train_all(config, log=lambda *a: None)
+    ics.run(config, "unused", log=lambda *a: None)

@@ -1,119 +1,149 @@
-"""The sweep studies' rules (experiments/_sweep_study.py and the claims of batch_size, group_count, remedies,
-sync_bn) on synthetic numbers: convergence, standard errors, and verdicts that follow them."""
+"""experiments/_study.py: statistics, verdict rules, the claim table, the convergence rules, and the claims of the
+sweep studies (batch_size, group_count, remedies, sync_bn) on synthetic numbers."""
 import json
 import math
 
 import pytest
 
-from experiments import _sweep_study as study
+from experiments import _study as S
 from experiments import batch_size, group_count, remedies, sync_bn
 
 
-def _metrics(tmp_path, losses):
-  path = tmp_path / "metrics.jsonl"
-  with open(path, "w") as f:
-    for i, loss in enumerate(losses, 1):
-      f.write(json.dumps({"step": 10 * i, "train_loss": loss}) + "\n")
-  return str(tmp_path)
+def test_stat_mean_standard_error_and_text():
+  s = S.stat([1.0, 2.0, 3.0, None, float("nan")])
+  assert (s.mean, s.n, s.ok) == (2.0, 3, True) and s.se == pytest.approx(1.0 / math.sqrt(3))
+  assert str(s) == "2 ± 0.577" and not S.stat([]).ok and not S.stat([1.0], converged=False).ok
+  assert S.stat([4.0]).text(" pts") == "4 pts (n/a: 1 seed)"
+  assert str(S.stat([4.0])) == "4 (n/a: 1 seed)" and str(S.stat([1.0, 2.0], converged=False)).endswith("*")
+  d = S.diff(S.stat([1.0, 3.0]), S.stat([0.0, 0.0], converged=False))
+  assert (d.mean, d.se, d.converged, d.cells) == (2.0, 1.0, 1, 2) and not d.ok
 
 
-def test_convergence_rule(tmp_path):
-  flat = _metrics(tmp_path, [2.0] * 16 + [1.01, 1.0, 1.0, 1.0])
-  assert study.train_loss_change(flat) == pytest.approx(0.005)
-  assert study.is_converged(study.train_loss_change(flat), "done")
-  assert not study.is_converged(study.train_loss_change(flat), "diverged")
-  falling = _metrics(tmp_path, [2.0] * 16 + [1.2, 1.1, 1.0, 0.9])
-  assert study.train_loss_change(falling) == pytest.approx(1.15 / 0.95 - 1)
-  assert not study.is_converged(study.train_loss_change(falling), "done")
-  assert study.train_loss_change(str(tmp_path / "missing")) is None
+def test_paired_differences_are_per_seed():
+  a = {0: (1.0, True), 1: (2.0, True), 2: (3.5, True)}
+  b = {0: (0.0, True), 1: (1.0, False), 3: (9.0, True)}
+  p = S.paired(a, b)
+  assert p.n == 2 and p.mean == 1.0 and (p.converged, p.cells) == (2, 4) and not p.ok
+  assert S.paired(a, a, lambda x, y: x / y).mean == 1.0
 
 
-def test_convergence_windows_weight_each_logged_mean_by_its_steps(tmp_path):
-  # Logged every 10 steps, then a last value over 2 steps (steps 191-192) that is far off by noise alone.
-  path = tmp_path / "metrics.jsonl"
-  steps = [10 * i for i in range(1, 20)] + [192]
-  losses = [2.0] * 15 + [1.0] * 4 + [0.9]
-  with open(path, "w") as f:
-    for step, loss in zip(steps, losses):
-      f.write(json.dumps({"step": step, "train_loss": loss}) + "\n")
-  # (172.8, 192]: 180 (weight 10), 190 (10), 192 (2); (153.6, 172.8]: 160 (10), 170 (10).
-  late = (1.0 * 10 + 1.0 * 10 + 0.9 * 2) / 22
-  assert study.train_loss_change(str(tmp_path)) == pytest.approx(1.0 / late - 1)
-  assert study.is_converged(study.train_loss_change(str(tmp_path)), "done")
-  assert study.train_loss_change(str(tmp_path), weighted=False) == pytest.approx(1.0 / (2.9 / 3) - 1)
-  assert not study.is_converged(study.train_loss_change(str(tmp_path), weighted=False), "done")
-  # One value per step (the in-memory curves): weighting changes nothing, 0- or 1-based.
-  for first in (0, 1):
-    curve = {first + i: 1.0 / (1 + i) for i in range(50)}
-    assert study.loss_change(curve) == study.loss_change(curve, weighted=False)
+def test_verdict_rules():
+  st = lambda m, se: S.Stat(m, se, 3)  # noqa: E731
+  assert S.effect(1.0)(st(5.0, 1.0)) == "reproduced" and S.effect(1.0)(st(0.5, 0.1)) == "partly"
+  assert S.effect(1.0)(st(1.5, 1.0)) == "not reproduced" and S.effect(1.0)(st(-5.0, 1.0)) == "not reproduced"
+  assert S.no_worse(1.5)(st(0.5, 0.2)) == "reproduced" and S.no_worse(1.5)(st(3.0, 0.5)) == "not reproduced"
+  assert S.no_worse(1.5)(st(1.4, 0.5)) == "inconclusive" and S.no_worse(float("nan"))(st(0.1, 0.1)) == "inconclusive"
+  assert S.within(1.0)(st(-0.9, 0.1)) == "reproduced" and S.within(1.0)(st(-3.0, 0.1)) == "not reproduced"
+  assert S.at_most()(st(0.1, 0.1)) == "reproduced" and S.at_most(1.0)(st(-3.0, 0.1)) == "reproduced"
+  assert S.combine("reproduced", "partly") == "partly" and S.combine("reproduced", "inconclusive") == "inconclusive"
+  assert S.combine("not reproduced", "not reproduced") == "not reproduced"
 
 
-def test_both_computations_keeps_the_first_verdict_beside_a_changed_one():
+def test_claims_are_gated_by_convergence_and_missing_cells():
+  ok, stuck = S.Stat(5.0, 1.0, 3), S.Stat(5.0, 1.0, 3, converged=0)
+  assert S.verdict(S.Claim("c", "p", ok, S.effect(1.0))) == "reproduced"
+  assert S.verdict(S.Claim("c", "p", stuck, S.effect(1.0))) == "inconclusive"
+  assert S.verdict(S.Claim("c", "p", stuck, S.effect(1.0), gate=False)) == "reproduced"
+  assert S.verdict(S.Claim("c", "p", {"a": ok, "b": None}, S.effect(1.0))) == "inconclusive"
+  assert S.verdict(S.Claim("c", "p", "text", "partly")) == "partly"
+  assert S.verdict(S.Claim("c", "p", {"a": ok, "b": S.Stat(0.1, 1.0, 3)}, S.effect(1.0))) == "partly"
+  row = S.row(S.Claim("c", "p", {"a": ok, "b": stuck}, S.effect(1.0), unit=" pts", note="n"))
+  assert row["converged"] == "1/2" and row["ours"] == "a: 5 ± 1 pts; b: 5 ± 1 pts * (n)"
+
+
+def test_judge_keeps_the_old_verdict_beside_a_changed_one_and_the_table_round_trips(tmp_path):
   def build(key):
-    return [{"claim": "c", "ours": "x", "verdict": "reproduced" if key == "converged" else "inconclusive"},
-            {"claim": "d", "ours": "y", "verdict": "partly"}]
-  a, b = study.both_computations(build)
-  assert a["verdict"] == "reproduced" and a["ours"].endswith("first judged by: inconclusive]")
-  assert b["ours"] == "y"
+    return [S.Claim("c | d", "p", S.Stat(5.0, 1.0, 3, converged=int(key == "converged")), S.effect(1.0)),
+            S.Claim("e", "p", S.Stat(0.0, 1.0, 3), S.effect(1.0))]
+  a, b = S.judge(build, "converged_old", "the old rule")
+  assert a["verdict"] == "reproduced" and a["ours"].endswith("[under the old convergence rule (the old rule): "
+                                                             "inconclusive]")
+  assert b["verdict"] == "not reproduced" and "old" not in b["ours"]
+  path = S.write_report(str(tmp_path), "T", build, "notes", data={"x": 1.23456789, "convergence_rule": "r"})
+  text = open(path).read()
+  assert "| Claim | Paper | Ours ± s.e. | Converged cells | Verdict |" in text and "c \\| d" in text
+  assert S.read_claim_table(path) == ["reproduced", "not reproduced"]
+  assert json.load(open(tmp_path / "results.json"))["x"] == 1.23457
+  with pytest.raises(ValueError, match="verdict 'passed'"):
+    S.claim_table([{"claim": "c", "paper": "p", "ours": "o", "converged": "n/a", "verdict": "passed"}])
 
 
-def _rows(name, errors, converged=True, **extra):
-  return [{"variant": name, "eval_error": e / 100, "status": "done", "converged": converged, **extra} for e in errors]
+def test_plateau_rule_on_subset_losses():
+  rows = lambda *v: [{"subset_loss": x} for x in v]  # noqa: E731
+  assert S.plateau_change(rows(2.0, 1.01, 1.0)) == pytest.approx(0.01)
+  assert S.converged_by(S.plateau_change(rows(1.01, 1.0)), diverged=False)
+  assert not S.converged_by(S.plateau_change(rows(1.01, 1.0)), diverged=True)
+  assert not S.converged_by(S.plateau_change(rows(1.1, 1.0)), diverged=False)
+  assert S.plateau_change(rows(1.0)) is None and not S.converged_by(None, False)
+  hist = {"subset_loss": rows(1.5, 1.0), "diverged_at": None,
+          "curve": [{"step": i, "train_loss": 1.0} for i in range(50)]}
+  c = S.convergence(hist)
+  assert not c["converged"] and c["loss_change"] == pytest.approx(0.5) and c["converged_old"]
 
 
-def test_stats_standard_error_and_convergence():
-  t = study.stats(_rows("BN", [10.0, 12.0, 14.0]) + _rows("GN", [5.0, 5.0], converged=False), "variant")
+def test_old_window_rule_weights_each_logged_mean_by_its_steps():
+  steps = [10 * i for i in range(1, 20)] + [192]
+  losses = dict(zip(steps, [2.0] * 15 + [1.0] * 4 + [0.9]))
+  late = (1.0 * 10 + 1.0 * 10 + 0.9 * 2) / 22  # (172.8, 192]: 180, 190 (10 steps each), 192 (2)
+  assert S.window_change(losses) == pytest.approx(1.0 / late - 1)
+
+
+def test_cell_convergence_reads_the_subset_losses_or_falls_back_to_the_old_rule(tmp_path):
+  with open(tmp_path / "metrics.jsonl", "w") as f:
+    for i, loss in enumerate([2.0] * 16 + [1.2, 1.1, 1.0, 0.9], 1):
+      f.write(json.dumps({"step": 10 * i, "train_loss": loss}) + "\n")
+  old = S.cell_convergence(str(tmp_path), "done")
+  assert old["rule"] == "sweep" and not old["converged"] and old["loss_change"] == pytest.approx(1.15 / 0.95 - 1)
+  with open(tmp_path / "subset_loss.jsonl", "w") as f:
+    for v in (1.5, 1.005, 1.0):
+      f.write(json.dumps({"step": 0, "done": 1, "subset_loss": v}) + "\n")
+  new = S.cell_convergence(str(tmp_path), "done")
+  assert new["rule"] == "plateau" and new["converged"] and not new["converged_old"]
+  assert not S.cell_convergence(str(tmp_path), "diverged")["converged"]
+
+
+def _rows(variant, errors, b=32, converged=True, **extra):
+  return [{"variant": variant, "batch_size": b, "eval_error": e / 100, "status": "done", "converged": converged,
+           "seed": i, **extra} for i, e in enumerate(errors)]
+
+
+def test_cells_are_eval_error_stats():
+  t = S.cells(_rows("BN", [10.0, 12.0, 14.0]) + _rows("GN", [5.0, 5.0], converged=False), "variant")
   assert t["BN"].mean == pytest.approx(12.0) and t["BN"].se == pytest.approx(2.0 / math.sqrt(3))
-  assert t["BN"].converged and not t["GN"].converged and str(t["GN"]).endswith("*")
-
-
-def test_effect_verdict():
-  ok = study.Stat(10.0, 0.1, 3, 0, True)
-  assert study.effect_verdict(5.0, 1.0, 1.0, ok, ok) == "reproduced"
-  assert study.effect_verdict(0.5, 0.1, 1.0, ok, ok) == "partly"
-  assert study.effect_verdict(1.5, 1.0, 1.0, ok, ok) == "not reproduced"  # under 2 s.e.: not a finding
-  assert study.effect_verdict(-5.0, 1.0, 1.0, ok, ok) == "not reproduced"
-  stuck = study.Stat(10.0, 0.1, 3, 0, False)
-  assert study.effect_verdict(5.0, 1.0, 1.0, ok, stuck) == "inconclusive"  # cannot refute, cannot confirm
+  assert t["BN"].ok and not t["GN"].ok
 
 
 def _paper_like(converged=True):
-  """Synthetic cells shaped like the paper's Figure 1 (BN degrades at small b, GN flat), s.e. 0.2."""
-  s = lambda m: study.Stat(m, 0.2, 3, 0, converged)  # noqa: E731
-  t = {("BN", b): s(m) for b, m in batch_size.PAPER_BN.items()}
-  t.update({("GN", b): s(m) for b, m in batch_size.PAPER_GN.items()})
-  t.update({("LN", 32): s(25.3), ("IN", 32): s(28.4)})
-  g = {2: s(30.0), 32: t[("BN", 32)]}
-  return t, g
+  """Rows shaped like the paper's Figure 1 (BN degrades at small b, GN flat), seed spread 0.2."""
+  rows = []
+  for norm, errs in (("BN", batch_size.PAPER_BN), ("GN", batch_size.PAPER_GN)):
+    for b, m in errs.items():
+      rows += _rows(norm, [m - 0.2, m, m + 0.2], b, converged)
+  rows += _rows("LN", [25.1, 25.3, 25.5]) + _rows("IN", [28.2, 28.4, 28.6])
+  return rows + _rows("ghostBN v=2", [29.8, 30.0, 30.2], converged=converged)
 
 
 def test_batch_size_claims_on_the_papers_numbers():
-  t, g = _paper_like()
-  verdicts = [row["verdict"] for row in batch_size.claims(t, g, [2, 4, 8, 16, 32])]
+  verdicts = [S.verdict(c) for c in batch_size.claims({"rows": _paper_like()})]
   assert verdicts == ["reproduced"] * 6
-  t, g = _paper_like(converged=False)
-  assert {row["verdict"] for row in batch_size.claims(t, g, [2, 4, 8, 16, 32])} == {"inconclusive"}
+  assert {S.verdict(c) for c in batch_size.claims({"rows": _paper_like(False)})} == {"inconclusive"}
 
 
 def test_batch_size_claims_when_nothing_differs():
-  s = study.Stat(20.0, 0.5, 3, 0, True)
-  t = {(n, b): s for n in ("BN", "GN", "LN", "IN") for b in (2, 32)}
-  rows = batch_size.claims(t, {2: s, 32: s}, [2, 32])
-  by = {r["claim"][:3]: r["verdict"] for r in rows}
-  assert by["(a)"] == by["(d)"] == by["(e)"] == by["(f)"] == "not reproduced"
-  assert by["(b)"] == "not reproduced"  # GN flat, but so is BN: nothing to contrast
-  assert by["(c)"] == "not reproduced"  # only BN <= GN holds (within 2 s.e.); GN < LN < IN do not
+  rows = [r for n in ("BN", "GN", "LN", "IN", "ghostBN v=2") for b in (2, 32) for r in _rows(n, [19.5, 20, 20.5], b)
+          if not (n == "ghostBN v=2" and b == 2)]
+  by = {c.claim[:3]: S.verdict(c) for c in batch_size.claims({"rows": rows})}
+  assert set(by.values()) == {"not reproduced"} and len(by) == 6
 
 
 def test_group_count_sync_bn_remedies_claims():
-  s = lambda m, c=True: study.Stat(m, 0.2, 3, 0, c)  # noqa: E731
-  gc = group_count.claims({"G=1": s(25.3), "G=2": s(24.0), "G=4": s(24.5), "IN": s(28.4), "BN": s(23.6)},
-                          ["G=1", "G=2", "G=4", "IN", "BN"])
-  assert [r["verdict"] for r in gc] == ["reproduced", "reproduced", "reproduced"]
-  sb = sync_bn.claims({("BN sync", 2): s(24.0), ("BN local", 2): s(34.7), ("BN local", 8): s(24.8),
-                       ("GN", 2): s(24.1)}, [2, 8])
-  assert [r["verdict"] for r in sb] == ["reproduced", "reproduced", "reproduced"]
-  rm = remedies.claims({"BN/b=2": s(34.7), "BRN/b=2": s(30.0), "SyncBN/b=2": s(23.8), "BN/b=32": s(23.6)}, [2])
-  assert [r["verdict"] for r in rm] == ["reproduced", "not reproduced", "reproduced", "reproduced"]
-  no_gap = remedies.claims({"BN/b=2": s(23.6), "BRN/b=2": s(23.6), "SyncBN/b=2": s(23.6), "BN/b=32": s(23.6)}, [2])
-  assert [r["verdict"] for r in no_gap] == ["not reproduced", "inconclusive"] * 2
+  g = lambda name, m, conv=True, **kw: _rows(name, [m - 0.3, m, m + 0.3], converged=conv, **kw)  # noqa: E731
+  gc = group_count.claims({"rows": g("G=1", 25.3) + g("G=2", 24.0) + g("G=4", 24.5) + g("IN", 28.4) + g("BN", 23.6)})
+  assert [S.verdict(c) for c in gc] == ["reproduced"] * 3
+  sb = sync_bn.claims({"rows": g("BN sync", 24.0, b=2) + g("BN local", 34.7, b=2) + g("BN local", 24.8, b=8)
+                       + g("GN", 24.1, b=2)})
+  assert [S.verdict(c) for c in sb] == ["reproduced"] * 3
+  rm = remedies.claims({"rows": g("BN/b=2", 34.7) + g("BRN/b=2", 30.0) + g("SyncBN/b=2", 23.8) + g("BN/b=32", 23.6)})
+  assert [S.verdict(c) for c in rm] == ["reproduced", "not reproduced", "reproduced", "reproduced"]
+  flat = remedies.claims({"rows": g("BN/b=2", 23.6) + g("BRN/b=2", 23.6) + g("SyncBN/b=2", 23.6) + g("BN/b=32", 23.6)})
+  assert [S.verdict(c) for c in flat] == ["not reproduced", "inconclusive"] * 2

@@ -2,7 +2,8 @@
 
 A study config (`study_config(arg, source)`: the preset in `preset`) holds study keys plus its
 training keys: `train` (one normlab.train config) or `runs` ({run name: config}), trained by
-`normlab.analysis.training` (normlab.train's loop, in memory) with each norm the study compares.
+`normlab.analysis.training` (normlab.train's loop, in memory) with each norm the study compares; a
+sweep study's config names its sweeps instead (`sweeps`: {workdir subfolder: configs/sweeps name}).
 """
 from __future__ import annotations
 

@@ -19,8 +19,6 @@ def get_config(arg=None):
   preset = c.preset
   c.rnn_norms = ("none", "layer", "batch")
   c.batch_sizes = (8, 64)  # ascending: the first is "small", the last "large"
-  # After the first cpu run (fb8c160: 6 epochs, lr grid (2e-3, 6e-3)) the grid's top was best in every
-  # (B, norm) cell and the B=64 nets were far from fitting: the grid moves up and the budget grows.
   c.epochs = 8.0           # the same number of epochs at every batch size
   c.train_examples = 4000  # MNIST-1D's training split (steps = epochs x this / batch size)
   c.learning_rates = (6e-3, 2e-2)  # grid on the first seed per (batch size, norm)

@@ -4,7 +4,9 @@ capture    per-layer activations (pre/post norm) and gradients w.r.t. them and t
 ics        internal covariate shift (their section 2.2), exact, per layer
 landscape  loss / gradient along the gradient direction, effective beta-smoothness (section 3.1)
 theory     numeric checks of section 4: BN gradient, Theorems 4.1 and 4.2, the initialization lemma
-training   a small measured loop on normlab.train's step, for the studies in experiments/
+training   normlab.train's loop in memory with measurement hooks, for the studies in experiments/
+plateau    the fixed-subset training loss at the end of every tenth (the studies' convergence measure), a hook
+probes     test metrics in both modes, norm-layer outputs, clean running statistics, distribution drift
 
 (`capture.capture(...)` is the one-off function; the package exports `make_capture`, so that the
 name `normlab.analysis.capture` stays the module.)

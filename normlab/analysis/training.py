@@ -7,7 +7,8 @@ last, calls
     measure(run, step, state, batch, new_state) -> dict of numbers
 
 with the state before and after that very step (so ICS sees the real update); `run` is the loop's
-`normlab.train.hooks.Run`. `batch_loss(run)` / `loss_fn(run, state, batch)` give the training loss as
+`normlab.train.hooks.Run`; the fixed-subset loss of the convergence rule is measured by default
+(normlab.analysis.plateau). `batch_loss(run)` / `loss_fn(run, state, batch)` give the training loss as
 a function of the params on a batch (train-mode norms with the batch's statistics, the step's noise),
 which is what `ics` and `landscape` differentiate; `call_order(run)` the model's layers in call order.
 
@@ -85,17 +86,21 @@ class _Curve:
 
 
 def train(config, measure: Callable | None = None, *, measure_every: int = 0, log: Callable = print,
-          batches: Callable[[int], dict] | None = None):
+          batches: Callable[[int], dict] | None = None, subset_examples: int = 5000):
   """Trains `config` on normlab.train's loop (in memory); returns (history, run). history:
   'measured', one dict per measured step (step, train_loss, train_accuracy + what `measure` returned;
-  every `measure_every` steps and at the last); 'curve': per-step loss/accuracy; 'diverged_at': the
-  first non-finite step (0-based; training stops there) or None. `batches(step) -> {'x', 'y'}`
-  replaces the config's training batches. `run.state` is the final state (the last finite one)."""
+  every `measure_every` steps and at the last); 'curve': per-step loss/accuracy; 'subset_loss': the
+  fixed-subset training loss at the end of every tenth (normlab.analysis.plateau; none with
+  subset_examples=0); 'diverged_at': the first non-finite step (0-based; training stops there) or None.
+  `batches(step) -> {'x', 'y'}` replaces the config's training batches. `run.state` is the final state
+  (the last finite one)."""
+  from normlab.analysis.plateau import SubsetLoss
   from normlab.train.errors import TrainingDivergedError
   from normlab.train.hooks import Periodic
   from normlab.train.loop import train_and_evaluate
 
   curve = _Curve()
+  subset = SubsetLoss(subset_examples) if subset_examples else None
   t0 = time.time()
 
   def record(run, step, before, batch, after, metrics):
@@ -104,7 +109,7 @@ def train(config, measure: Callable | None = None, *, measure_every: int = 0, lo
     log(f"  step {step:5d} loss {rec['train_loss']:.4f} acc {rec['train_accuracy']:.3f} ({time.time() - t0:.0f} s)")
     return rec
 
-  hooks = [curve]
+  hooks = [curve] + ([subset] if subset is not None else [])
   measured = None
   if measure is not None and measure_every > 0:
     measured = Periodic(int(measure_every), record)
@@ -117,7 +122,8 @@ def train(config, measure: Callable | None = None, *, measure_every: int = 0, lo
     log(f"  step {diverged}: non-finite loss/gradient, stopping")
     curve.run.state = curve.last if curve.last is not None else curve.run.init_state
   rows = measured.rows if measured is not None else []
-  return {"measured": rows, "curve": curve.rows, "diverged_at": diverged}, curve.run
+  return {"measured": rows, "curve": curve.rows, "subset_loss": subset.rows if subset is not None else [],
+          "diverged_at": diverged}, curve.run
 
 
 def lazy_measure(make_measure: Callable[[Any], Callable]) -> Callable:
@@ -131,3 +137,21 @@ def lazy_measure(make_measure: Callable[[Any], Callable]) -> Callable:
     return built[0](run, step, state, batch, new_state)
   return measure
 
+
+def train_with_eval(config, *, measure_every: int, extra: Callable | None = None, log: Callable = print,
+                    evaluator: Callable | None = None, batches: Callable | None = None):
+  """`train` with, every `measure_every` steps and at the last, the test metrics of the state after the step
+  (eval mode; `evaluator(run)` -> a callable state -> {'loss', 'accuracy'}, default the test split's
+  normlab.analysis.probes.Evaluator) and `extra(run, step, new_state)` merged in; rows get 'done' = the
+  number of completed steps."""
+  from normlab.analysis.probes import Evaluator
+  built: list = []
+
+  def measure(run, step, state, batch, new_state):
+    if not built:
+      built.append(evaluator(run) if evaluator is not None else Evaluator(run, "test"))
+    m = built[0](new_state)
+    rec = {"done": step + 1, "test_loss": m["loss"], "test_accuracy": m["accuracy"]}
+    rec.update(extra(run, step, new_state) if extra is not None else {})
+    return rec
+  return train(config, measure, measure_every=measure_every, log=log, batches=batches)
