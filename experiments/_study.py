@@ -17,9 +17,12 @@ root sum of squares of their s.e. A difference is a finding only beyond 2 s.e.
 
 Convergence (committed before any result it judges): a run has converged when it did not diverge and its
 training loss over a fixed training subset (normlab.analysis.plateau: up to SUBSET_EXAMPLES examples,
-the parameters at the end of each tenth of training) changed by less than PLATEAU_TOL (relative)
-between the ends of the ninth and the tenth tenth. That loss is deterministic given the parameters, so
-the rule measures training, not minibatch noise. A cell has converged when all its runs have; a claim
+the parameters at the end of each tenth of training) changed by less than PLATEAU_TOL (relative), or by
+less than PLATEAU_ABS nats, over the last PLATEAU_SPAN tenths (from the end of the eighth tenth to the end
+of training). That loss is deterministic given the parameters, so the rule measures training, not
+minibatch noise. The span is two tenths, not one: under a cosine schedule the last tenth runs at <= 2.5%
+of the peak lr, so a one-tenth span passes a run that is still improving; the absolute floor keeps a loss
+near zero from failing on a relative change of a negligible amount. A cell has converged when all its runs have; a claim
 that uses a cell that did not converge is inconclusive (`Claim.gate`).
 Results measured before that rule have no subset losses; their records keep the flag of the rule they
 were judged by (`OLD_RULES`), and a new run records the old train-loss-window rule too (`converged_old`),
@@ -39,7 +42,9 @@ from typing import Any, Callable, Sequence
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PRESETS = ("smoke", "cpu", "gpu")
 VERDICTS = ("reproduced", "partly", "not reproduced", "inconclusive")
-PLATEAU_TOL = 0.02       # relative change of the fixed-subset loss between the ends of the last two tenths
+PLATEAU_TOL = 0.02       # relative change of the fixed-subset loss over the last PLATEAU_SPAN tenths
+PLATEAU_ABS = 0.005      # ... or its absolute change, in nats
+PLATEAU_SPAN = 2         # tenths: from the end of the eighth tenth to the end of training
 SUBSET_EXAMPLES = 5000   # the fixed training subset (all of the training set when smaller)
 # The one place that forces host devices on CPU for the sweep studies (8 devices, local BN). None once
 # normlab.sweep emulates devices on machines with fewer.
@@ -242,12 +247,27 @@ def read_claim_table(path: str) -> list[str]:
 
 # ----------------------------------------------------------------------------- convergence
 
-def plateau_change(rows: Sequence[dict]) -> float | None:
-  """(loss at the end of the ninth tenth) / (loss at the end of the tenth) - 1 of SubsetLoss rows."""
+def _plateau_ends(rows: Sequence[dict]) -> tuple[float, float] | None:
+  """The fixed-subset losses PLATEAU_SPAN tenths before the end and at the end (SubsetLoss rows)."""
   if len(rows) < 2:
     return None
-  before, last = rows[-2]["subset_loss"], rows[-1]["subset_loss"]
-  return before / last - 1.0 if last > 0 and math.isfinite(before) else None
+  before, last = rows[-1 - min(PLATEAU_SPAN, len(rows) - 1)]["subset_loss"], rows[-1]["subset_loss"]
+  return (before, last) if last > 0 and math.isfinite(before) else None
+
+
+def plateau_change(rows: Sequence[dict]) -> float | None:
+  """(loss PLATEAU_SPAN tenths before the end) / (loss at the end) - 1 of SubsetLoss rows."""
+  ends = _plateau_ends(rows)
+  return ends[0] / ends[1] - 1.0 if ends else None
+
+
+def plateau_converged(rows: Sequence[dict], diverged: bool) -> bool:
+  """The plateau rule: not diverged, and the loss changed by < PLATEAU_TOL (relative) or < PLATEAU_ABS
+  (nats) over the last PLATEAU_SPAN tenths."""
+  ends = _plateau_ends(rows)
+  if diverged or ends is None:
+    return False
+  return abs(ends[0] / ends[1] - 1.0) < PLATEAU_TOL or abs(ends[0] - ends[1]) < PLATEAU_ABS
 
 
 def window_change(losses: dict) -> float | None:
@@ -274,9 +294,9 @@ def convergence(history: dict) -> dict:
   """A run's convergence fields: 'converged' by the plateau rule on its subset losses, 'converged_old' by the
   old train-loss-window rule on its per-step curve, and both changes."""
   div = history.get("diverged_at") is not None
-  change = plateau_change(history.get("subset_loss", []))
+  subset = history.get("subset_loss", [])
   old = window_change({int(r["step"]) + 1: float(r["train_loss"]) for r in history["curve"]})
-  return {"loss_change": change, "converged": converged_by(change, div), "train_loss_change": old,
+  return {"loss_change": plateau_change(subset), "converged": plateau_converged(subset, div), "train_loss_change": old,
           "converged_old": converged_by(old, div)}
 
 
@@ -290,8 +310,8 @@ def rule_note(data: dict) -> str:
           f"under the old rule ({OLD_RULES['strict']}) is kept beside any it changes.")
 
 
-PLATEAU_RULE = (f"the fixed-subset training loss (up to {SUBSET_EXAMPLES} training examples) at the end of the last "
-                f"two tenths of training within {PLATEAU_TOL:.0%} of each other")
+PLATEAU_RULE = (f"the fixed-subset training loss (up to {SUBSET_EXAMPLES} training examples) changed by less than "
+                f"{PLATEAU_TOL:.0%} or {PLATEAU_ABS} nats over the last {PLATEAU_SPAN} tenths of training")
 
 
 # ----------------------------------------------------------------------------- provenance
@@ -455,7 +475,8 @@ def cell_convergence(cell_dir: str, status: str | None) -> dict:
             if "train_loss" in r and "step" in r}
   old = window_change(losses)
   change = plateau_change(subset) if subset else old
-  return {"loss_change": change, "converged": converged_by(change, status != "done"),
+  converged = plateau_converged(subset, status != "done") if subset else converged_by(old, status != "done")
+  return {"loss_change": change, "converged": converged,
           "rule": "plateau" if subset else "sweep", "train_loss_change": old,
           "converged_old": converged_by(old, status != "done")}
 

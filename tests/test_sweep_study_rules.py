@@ -70,11 +70,17 @@ def test_judge_keeps_the_old_verdict_beside_a_changed_one_and_the_table_round_tr
 
 def test_plateau_rule_on_subset_losses():
   rows = lambda *v: [{"subset_loss": x} for x in v]  # noqa: E731
-  assert S.plateau_change(rows(2.0, 1.01, 1.0)) == pytest.approx(0.01)
-  assert S.converged_by(S.plateau_change(rows(1.01, 1.0)), diverged=False)
-  assert not S.converged_by(S.plateau_change(rows(1.01, 1.0)), diverged=True)
-  assert not S.converged_by(S.plateau_change(rows(1.1, 1.0)), diverged=False)
-  assert S.plateau_change(rows(1.0)) is None and not S.converged_by(None, False)
+  # the span is the last two tenths: the loss two rows before the end against the last
+  assert S.plateau_change(rows(3.0, 1.01, 1.005, 1.0)) == pytest.approx(0.01)
+  assert S.plateau_converged(rows(3.0, 1.01, 1.005, 1.0), diverged=False)
+  assert not S.plateau_converged(rows(3.0, 1.01, 1.005, 1.0), diverged=True)
+  # one flat last tenth does not pass a run still falling over the two (cosine's frozen tail)
+  assert not S.plateau_converged(rows(1.1, 1.0, 1.0), diverged=False)
+  # the absolute floor: a loss near zero may change by 30% relative if that is < PLATEAU_ABS nats
+  assert S.plateau_converged(rows(0.013, 0.011, 0.010), diverged=False)
+  assert not S.plateau_converged(rows(0.13, 0.11, 0.10), diverged=False)
+  assert S.plateau_change(rows(1.0)) is None and not S.plateau_converged(rows(1.0), False)
+  assert S.plateau_change(rows(1.01, 1.0)) == pytest.approx(0.01)  # fewer rows than the span: from the first
   hist = {"subset_loss": rows(1.5, 1.0), "diverged_at": None,
           "curve": [{"step": i, "train_loss": 1.0} for i in range(50)]}
   c = S.convergence(hist)
@@ -95,7 +101,7 @@ def test_cell_convergence_reads_the_subset_losses_or_falls_back_to_the_old_rule(
   old = S.cell_convergence(str(tmp_path), "done")
   assert old["rule"] == "sweep" and not old["converged"] and old["loss_change"] == pytest.approx(1.15 / 0.95 - 1)
   with open(tmp_path / "subset_loss.jsonl", "w") as f:
-    for v in (1.5, 1.005, 1.0):
+    for v in (1.5, 1.008, 1.005, 1.0):
       f.write(json.dumps({"step": 0, "done": 1, "subset_loss": v}) + "\n")
   new = S.cell_convergence(str(tmp_path), "done")
   assert new["rule"] == "plateau" and new["converged"] and not new["converged_old"]
