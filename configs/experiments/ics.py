@@ -31,7 +31,8 @@ PAPER_DLN_LR_GRID = (1e-9, 1e-8, 3e-8, 1e-7, 3e-7, 1e-6, 1.5e-6, 2e-6, 3e-6)
 
 def paper_dln(preset: str) -> mlc.ConfigDict:
   """The paper's DLN section (normlab.analysis.paper_dln). `lrs` are the paper's two; `lr_grid` spans from well
-  below 1e-7 up to past the plain net's instability edge (PAPER_DLN_EDGE); the study runs their union."""
+  below 1e-7 up to past the plain net's instability edge (PAPER_DLN_LR_GRID); the study runs their union. The
+  cpu and gpu presets are the paper's setting (it is small: one CPU core runs it); smoke is a 6-layer DLN."""
   c = mlc.ConfigDict({"depth": 25, "width": 10, "examples": 1000, "steps": 10000, "lrs": (1e-6, 1e-7),
                       "seeds": (0, 1, 2), "measure_every": 50, "lr_grid": PAPER_DLN_LR_GRID, "affine": True,
                       "eps": 1e-5, "dtype": "float64", "plot_layers": (9, 17)})
