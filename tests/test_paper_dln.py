@@ -199,6 +199,9 @@ def test_smoke_preset_end_to_end():
   g = P.run_config(c)
   assert g["lrs"] == tuple(sorted({*c.lrs, *c.lr_grid})) and g["nets"]["batch"]["l2"].shape[-1] == c.depth
   assert P.instability_edge(g) is not None  # the smoke grid reaches past the plain net's edge
+  curves = C.layer_curves(g, "batch", 1e-6, "normalized", (3, 5, 99))
+  assert sorted(curves) == [3, 5, 6] and curves[6].shape == (len(c.seeds), c.steps // c.measure_every)
+  np.testing.assert_array_equal(curves[3], g["nets"]["batch"]["normalized"][g["lrs"].index(1e-6), :, :, 2])
   s = C.summary(g, c.plot_layers)
   assert set(s["batch"][0]["seeds"][0]) >= {"final_loss", "l2", "cos", "normalized", "layer3", "layer5"}
   rows = C.regime_rows(g)

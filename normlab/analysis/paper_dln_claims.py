@@ -176,6 +176,14 @@ def summary(grid: dict, layers=PLOT_LAYERS) -> dict:
   return out
 
 
+def layer_curves(grid: dict, net: str, lr: float, form: str = "l2", layers=PLOT_LAYERS) -> dict:
+  """{layer j (1-based, clipped to the depth): (seeds, measured steps) array of `form`}: the paper's per-layer
+  curves over training (x axis: grid['measured_steps'])."""
+  _check_form(form)
+  d, i = grid["nets"][net][form], lr_index(grid, lr)
+  return {j: d[i, :, :, j - 1] for j in sorted({min(max(int(j), 1), grid["depth"]) for j in layers})}
+
+
 def not_lower_verdict(c: Comparison, converged: bool) -> str:
   """"BN does not reduce ICS" (l2, normalized): reproduced unless d < -2 s.e. (module docstring)."""
   if not converged or c.n < 2 or not np.isfinite(c.mean) or not np.isfinite(c.se):
