@@ -199,6 +199,47 @@ def test_ics_two_layer_linear_network_closed_form():
   assert float(res.cos[1]) == pytest.approx(cos, rel=1e-10)
 
 
+def test_ics_normalized_form_three_layer_linear_network_float64(float64):
+  """||G_i - G'_i|| / ||dW_(<i)|| against numpy's hand-derived gradients, float64; layer 1 is 0 (no earlier step)."""
+  r = np.random.default_rng(5)
+  n, d, h1, h2, o = 9, 4, 3, 5, 2
+  x, t = r.normal(size=(n, d)), r.normal(size=(n, o))
+  w = [r.normal(size=s) for s in ((d, h1), (h1, h2), (h2, o))]
+  lr = 0.03
+  loss = lambda ws: 0.5 * jnp.sum((x @ ws[0] @ ws[1] @ ws[2] - t) ** 2)
+  tx = optax.sgd(lr)
+  ws = [jnp.asarray(a) for a in w]
+  res, _, _, _ = ics_lib.ics_step(loss, ws, tx.init(ws), tx, wrt="all")
+
+  def grads(w1, w2, w3):  # of 0.5 ||x W1 W2 W3 - t||^2
+    e = x @ w1 @ w2 @ w3 - t
+    return [x.T @ e @ (w2 @ w3).T, (x @ w1).T @ e @ w3.T, (x @ w1 @ w2).T @ e]
+  g = grads(*w)
+  wp = [a - lr * b for a, b in zip(w, g)]
+  g2 = grads(wp[0], w[1], w[2])[1]
+  g3 = grads(wp[0], wp[1], w[2])[2]
+  du2 = np.linalg.norm(wp[0] - w[0])
+  du3 = np.sqrt(np.sum((wp[0] - w[0]) ** 2) + np.sum((wp[1] - w[1]) ** 2))
+  assert res.l2.dtype == jnp.float64
+  np.testing.assert_allclose(np.asarray(res.update_norm), [0.0, du2, du3], rtol=1e-12)
+  np.testing.assert_allclose(np.asarray(res.l2)[1:], [np.linalg.norm(g[1] - g2), np.linalg.norm(g[2] - g3)], rtol=1e-10)
+  np.testing.assert_allclose(np.asarray(res.normalized),
+                             [0.0, np.linalg.norm(g[1] - g2) / du2, np.linalg.norm(g[2] - g3) / du3], rtol=1e-10)
+
+
+def test_ics_update_norm_counts_every_leaf_of_earlier_entries():
+  """dW_(<i) takes all leaves of the earlier entries (a norm's scale too), in `order`, not only kernels."""
+  p = {"a": {"kernel": jnp.ones((2, 2)), "scale": jnp.ones(2)}, "b": {"kernel": jnp.ones((2, 2))}}
+  f = lambda p: jnp.sum((p["a"]["kernel"] * p["a"]["scale"]) @ p["b"]["kernel"] ** 2)
+  new = {"a": {"kernel": p["a"]["kernel"] + 1.0, "scale": p["a"]["scale"] + 2.0}, "b": {"kernel": p["b"]["kernel"] + 3}}
+  res = ics_lib.internal_covariate_shift(f, p, new, [("a",), ("b",)])
+  np.testing.assert_allclose(np.asarray(res.update_norm), [0.0, np.sqrt(4 * 1.0 + 2 * 4.0)], rtol=1e-6)
+  assert float(res.normalized[0]) == 0.0
+  assert float(res.normalized[1]) == pytest.approx(float(res.l2[1]) / np.sqrt(12.0), rel=1e-6)
+  res = ics_lib.internal_covariate_shift(f, p, new, [("b",), ("a",)])
+  np.testing.assert_allclose(np.asarray(res.update_norm), [0.0, 6.0], rtol=1e-6)
+
+
 def test_ics_refuses_unowned_params_and_dict_without_order():
   p = {"a": {"kernel": jnp.ones((2, 2))}, "b": {"kernel": jnp.ones((2, 2))}}
   f = lambda p: jnp.sum(p["a"]["kernel"] @ p["b"]["kernel"])

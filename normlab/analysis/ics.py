@@ -6,7 +6,9 @@ For layer i at step t, with the batch (x_t, y_t) fixed:
     G'_i = grad_{W_i} L(W'_1, ..., W'_{i-1}, W_i, ..., W_k; x_t, y_t)  (earlier layers after step t)
 
 where W'_j are the parameters after the optimizer step t (the same batch, the same update as
-training uses). ICS_i = ||G_i - G'_i||_2; we also return cos(G_i, G'_i). Everything is exact: k + 1
+training uses). ICS_i = ||G_i - G'_i||_2; we also return cos(G_i, G'_i) and ||dW_(<i)||, the norm of the
+update of every parameter of the entries before layer i (all their leaves, flattened together), which gives
+the step-size-normalised form ||G_i - G'_i|| / ||dW_(<i)|| (`ICS.normalized`). Everything is exact: k + 1
 gradient evaluations, no approximation.
 
 Layer order. "Earlier" needs an order on the layers. We take it as an explicit list `order` of paths
@@ -37,17 +39,26 @@ Array = jax.Array
 
 @flax.struct.dataclass
 class ICS:
-  """Per measured layer (in `names` order): ||G - G'||, cos(G, G'), ||G||, ||G'||."""
+  """Per measured layer (in `names` order): ||G - G'||, cos(G, G'), ||G||, ||G'|| and ||dW_(<i)|| (the
+  update of all parameters of the entries before the layer, flattened; 0 for the first entry)."""
   l2: Array
   cos: Array
   grad_norm: Array
   grad_norm_shifted: Array
+  update_norm: Array
   names: tuple = flax.struct.field(pytree_node=False, default=())
 
   @property
   def relative(self) -> Array:
     """||G - G'|| / ||G|| (0 where G = 0)."""
     return jnp.where(self.grad_norm > 0, self.l2 / jnp.where(self.grad_norm > 0, self.grad_norm, 1), 0.0)
+
+  @property
+  def normalized(self) -> Array:
+    """||G - G'|| / ||dW_(<i)||, ICS per unit of the earlier layers' step (0 where they did not move: then
+    G' = G exactly)."""
+    moved = self.update_norm > 0
+    return jnp.where(moved, self.l2 / jnp.where(moved, self.update_norm, 1), 0.0)
 
 
 def _key_entry(k) -> Any:
@@ -123,6 +134,10 @@ def internal_covariate_shift(loss_fn: Callable[[Any], Array], params, new_params
     return [jnp.concatenate([grads[j].ravel() for j in ls]) for _, ls in measured]
 
   stacked = jax.lax.map(body, masks)
+  # ||new - old||^2 per leaf, in the leaves' dtype; the update norm of layer i sums the leaves owned before it
+  sq = [jnp.sum(jnp.square(n - o)) for o, n in zip(old_leaves, new_leaves)]
+  zero = jnp.zeros((), jnp.result_type(*old_leaves))
+  un = [jnp.sqrt(sum((sq[j] for j, o in enumerate(owner) if o < i), zero)) for i, _ in measured]
   l2, cos, gn, gn2 = [], [], [], []
   for r, g_rows in enumerate(stacked, start=1):
     g, g2 = g_rows[0], g_rows[r]
@@ -135,7 +150,7 @@ def internal_covariate_shift(loss_fn: Callable[[Any], Array], params, new_params
     gn2.append(n2)
   names = tuple(path_key(order[i]) for i, _ in measured)
   return ICS(l2=jnp.stack(l2), cos=jnp.stack(cos), grad_norm=jnp.stack(gn), grad_norm_shifted=jnp.stack(gn2),
-             names=names)
+             update_norm=jnp.stack(un).astype(jnp.stack(l2).dtype), names=names)
 
 
 def ics_step(loss_fn: Callable[[Any], Array], params, opt_state, tx: optax.GradientTransformation,
