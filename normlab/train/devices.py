@@ -1,0 +1,58 @@
+"""Which path runs a config's `num_devices` D: D real devices, or D devices emulated on one.
+
+`config.devices`:
+  'real'      shard_map over D devices (normlab.train.step.make_data_parallel); fewer than D is an error.
+  'emulated'  one device runs the D devices' math (normlab.train.step.train_step with emulated_devices=D):
+              the global batch's rows [d*b, (d+1)*b) are device d's shard, as the real sharding has it.
+  'auto'      real if D devices exist, else emulated (the default: a CPU-only machine runs an 8-device
+              sweep cell without XLA_FLAGS).
+The emulated step is the same math as the real one up to float reduction order
+(tests/test_emulated_devices.py): local BN's statistics over each device's b examples (ghost BN with D
+groups), sync BN's over the whole batch, per-example norms over the global batch as it is, running
+statistics averaged over the devices, gradients over D*b. Per-step randomness folds in the device index
+on both paths; with the 'rbg' PRNG (normlab's default) the emulated path draws other noise/dropout bits
+(XLA draws other bits under vmap), with threefry the same bits.
+Emulation runs in a single process only (a multi-process run spans real devices).
+"""
+from __future__ import annotations
+
+from normlab.train.errors import ConfigError
+
+DEVICE_MODES = ("auto", "real", "emulated")
+REAL, EMULATED = "real", "emulated"
+
+
+def choose(mode: str, num_devices: int, available: int, process_count: int = 1) -> str:
+  """REAL or EMULATED for `num_devices` (0: all `available`) under `mode`; raises ConfigError (one line)."""
+  if mode not in DEVICE_MODES:
+    raise ConfigError(f"config.devices: unknown devices mode {mode!r}; valid choices: {', '.join(DEVICE_MODES)}")
+  n = num_devices or available
+  if n <= 1 or mode == REAL or (mode == "auto" and n <= available):
+    if n > available:
+      raise ConfigError(f"config.num_devices: {n} is more than the {available} available devices; set "
+                        f"devices='auto' or 'emulated' to run {n} devices' math on one device")
+    return REAL
+  if process_count > 1:
+    raise ConfigError(f"config.devices: {mode!r} would emulate {n} devices, which needs a single process "
+                      f"(this run has {process_count}); use devices='real' with enough devices")
+  return EMULATED
+
+
+def for_config(config, num_devices: int) -> str:
+  """The path `config` runs on this machine (after validate: `num_devices` is its resolved count)."""
+  import jax
+  return choose(config.devices, num_devices, jax.device_count(), jax.process_count())
+
+
+def make_mesh(config, num_devices: int):
+  """The 'data' mesh the loop shards over: `num_devices` real devices, or one device when emulated."""
+  from normlab.train import distributed
+  return distributed.make_mesh(1 if for_config(config, num_devices) == EMULATED else num_devices)
+
+
+def emulated_devices(config, num_devices: int | None = None) -> int:
+  """train_step's `emulated_devices`: D on the emulated path, 0 on the real one (`num_devices`: the
+  resolved count; None: config.num_devices, 0 meaning all devices)."""
+  import jax
+  n = int(config.num_devices if num_devices is None else num_devices) or jax.device_count()
+  return n if for_config(config, n) == EMULATED else 0
