@@ -66,7 +66,8 @@ def _max_diff(a, b) -> float:
 def test_emulated_equals_real_8_devices(case):
   norm, options, bn_mode = CASES[case]
   assert jax.device_count() == D
-  assert devices.emulated_devices(_config(norm, options, bn_mode, "emulated")) == D
+  per_example = norm in devices.PER_EXAMPLE_NORMS  # GN: the global batch in one step, no vmap
+  assert devices.emulated_devices(_config(norm, options, bn_mode, "emulated")) == (1 if per_example else D)
   assert devices.emulated_devices(_config(norm, options, bn_mode, "auto")) == 0
   real_loss, real = _train(_config(norm, options, bn_mode, "real"))
   emu_loss, emu = _train(_config(norm, options, bn_mode, "emulated"))
@@ -85,6 +86,13 @@ def test_emulated_local_bn_is_not_sync_bn():
   sync_loss, sync = _train(_config("batch", {}, "sync", "emulated"))
   assert np.max(np.abs(local_loss - sync_loss)) > 1e-3
   assert _max_diff(local.batch_stats, sync.batch_stats) > 1e-3
+
+
+def test_per_example_norms_are_registered_and_have_no_batch_statistics():
+  from normlab import registry
+  assert set(devices.PER_EXAMPLE_NORMS) <= set(registry.NORM_NAMES)
+  assert not any(registry.get_norm_entry(n).cross_device for n in devices.PER_EXAMPLE_NORMS)
+  assert {"batch", "ghost_batch", "batch_renorm", "noisy_batch"}.isdisjoint(devices.PER_EXAMPLE_NORMS)
 
 
 def test_choose_paths_and_errors():

@@ -8,10 +8,13 @@
               sweep cell without XLA_FLAGS).
 The emulated step is the same math as the real one up to float reduction order
 (tests/test_emulated_devices.py): local BN's statistics over each device's b examples (ghost BN with D
-groups), sync BN's over the whole batch, per-example norms over the global batch as it is, running
-statistics averaged over the devices, gradients over D*b. Per-step randomness folds in the device index
-on both paths; with the 'rbg' PRNG (normlab's default) the emulated path draws other noise/dropout bits
-(XLA draws other bits under vmap), with threefry the same bits.
+groups), sync BN's over the whole batch, running statistics averaged over the devices, gradients over
+D*b; the norms in PER_EXAMPLE_NORMS (no batch statistics) run the global batch as it is, in one step.
+Per-step randomness: the real path folds the device index into each device's key; the emulated path does
+too (the D shards run under vmap), except for PER_EXAMPLE_NORMS, whose one step draws with the key of a
+single device. With the 'rbg' PRNG (normlab's default) the vmapped draws are other bits than the real
+devices' (XLA draws other bits under vmap). So noise and dropout (noisy norms, models with dropout) are
+equal in distribution, not bit-equal, between the paths; everything else is bit-for-bit the same data.
 Emulation runs in a single process only (a multi-process run spans real devices).
 """
 from __future__ import annotations
@@ -19,6 +22,10 @@ from __future__ import annotations
 from normlab.train.errors import ConfigError
 
 DEVICE_MODES = ("auto", "real", "emulated")
+# Norms without batch statistics (each example normalized on its own, no running statistics updated
+# from the batch): D devices' step on the global batch is the one-device step on it.
+PER_EXAMPLE_NORMS = ("none", "layer", "group", "instance", "rms", "frn", "evonorm_s0", "local_response",
+                     "frozen_batch", "weight", "weight_std")
 REAL, EMULATED = "real", "emulated"
 
 
@@ -51,8 +58,11 @@ def make_mesh(config, num_devices: int):
 
 
 def emulated_devices(config, num_devices: int | None = None) -> int:
-  """train_step's `emulated_devices`: D on the emulated path, 0 on the real one (`num_devices`: the
-  resolved count; None: config.num_devices, 0 meaning all devices)."""
+  """train_step's `emulated_devices`: on the emulated path D (1 for PER_EXAMPLE_NORMS: the global batch as
+  one device's), on the real one 0 (`num_devices`: the resolved count; None: config.num_devices, 0 meaning
+  all devices)."""
   import jax
   n = int(config.num_devices if num_devices is None else num_devices) or jax.device_count()
-  return n if for_config(config, n) == EMULATED else 0
+  if for_config(config, n) != EMULATED:
+    return 0
+  return 1 if config.norm in PER_EXAMPLE_NORMS else n

@@ -80,7 +80,8 @@ def train_step(state: TrainState, batch: dict, *, apply_fn: Callable, tx: optax.
 
   With `axis_name` (inside shard_map) gradients and metrics are averaged over that axis.
   `emulated_devices=D` (> 1): this device runs D devices' step on its batch of D*b examples
-  (normlab.train.devices): the same math as D real devices with `batch` sharded over them.
+  (normlab.train.devices): the same math as D real devices with `batch` sharded over them (1 or 0: one
+  device's step on `batch`).
   """
   pmean = (lambda t: jax.lax.pmean(t, axis_name)) if axis_name is not None else (lambda t: t)
   kw = dict(apply_fn=apply_fn, num_classes=num_classes, seed=seed, label_smoothing=label_smoothing)
