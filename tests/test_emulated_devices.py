@@ -137,3 +137,28 @@ def test_loop_vmapped_seeds_emulated_equals_real(tmp_path):
     assert real["num_devices"] == emu["num_devices"] == D
     for key in ("final_train_loss", "eval_loss"):
       assert abs(real[key] - emu[key]) < TOL, (key, real[key], emu[key])
+
+
+def test_sweep_cell_of_8_devices_runs_emulated_on_one_cpu_device(tmp_path):
+  """What a CPU-only machine without XLA_FLAGS does with an 8-device sweep cell: devices='auto' emulates
+  them; summary.json and results.csv name the path."""
+  import csv
+  import json
+  import os
+
+  import ml_collections as mlc
+
+  from normlab import sweep
+  assert jax.device_count() == 1
+  s = mlc.ConfigDict({"base": "configs/mlp.py:smoke", "lr_scaling": "none", "x_key": "batch_size",
+                      "line_key": "norm"})
+  s.grid = mlc.ConfigDict({"norm": ("batch",), "batch_size": (2,)})
+  s.overrides = mlc.ConfigDict({"num_devices": D, "bn_mode": "local", "num_steps": 4, "eval_every": 4,
+                                "log_every": 4, "checkpoint_every": 4, "eval_batch_size": 200})
+  (cell,) = sweep.run_sweep(s, str(tmp_path), log=lambda *_: None)
+  with open(tmp_path / "cells" / cell.id / "summary.json") as f:
+    summary = json.load(f)
+  assert (summary["devices"], summary["num_devices"], summary["steps"]) == ("emulated", D, 4)
+  with open(os.path.join(tmp_path, "results.csv")) as f:
+    (row,) = list(csv.DictReader(f))
+  assert (row["batch_size"], row["global_batch"], row["devices"], row["status"]) == ("2", "16", "emulated", "done")
