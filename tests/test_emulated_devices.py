@@ -7,11 +7,16 @@ Tolerance TOL (float32): the two paths reduce in other orders (an all-reduce ove
 against one reduction over the 32 examples; conv gradients per shard against one over the batch), which
 moves float32 results by ~1e-7 per operation; three steps keep the differences under TOL.
 """
+import csv
+import json
+import os
+
 import jax
-import jax.numpy as jnp
+import ml_collections as mlc
 import numpy as np
 import pytest
 
+from normlab import sweep
 from normlab.train import base_config, devices, optim, state as state_lib, step as step_lib
 from normlab.train.errors import ConfigError
 
@@ -142,13 +147,6 @@ def test_loop_vmapped_seeds_emulated_equals_real(tmp_path):
 def test_sweep_cell_of_8_devices_runs_emulated_on_one_cpu_device(tmp_path):
   """What a CPU-only machine without XLA_FLAGS does with an 8-device sweep cell: devices='auto' emulates
   them; summary.json and results.csv name the path."""
-  import csv
-  import json
-  import os
-
-  import ml_collections as mlc
-
-  from normlab import sweep
   assert jax.device_count() == 1
   s = mlc.ConfigDict({"base": "configs/mlp.py:smoke", "lr_scaling": "none", "x_key": "batch_size",
                       "line_key": "norm"})

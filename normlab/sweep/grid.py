@@ -7,9 +7,9 @@ A sweep config has `base` ("configs/NAME.py:PRESET", relative to the repo root o
 `budget_examples`: a fixed number of training examples per cell (num_steps = budget // global_batch), so
 that every batch size sees the same number of epochs, as in the Group Norm paper (then each cell
 evaluates at its end and checkpoints `checkpoints_per_cell` times, default 4, and logs its train loss
-`log_points` times if set), and `warmup_fraction`: warmup_steps as a fraction of each cell's steps. `vmap_seeds=True` trains
-the cells that differ only in `seed` together (normlab.train.train_and_evaluate_seeds). up to
-`vmap_seeds_max_batch` examples per device (0: no limit); larger batches run one seed at a time.
+`log_points` times if set), and `warmup_fraction`: warmup_steps as a fraction of each cell's steps.
+`vmap_seeds=True` trains the cells that differ only in `seed` together (normlab.train.train_and_evaluate_seeds),
+up to `vmap_seeds_max_batch` examples per device (0: no limit); larger batches run one seed at a time.
 
 One unit for the batch: in a sweep (grid, overrides, variants, cell ids, results.csv, report, plots)
 `batch_size` is the batch per device b and `global_batch` is num_devices x b. A cell whose sweep sets
