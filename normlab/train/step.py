@@ -163,12 +163,13 @@ def build_steps(config, *, apply_fn: Callable, tx, schedule, num_classes: int, m
                 donate: bool = True) -> tuple[Callable, Callable]:
   """(train_step, eval_step): jitted, data-parallel over `mesh`, config values baked in; the train
   step donates its input state when `donate`. On the emulated path (normlab.train.devices) `mesh` is
-  one device and the train step runs config.num_devices devices' math on it."""
+  one device and the train step runs config.num_devices devices' math on it (a config without the
+`devices` key, as the benchmark's, runs the real path)."""
   train = functools.partial(
       train_step, apply_fn=apply_fn, tx=tx, schedule=schedule, num_classes=num_classes, seed=int(config.seed),
       nan_policy=config.nan_policy, label_smoothing=float(config.label_smoothing),
       debug_nan_at_step=int(config.debug_nan_at_step), axis_name=DATA_AXIS,
-      emulated_devices=devices.emulated_devices(config))
+      emulated_devices=devices.emulated_devices(config) if "devices" in config else 0)
   evaluate = functools.partial(eval_step, apply_fn=apply_fn, num_classes=num_classes, axis_name=DATA_AXIS)
   return (make_data_parallel(train, mesh, donate_state=donate),
           make_data_parallel(evaluate, mesh, donate_state=False))
