@@ -19,7 +19,7 @@ def _cells(sweep_config: str, batch: int, seeds: int, variant: str):
   from normlab import sweep
   s = sweep.load_config_file(sweep_config)
   s.grid.variant = (variant,)
-  s.grid.batch_size = (batch * int(s.get("num_devices", 1) or 1),)  # the grid holds global batches
+  s.grid.batch_size = (batch,)  # per device (normlab.sweep.grid)
   s.grid.seed = tuple(range(seeds))
   return [c.config for c in sweep.expand(s)]
 

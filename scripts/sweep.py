@@ -5,7 +5,10 @@ sbatch array script instead); --status prints what each cell is doing (read-only
 rebuilds results.csv, report.md and the plots from what exists. Any number of these processes may run
 at once on one DIR: cells are claimed with lock files (see normlab/sweep/runner.py). --multihost (or
 JAX_COORDINATOR_ADDRESS / NORMLAB_MULTIHOST=1) starts jax.distributed, so that one cell spans all the
-processes, as scripts/train.py does. Exit status: 0 done, 2 user error (one `error:` line).
+processes, as scripts/train.py does. A cell's num_devices runs on that many real devices where they exist,
+else emulated on one device as the same math (the train config's `devices`, normlab/train/devices.py): a
+CPU-only machine needs no XLA_FLAGS. `batch_size` in a sweep is per device; `global_batch` = num_devices x it.
+Exit status: 0 done, 2 user error (one `error:` line).
 """
 import os
 import sys

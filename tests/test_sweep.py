@@ -15,7 +15,7 @@ BASE = '''
 import ml_collections as mlc
 def get_config(arg=None):
   c = mlc.ConfigDict()
-  c.norm = "batch"; c.batch_size = 8; c.seed = 0; c.learning_rate = 0.1; c.num_steps = 10
+  c.norm = "batch"; c.batch_size = 8; c.seed = 0; c.learning_rate = 0.1; c.num_steps = 10; c.num_devices = 1
   c.eval_every = 5; c.checkpoint_every = 5
   c.norm_options = mlc.ConfigDict({"num_groups": 2})
   return c
@@ -35,7 +35,7 @@ def make_sweep(base_path, **kw):
   s.grid = mlc.ConfigDict({"norm": ("batch", "group"), "batch_size": (4, 16), "seed": (0, 1)})
   s.overrides = mlc.ConfigDict({"num_steps": 3})
   s.lr_scaling = "none"
-  s.reference_batch_size = 8
+  s.reference_global_batch = 8
   for k, v in kw.items():
     s[k] = v
   return s
@@ -72,6 +72,48 @@ def test_expand_nested_keys_and_linear_lr_and_budget(base_path):
   c = next(c for c in cells if c.params["batch_size"] == 16)
   assert c.config.learning_rate == pytest.approx(0.1 * 16 / 8)
   assert c.config.num_steps == 4 and c.config.eval_every == 4 and c.config.checkpoint_every == 1
+
+
+def test_batch_size_is_per_device_and_global_batch_is_num_devices_times_it(base_path, tmp_path):
+  """One unit: the sweep's batch_size (grid, cell id, results.csv, report) is per device; the cell's train
+  config gets the global batch num_devices x b, which the lr scaling and the step budget use."""
+  s = make_sweep(base_path, lr_scaling="linear", budget_examples=256)
+  s.overrides.num_devices = 8
+  s.grid = mlc.ConfigDict({"batch_size": (2, 4), "seed": (0,)})
+  cells = sweep.expand(s)
+  assert [c.id for c in cells] == ["batch-size=2__seed=0", "batch-size=4__seed=0"]
+  assert [c.config.batch_size for c in cells] == [16, 32]
+  assert cells[0].config.learning_rate == pytest.approx(0.1 * 16 / 8) and cells[0].config.num_steps == 256 // 16
+  wd = str(tmp_path / "wd")
+  sweep.run_sweep(s, wd, train_fn=fake_train([]), log=lambda *_: None)
+  with open(os.path.join(wd, "results.csv")) as f:
+    rows = list(csv.DictReader(f))
+  assert [(r["batch_size"], r["global_batch"], r["num_devices"]) for r in rows] == [("2", "16", "8"), ("4", "32", "8")]
+  report = open(os.path.join(wd, "report.md")).read()
+  assert "batch_size=2 | batch_size=4" in report and "global_batch = num_devices x batch_size" in report
+  s.overrides.num_devices = 0
+  with pytest.raises(sweep.SweepError, match=r"batch_size=2 \(per device\) but num_devices is 0"):
+    sweep.expand(s)
+  s.overrides.num_devices = 8
+  s.reference_batch_size = 8
+  with pytest.raises(sweep.SweepError, match="now reference_global_batch"):
+    sweep.expand(s)
+
+
+def test_one_seed_report_says_not_findings_and_no_spread(base_path, tmp_path):
+  s = make_sweep(base_path)
+  s.grid.seed = (0,)
+  wd = str(tmp_path / "wd")
+  sweep.run_sweep(s, wd, train_fn=fake_train([]), log=lambda *_: None)
+  lines = open(os.path.join(wd, "report.md")).read().splitlines()
+  table = next(i for i, line in enumerate(lines) if line.startswith("| norm |"))
+  assert lines[table - 2].startswith("Smoke numbers are not findings")
+  assert "| batch | 46.00 ± n/a (1 seed) |" in lines[table + 2] and "± 0.00" not in "\n".join(lines)
+  with open(os.path.join(wd, "results.csv")) as f:
+    assert {r["devices"] for r in csv.DictReader(f)} == {""}  # the fake summaries name no path
+  s.grid.seed = (0, 1)
+  sweep.write_report(s, sweep.expand(s), wd)  # two seeds (one pending): a spread where n=2, none where n=1
+  assert "not findings" in open(os.path.join(wd, "report.md")).read()
 
 
 @pytest.mark.parametrize("grid,match", [({}, "grid is empty"), ({"norm": ()}, "grid is empty at norm"),

@@ -20,8 +20,9 @@ import ml_collections as mlc
 def get_config(arg=None):
   c = mlc.ConfigDict()
   c.base = "configs/mlp.py:smoke"
-  c.grid = mlc.ConfigDict({"batch_size": (16, 32), "seed": (0, 1)})
-  c.overrides = mlc.ConfigDict({"num_steps": 12, "eval_every": 12, "log_every": 6, "checkpoint_every": 6})
+  c.grid = mlc.ConfigDict({"batch_size": (4, 8), "seed": (0, 1)})  # per device: global 16, 32
+  c.overrides = mlc.ConfigDict({"num_steps": 12, "eval_every": 12, "log_every": 6, "checkpoint_every": 6,
+                                "num_devices": 4})  # emulated on one device where 4 do not exist
   c.lr_scaling = "none"
   c.x_key = "batch_size"
   c.line_key = "seed"

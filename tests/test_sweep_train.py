@@ -81,7 +81,7 @@ def test_sweep_real_loop_vmapped_seeds_equal_separate_runs_then_skip_and_resume(
   assert after["resumed_from_step"] == 10 and after["steps_this_run"] == 0
   assert after["eval_loss"] == pytest.approx(before["eval_loss"], rel=1e-6)
   with open(os.path.join(vm_wd, "results.csv")) as f:
-    assert f.readline().startswith("batch_size,seed,variant,eval_accuracy,eval_error")
+    assert f.readline().startswith("batch_size,seed,variant,global_batch,num_devices,eval_accuracy,eval_error")
 
 
 def test_seeds_refuse_duplicate_seeds_and_run_differing_configs_one_by_one(tmp_path):
@@ -98,7 +98,7 @@ def test_vmapped_seeds_on_8_devices_equal_separate_runs(tmp_path, bn_mode):
   """The sync_bn study's path: seeds vmapped inside the 8-device shard_map (gradients pmean'd once)."""
   from normlab.train import train_and_evaluate
   s = tiny_sweep(True)
-  s.grid.batch_size = (16,)
+  s.grid.batch_size = (2,)  # per device: global 16
   s.overrides.num_devices = 8
   s.overrides.bn_mode = bn_mode
   s.budget_examples = 96  # 6 steps

@@ -2,10 +2,12 @@
 paper's protocol scaled down, the model and data per preset, the norm variants.
 
 Protocol (Wu & He 2018, sec. 4.1, scaled down), the same for every cell of every sweep:
-  * 8 devices (on CPU: XLA_FLAGS=--xla_force_host_platform_device_count=8, set by the study's entry point),
-    bn_mode=local: BN's statistics over each device's b examples, gradients over the global batch 8 b;
-  * SGD momentum 0.9, weight decay 1e-4, lr = BASE_LR x 8b / 256 (BASE_LR fixed for b = 32 before the sweeps
-    ran: the paper's 0.1), linear warmup over the first WARMUP_FRACTION of the steps, then cosine to 0;
+  * 8 devices, bn_mode=local: BN's statistics over each device's b examples, gradients over the global batch
+    8 b. devices='auto': 8 real devices where they exist, else one device runs the 8 devices' math
+    (normlab.train.devices; a CPU-only machine needs no XLA_FLAGS);
+  * batch units: `batch_size` is per device (b, in the grid, cell ids and reports), `global_batch` = 8 b;
+  * SGD momentum 0.9, weight decay 1e-4, lr = BASE_LR x global_batch / 256 (BASE_LR fixed for b = 32 before the
+    sweeps ran: the paper's 0.1), linear warmup over the first WARMUP_FRACTION of the steps, then cosine to 0;
   * the same number of epochs for every cell; the train loss logged in LOG_POINTS windows, which the studies'
     convergence rule reads (experiments/_sweep_study.py).
 Data and model per preset:
@@ -23,7 +25,7 @@ from configs import common
 PRESETS = ("smoke", "cpu", "gpu")
 NUM_DEVICES = 8
 BASE_LR = 0.1  # at per-device batch 32 (global 256): lr = BASE_LR * 8b / 256
-REFERENCE_BATCH = 256
+REFERENCE_GLOBAL_BATCH = 256
 PER_DEVICE_BATCHES = (2, 4, 8, 16, 32)
 WARMUP_FRACTION = 0.05
 LOG_POINTS = 20
@@ -61,10 +63,6 @@ def norm_variants(preset: str) -> dict:
           "none": {"norm": "none"}}
 
 
-def global_batches(per_device=PER_DEVICE_BATCHES) -> tuple[int, ...]:
-  return tuple(NUM_DEVICES * b for b in per_device)
-
-
 def base_sweep(preset: str, *, title: str, x_key: str = "batch_size", line_key: str = "variant") -> mlc.ConfigDict:
   """A sweep config with the base, the model and data for `preset` and the shared protocol."""
   c = mlc.ConfigDict()
@@ -74,7 +72,7 @@ def base_sweep(preset: str, *, title: str, x_key: str = "batch_size", line_key: 
   c.line_key = line_key
   c.num_devices = NUM_DEVICES
   c.lr_scaling = "linear"
-  c.reference_batch_size = REFERENCE_BATCH
+  c.reference_global_batch = REFERENCE_GLOBAL_BATCH
   c.warmup_fraction = WARMUP_FRACTION
   c.log_points = LOG_POINTS
   c.vmap_seeds = preset != "smoke"
@@ -91,6 +89,7 @@ def base_sweep(preset: str, *, title: str, x_key: str = "batch_size", line_key: 
     o.model_options = mlc.ConfigDict(MODELS[preset]["model_options"])
   o.bn_mode = "local"
   o.num_devices = NUM_DEVICES
+  o.devices = "auto"  # real devices where NUM_DEVICES exist, else emulated on one (the same math)
   o.optimizer = "momentum"
   o.learning_rate = BASE_LR
   o.momentum = 0.9

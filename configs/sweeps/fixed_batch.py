@@ -22,6 +22,6 @@ def get_config(arg: str = "smoke"):
   names = () if preset == "smoke" else ("LN", "IN", "none")
   c.variants.update({n: norms[n] for n in names})
   c.grid.variant = tuple(c.variants)
-  c.grid.batch_size = _common.global_batches((32,))
+  c.grid.batch_size = (32,)  # per device
   c.extra_columns = ("norm_options.virtual_batch_size",)
   return c

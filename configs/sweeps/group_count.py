@@ -21,6 +21,6 @@ def get_config(arg: str = "smoke"):
   c.variants["BN"] = {"norm": "batch"}
   names = [f"G={g}" for g in GROUPS[preset]] + ["IN"] + ([] if preset == "smoke" else ["BN"])
   c.grid.variant = tuple(names)
-  c.grid.batch_size = _common.global_batches((32,))
+  c.grid.batch_size = (32,)  # per device
   c.extra_columns = ("norm", "norm_options.num_groups", "norm_options.group_size")
   return c

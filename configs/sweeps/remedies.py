@@ -14,15 +14,14 @@ RAMP_FRACTION = 0.25
 
 
 def variants(preset: str, budget: int) -> dict:
-  v = {}
+  v = {}  # batch_size: per device (b); each cell's steps are budget // global batch (8b)
   for b in (2, 4):
-    batch = _common.NUM_DEVICES * b
-    ramp = max(1, int(RAMP_FRACTION * (budget // batch)))
-    v[f"BN/b={b}"] = {"norm": "batch", "batch_size": batch}
-    v[f"BRN/b={b}"] = {"norm": "batch_renorm", "norm_options": {"ramp_steps": ramp}, "batch_size": batch}
-    v[f"SyncBN/b={b}"] = {"norm": "batch", "bn_mode": "sync", "batch_size": batch}
-    v[f"GN/b={b}"] = {**_common.gn(preset), "batch_size": batch}
-  v["BN/b=32"] = {"norm": "batch", "batch_size": _common.NUM_DEVICES * 32}
+    ramp = max(1, int(RAMP_FRACTION * (budget // (_common.NUM_DEVICES * b))))
+    v[f"BN/b={b}"] = {"norm": "batch", "batch_size": b}
+    v[f"BRN/b={b}"] = {"norm": "batch_renorm", "norm_options": {"ramp_steps": ramp}, "batch_size": b}
+    v[f"SyncBN/b={b}"] = {"norm": "batch", "bn_mode": "sync", "batch_size": b}
+    v[f"GN/b={b}"] = {**_common.gn(preset), "batch_size": b}
+  v["BN/b=32"] = {"norm": "batch", "batch_size": 32}
   return v
 
 

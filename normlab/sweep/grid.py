@@ -3,13 +3,18 @@
 A sweep config has `base` ("configs/NAME.py:PRESET", relative to the repo root or absolute), `grid`
 (a ConfigDict whose leaves are tuples of values; nested dicts give dotted keys such as
 `norm_options.num_groups`), `overrides` (fixed values for every cell), and `lr_scaling`
-("none" or "linear": lr = base lr * batch_size / reference_batch_size), and optionally
-`budget_examples`: a fixed number of training examples per cell (num_steps = budget // batch_size), so
+("none" or "linear": lr = base lr * global_batch / reference_global_batch), and optionally
+`budget_examples`: a fixed number of training examples per cell (num_steps = budget // global_batch), so
 that every batch size sees the same number of epochs, as in the Group Norm paper (then each cell
 evaluates at its end and checkpoints `checkpoints_per_cell` times, default 4, and logs its train loss
-`log_points` times if set), and `warmup_fraction`: warmup_steps as a fraction of each cell's steps. `vmap_seeds=True` trains
-the cells that differ only in `seed` together (normlab.train.train_and_evaluate_seeds). up to
-`vmap_seeds_max_batch` examples per device (0: no limit); larger batches run one seed at a time.
+`log_points` times if set), and `warmup_fraction`: warmup_steps as a fraction of each cell's steps.
+`vmap_seeds=True` trains the cells that differ only in `seed` together (normlab.train.train_and_evaluate_seeds),
+up to `vmap_seeds_max_batch` examples per device (0: no limit); larger batches run one seed at a time.
+
+One unit for the batch: in a sweep (grid, overrides, variants, cell ids, results.csv, report, plots)
+`batch_size` is the batch per device b and `global_batch` is num_devices x b. A cell whose sweep sets
+batch_size trains with the train config's (global) batch_size = num_devices x b; num_devices must then be
+set (not 0). A sweep that does not set it keeps the base config's global batch.
 
 Keys under an `*_options` dict of the base (`norm_options.num_groups`, `model_options.widths`) may be
 new: those dicts are open (the train config's validation checks them against the norm/model).
@@ -124,6 +129,24 @@ def _variants(sweep: mlc.ConfigDict, grid: dict) -> dict[str, dict]:
   return {n: flatten(defined[n]) for n in names}
 
 
+def global_batch(config: mlc.ConfigDict, per_device: int) -> int:
+  """num_devices x the sweep's per-device `batch_size` (the train config's batch_size is global)."""
+  devices = int(config.get("num_devices", 0) or 0)
+  if not devices:
+    raise SweepError(f"the sweep sets batch_size={per_device!r} (per device) but num_devices is 0 (all devices): "
+                     f"set overrides.num_devices so that the global batch num_devices x batch_size is known")
+  return devices * int(per_device)
+
+
+def _reference_global_batch(sweep: mlc.ConfigDict) -> int:
+  if "reference_batch_size" in sweep:
+    raise SweepError("sweep.reference_batch_size is now reference_global_batch (lr = base lr * global_batch / "
+                     "reference_global_batch)")
+  if "reference_global_batch" not in sweep:
+    raise SweepError("lr_scaling 'linear' needs sweep.reference_global_batch (the global batch of the base lr)")
+  return int(sweep.reference_global_batch)
+
+
 def expand(sweep: mlc.ConfigDict) -> list[Cell]:
   """All cells of the sweep, in grid order; validates the grid against the base config."""
   base = load_config_file(sweep.base)
@@ -143,14 +166,17 @@ def expand(sweep: mlc.ConfigDict) -> list[Cell]:
   if scaling not in LR_SCALINGS:
     raise SweepError(f"lr_scaling {scaling!r} is not valid; valid choices: {', '.join(LR_SCALINGS)}")
   cells = []
-  for values in itertools.product(*(tuple(v) for v in grid.values())):
-    params = dict(zip(grid, values))
+  for combo in itertools.product(*(tuple(v) for v in grid.values())):
+    params = dict(zip(grid, combo))
     config = mlc.ConfigDict(base.to_dict())
     variant = variants.get(params.get(VARIANT_KEY), {})
-    for key, value in {**overrides, **variant, **{k: v for k, v in params.items() if k != VARIANT_KEY}}.items():
+    values = {**overrides, **variant, **{k: v for k, v in params.items() if k != VARIANT_KEY}}
+    for key, value in values.items():
       _set(config, key, value)
+    if "batch_size" in values:  # per device in the sweep, global in the train config
+      config.batch_size = global_batch(config, values["batch_size"])
     if scaling == "linear":
-      config.learning_rate = float(config.learning_rate) * config.batch_size / sweep.reference_batch_size
+      config.learning_rate = float(config.learning_rate) * config.batch_size / _reference_global_batch(sweep)
     budget = sweep.get("budget_examples", None)
     if budget:
       config.num_steps = max(1, int(budget) // int(config.batch_size))

@@ -1,5 +1,10 @@
 """Sweep results: results.csv (one row per cell), report.md (mean ± std over seeds) and plots.
 
+Batch units as in normlab.sweep.grid: `batch_size` per device, `global_batch` = num_devices x batch_size;
+results.csv has both, and `devices`: the path the cell ran on ('real' devices or 'emulated' on one,
+normlab.train.devices). A point with one run has no spread: report.md shows "n/a (1 seed)" there, under a
+line saying that such (smoke) numbers are not findings.
+
 Concurrent cells (a Slurm array) all rebuild the report when they finish: each file is written to a
 temporary name and `os.replace`d (readers never see half a file), and collecting the summaries plus
 writing happens under workdir/report.lock, so the last process to finish writes a report that
@@ -19,7 +24,12 @@ from normlab.train import lock as lock_lib
 
 import ml_collections as mlc
 
+CELL_KEYS = ("batch_size", "global_batch", "num_devices")  # from the cell's train config
 RESULT_KEYS = ("eval_accuracy", "eval_error", "final_train_loss", "steps", "wall_time_s")
+AXIS_LABELS = {"batch_size": "batch size per device", "global_batch": "global batch"}
+ONE_SEED = "n/a (1 seed)"
+NOT_FINDINGS = ("Smoke numbers are not findings: a point with one run (n=1) has no spread (n/a (1 seed)); "
+                "it shows that the sweep runs, not what it finds.")
 
 
 def _config_value(config, dotted: str):
@@ -31,12 +41,21 @@ def _config_value(config, dotted: str):
   return node
 
 
+def _batch_columns(config) -> dict:
+  """batch_size (per device), global_batch and num_devices of a cell's train config (per device: None
+  when num_devices is 0, all devices)."""
+  total, devices = _config_value(config, "batch_size"), _config_value(config, "num_devices")
+  per_device = total // devices if isinstance(total, int) and isinstance(devices, int) and devices else None
+  return {"batch_size": per_device, "global_batch": total, "num_devices": devices}
+
+
 def collect_results(cells, workdir: str, extra_columns=()) -> list[dict]:
   """One row per cell: grid params, `extra_columns` (dotted keys of the cell's config, e.g. the norm a
   variant sets) and figures from its summary.json (status 'pending' if none)."""
   rows = []
   for c in cells:
     row = dict(c.params)
+    row.update(_batch_columns(c.config), **{k: v for k, v in row.items() if k in CELL_KEYS})
     for key in extra_columns:
       row.setdefault(key, _config_value(c.config, key))
     path = os.path.join(workdir, "cells", c.id, "summary.json")
@@ -46,9 +65,10 @@ def collect_results(cells, workdir: str, extra_columns=()) -> list[dict]:
       acc = summary.get("eval_accuracy")
       row.update(eval_accuracy=acc, eval_error=None if acc is None else 1.0 - acc,
                  final_train_loss=summary.get("final_train_loss"), steps=summary.get("steps"),
-                 wall_time_s=summary.get("wall_time_s"), status=summary.get("status", "done"))
+                 wall_time_s=summary.get("wall_time_s"), status=summary.get("status", "done"),
+                 devices=summary.get("devices"))
     else:
-      row.update({k: None for k in RESULT_KEYS}, status="pending")
+      row.update({k: None for k in RESULT_KEYS}, status="pending", devices=None)
     rows.append(row)
   return rows
 
@@ -70,6 +90,12 @@ def aggregate(rows: list[dict], line_key: str, x_key: str, value: str = "eval_er
           for line, xs in acc.items()}
 
 
+def _entry(point: tuple[float, float, int]) -> str:
+  """report.md's entry for (mean, std, n) of the eval error: n/a for the std of a single run."""
+  mean, std, n = point
+  return f"{100 * mean:.2f} ± {100 * std:.2f} (n={n})" if n > 1 else f"{100 * mean:.2f} ± {ONE_SEED}"
+
+
 def _plot(table, x_key: str, line_key: str, path: str, title: str) -> None:
   import matplotlib
   matplotlib.use("Agg")
@@ -83,7 +109,7 @@ def _plot(table, x_key: str, line_key: str, path: str, title: str) -> None:
                 label=f"{line_key}={line}")
   if all(isinstance(k, (int, float)) and k > 0 for xs in table.values() for k in xs):
     ax.set_xscale("log", base=2)
-  ax.set_xlabel(x_key)
+  ax.set_xlabel(AXIS_LABELS.get(x_key, x_key))
   ax.set_ylabel("eval error (%)")
   ax.set_title(title)
   ax.grid(alpha=0.3)
@@ -128,7 +154,8 @@ def _write_report(sweep: mlc.ConfigDict, cells, workdir: str) -> dict:
   grid_keys = (list(cells[0].params) if cells else []) + extra
   csv_path = os.path.join(workdir, "results.csv")
   with _atomic(csv_path) as f:
-    w = csv.DictWriter(f, fieldnames=grid_keys + list(RESULT_KEYS) + ["status"])
+    w = csv.DictWriter(f, fieldnames=grid_keys + [k for k in CELL_KEYS if k not in grid_keys] + list(RESULT_KEYS)
+                       + ["status", "devices"])
     w.writeheader()
     w.writerows(rows)
   x_key = sweep.get("x_key", "batch_size")
@@ -137,17 +164,20 @@ def _write_report(sweep: mlc.ConfigDict, cells, workdir: str) -> dict:
   xs = sorted({x for t in table.values() for x in t}, key=lambda v: (not isinstance(v, (int, float)), v if
                                                                     isinstance(v, (int, float)) else str(v)))
   title = sweep.get("title", f"eval error vs {x_key}")
+  single = any(n == 1 for t in table.values() for _, _, n in t.values())
+  paths = sorted({r["devices"] for r in rows if r.get("devices")})
   lines = [f"# {title}", "", f"Base config: `{sweep.base}`; {len(cells)} cells, "
-           f"{sum(r['status'] != 'pending' for r in rows)} finished. Entries: eval error (%) mean ± std "
-           f"over the cells pooled at each point (n = number of runs).", "",
-           f"| {line_key} | " + " | ".join(f"{x_key}={x}" for x in xs) + " |",
-           "|---|" + "---|" * len(xs)]
+           f"{sum(r['status'] != 'pending' for r in rows)} finished"
+           f"{' on ' + ' and '.join(paths) + ' devices' if paths else ''}. Entries: eval error (%) mean ± std "
+           f"over the cells pooled at each point (n = number of runs). batch_size is per device; "
+           f"global_batch = num_devices x batch_size (results.csv).", ""]
+  lines += [NOT_FINDINGS, ""] if single else []
+  lines += [f"| {line_key} | " + " | ".join(f"{x_key}={x}" for x in xs) + " |", "|---|" + "---|" * len(xs)]
   for line, t in table.items():
-    cells_txt = [f"{100 * t[x][0]:.2f} ± {100 * t[x][1]:.2f} (n={t[x][2]})" if x in t else "–" for x in xs]
-    lines.append(f"| {line} | " + " | ".join(cells_txt) + " |")
+    lines.append(f"| {line} | " + " | ".join(_entry(t[x]) if x in t else "–" for x in xs) + " |")
   png = os.path.join(workdir, f"error_vs_{x_key.replace('.', '_')}.png")
   if table:
-    _plot(table, x_key, line_key, png, title)
+    _plot(table, x_key, line_key, png, title + (" (1 seed: smoke, not findings)" if single else ""))
     lines += ["", f"![error vs {x_key}]({os.path.basename(png)})"]
   report = os.path.join(workdir, "report.md")
   with _atomic(report) as f:

@@ -47,5 +47,8 @@ def get_base_config() -> mlc.ConfigDict:
   c.seed = 0  # model init, data order (with the step) and noise/dropout (with the step)
   c.nan_policy = "stop"  # "stop": stop at the first non-finite loss/grad; "skip": skip that update
   c.num_devices = 0  # 0 = all of jax.devices(); else the first N
+  # Where num_devices runs: "auto" (real if that many exist, else emulated), "real", or "emulated" (one
+  # device runs the N devices' math: normlab.train.devices).
+  c.devices = "auto"
   c.debug_nan_at_step = 0  # testing: >0 makes the loss NaN at that step (1-based)
   return c

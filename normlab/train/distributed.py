@@ -50,6 +50,9 @@ def maybe_initialize(multihost: bool = False) -> None:
 def make_mesh(num_devices: int = 0) -> Mesh:
   """1-D mesh ('data',) over the first `num_devices` devices (0 = all), ordered by process."""
   devices = sorted(jax.devices(), key=lambda d: (d.process_index, d.id))
+  if num_devices > len(devices):
+    raise ValueError(f"num_devices={num_devices} but only {len(devices)} devices exist (emulate them: "
+                     f"normlab.train.devices)")
   if num_devices:
     if jax.process_count() > 1 and num_devices != len(devices):
       raise ValueError("num_devices must be 0 (all devices) in a multi-process run")

@@ -32,7 +32,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from normlab import data, registry
 from normlab.checks import SingleValueError
 from normlab.train import distributed, hooks as hooks_lib, optim, state as state_lib, step as step_lib
-from normlab.train import workdir as workdir_lib
+from normlab.train import devices as devices_lib, workdir as workdir_lib
 from normlab.train.checkpoint import Checkpointer
 from normlab.train.errors import ConfigError, TrainingDivergedError, diverged_message
 from normlab.train.metrics_io import MetricsWriter, count_events, read_json, write_json_atomic
@@ -202,7 +202,7 @@ def train_runs(config: mlc.ConfigDict, num_devices: int, seeds: Sequence[int], w
 
   # Model, optimizer, state. Vmapped: one init program called per seed (not vmapped: the 'rbg' PRNG
   # draws other bits under vmap), each seed with its own first batch.
-  mesh = distributed.make_mesh(num_devices)
+  mesh = devices_lib.make_mesh(config, num_devices)  # one device when emulated
   replicated, sharded = step_lib.state_sharding(mesh), step_lib.batch_sharding(mesh)
   tx, schedule = optim.make_optimizer(config), optim.make_schedule(config)
   local = config.batch_size // num_devices
@@ -263,7 +263,8 @@ def train_runs(config: mlc.ConfigDict, num_devices: int, seeds: Sequence[int], w
     step_one = functools.partial(
         step_lib.train_step, apply_fn=apply, tx=tx, schedule=schedule, num_classes=info.num_classes,
         nan_policy=config.nan_policy, label_smoothing=float(config.label_smoothing),
-        debug_nan_at_step=int(config.debug_nan_at_step), axis_name=step_lib.DATA_AXIS)
+        debug_nan_at_step=int(config.debug_nan_at_step), axis_name=step_lib.DATA_AXIS,
+        emulated_devices=devices_lib.emulated_devices(config, num_devices))
     vstep = jax.vmap(lambda st, b, s: step_one(st, b, seed=s))
 
     def chunk(st, batches_, active, seed_arr_):
@@ -429,6 +430,7 @@ def train_runs(config: mlc.ConfigDict, num_devices: int, seeds: Sequence[int], w
                "wall_time_s": time.perf_counter() - t_start, "train_time_s": train_time,
                "steps_per_s": ran / train_time if train_time > 0 else 0.0, "compile_time_s": compile_time,
                "num_params": state_lib.num_params(one(state, j).params), "num_devices": num_devices,
+               "devices": devices_lib.for_config(config, num_devices),
                "device": jax.devices()[0].device_kind, "jax_version": jax.__version__}
     if vmapped:
       summary.update(vmapped_seeds=S, scan_steps=K)

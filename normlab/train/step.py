@@ -4,7 +4,8 @@ Inside `shard_map` every device sees its shard of the batch; gradients, metrics 
 statistics are `pmean`'d over 'data', so params/opt state stay replicated. The model was built with
 `axis_name='data'` for bn_mode='sync' (statistics over the global batch) or None for 'local' (over
 each device's shard). Per-step randomness is `fold_in(key(seed), step)`, with the device index folded in
-when there is more than one device.
+when there is more than one device. `emulated_devices=D` runs D devices' step on one device (vmap over
+the D shards of the batch; normlab.train.devices says when): the loop then maps over a 1-device mesh.
 
 The step checks that the loss and every gradient are finite. A non-finite step never changes the
 params, statistics or optimizer state (a `where` select inside the step): with nan_policy='skip' it
@@ -21,6 +22,7 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh, PartitionSpec as P
 
+from normlab.train import devices
 from normlab.train.state import TrainState, make_key
 
 DATA_AXIS = "data"
@@ -38,27 +40,60 @@ def cross_entropy(logits, labels, num_classes: int, label_smoothing: float = 0.0
   return optax.softmax_cross_entropy(logits, onehot)
 
 
-def train_step(state: TrainState, batch: dict, *, apply_fn: Callable, tx: optax.GradientTransformation,
-               schedule: Callable, num_classes: int, seed: int, nan_policy: str = "stop",
-               label_smoothing: float = 0.0, debug_nan_at_step: int = 0,
-               axis_name: str | None = DATA_AXIS) -> tuple[TrainState, dict]:
-  """One update on `batch` ({'x', 'y'}: this device's shard). Returns (new state, metrics).
-
-  With `axis_name` (inside shard_map) gradients and metrics are averaged over that axis.
-  """
-  rng = jax.random.fold_in(make_key(seed), state.step)
+def _step_rngs(seed: int, step, axis_name: str | None) -> tuple[jax.Array, jax.Array]:
+  """(noise, dropout) keys of a step: fold_in(key(seed), step), with the device index folded in over
+  more than one device on `axis_name` (a shard_map axis, or the emulated devices' vmap axis)."""
+  rng = jax.random.fold_in(make_key(seed), step)
   if axis_name is not None and jax.lax.axis_size(axis_name) > 1:  # one device: the same keys as no axis
     rng = jax.random.fold_in(rng, jax.lax.axis_index(axis_name))
   noise_rng, dropout_rng = jax.random.split(rng)
+  return noise_rng, dropout_rng
+
+
+def _device_loss(params, state: TrainState, x, y, *, apply_fn: Callable, num_classes: int, seed: int,
+                 label_smoothing: float, axis_name: str | None):
+  """One device's mean loss over its examples, with (logits, its new batch_stats)."""
+  noise_rng, dropout_rng = _step_rngs(seed, state.step, axis_name)
+  logits, new_vars = apply_fn({"params": params, "batch_stats": state.batch_stats}, x, train=True,
+                              rngs={"noise": noise_rng, "dropout": dropout_rng}, mutable=["batch_stats"])
+  loss = jnp.mean(cross_entropy(logits, y, num_classes, label_smoothing))
+  return loss, (logits, new_vars.get("batch_stats", {}))
+
+
+def _emulated_loss(params, state: TrainState, batch: dict, devices: int, **kw):
+  """The mean loss of `devices` emulated devices on one: device d's shard is rows [d*b, (d+1)*b) of the
+  batch, its forward runs under `jax.vmap` over the devices with axis name DATA_AXIS (so sync BN's
+  collectives and the device index see D devices), and the batch_stats are averaged over the devices
+  (the real path's pmean). The gradient of this mean is taken outside the vmap (params unbatched)."""
+  shard = lambda a: a.reshape(devices, a.shape[0] // devices, *a.shape[1:])  # noqa: E731
+  forward = jax.vmap(lambda x, y: _device_loss(params, state, x, y, axis_name=DATA_AXIS, **kw), axis_name=DATA_AXIS)
+  losses, (logits, batch_stats) = forward(jax.tree.map(shard, batch["x"]), shard(batch["y"]))
+  logits = logits.reshape(-1, *logits.shape[2:])
+  return jnp.mean(losses), (logits, jax.tree.map(lambda a: jnp.mean(a, 0), batch_stats))
+
+
+def train_step(state: TrainState, batch: dict, *, apply_fn: Callable, tx: optax.GradientTransformation,
+               schedule: Callable, num_classes: int, seed: int, nan_policy: str = "stop",
+               label_smoothing: float = 0.0, debug_nan_at_step: int = 0,
+               axis_name: str | None = DATA_AXIS, emulated_devices: int = 0) -> tuple[TrainState, dict]:
+  """One update on `batch` ({'x', 'y'}: this device's shard). Returns (new state, metrics).
+
+  With `axis_name` (inside shard_map) gradients and metrics are averaged over that axis.
+  `emulated_devices=D` (> 1): this device runs D devices' step on its batch of D*b examples
+  (normlab.train.devices): the same math as D real devices with `batch` sharded over them (1 or 0: one
+  device's step on `batch`).
+  """
   pmean = (lambda t: jax.lax.pmean(t, axis_name)) if axis_name is not None else (lambda t: t)
+  kw = dict(apply_fn=apply_fn, num_classes=num_classes, seed=seed, label_smoothing=label_smoothing)
 
   def loss_fn(params):
-    logits, new_vars = apply_fn({"params": params, "batch_stats": state.batch_stats}, batch["x"], train=True,
-                                rngs={"noise": noise_rng, "dropout": dropout_rng}, mutable=["batch_stats"])
-    loss = jnp.mean(cross_entropy(logits, batch["y"], num_classes, label_smoothing))
+    if emulated_devices > 1:
+      loss, aux = _emulated_loss(params, state, batch, emulated_devices, **kw)
+    else:
+      loss, aux = _device_loss(params, state, batch["x"], batch["y"], axis_name=axis_name, **kw)
     if debug_nan_at_step:
       loss = jnp.where(state.step + 1 == debug_nan_at_step, jnp.nan, 1.0).astype(loss.dtype) * loss
-    return loss, (logits, new_vars.get("batch_stats", {}))
+    return loss, aux
 
   (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
   grads = pmean(grads)
@@ -127,11 +162,14 @@ def make_data_parallel(fn: Callable, mesh: Mesh, *, donate_state: bool) -> Calla
 def build_steps(config, *, apply_fn: Callable, tx, schedule, num_classes: int, mesh: Mesh,
                 donate: bool = True) -> tuple[Callable, Callable]:
   """(train_step, eval_step): jitted, data-parallel over `mesh`, config values baked in; the train
-  step donates its input state when `donate`."""
+  step donates its input state when `donate`. On the emulated path (normlab.train.devices) `mesh` is
+  one device and the train step runs config.num_devices devices' math on it (a config without the
+`devices` key, as the benchmark's, runs the real path)."""
   train = functools.partial(
       train_step, apply_fn=apply_fn, tx=tx, schedule=schedule, num_classes=num_classes, seed=int(config.seed),
       nan_policy=config.nan_policy, label_smoothing=float(config.label_smoothing),
-      debug_nan_at_step=int(config.debug_nan_at_step), axis_name=DATA_AXIS)
+      debug_nan_at_step=int(config.debug_nan_at_step), axis_name=DATA_AXIS,
+      emulated_devices=devices.emulated_devices(config) if "devices" in config else 0)
   evaluate = functools.partial(eval_step, apply_fn=apply_fn, num_classes=num_classes, axis_name=DATA_AXIS)
   return (make_data_parallel(train, mesh, donate_state=donate),
           make_data_parallel(evaluate, mesh, donate_state=False))

@@ -32,7 +32,8 @@ def _kind(default: Any) -> Any:
 # key -> expected type: int, float (ints accepted), str, bool, or "options" (a ConfigDict / dict).
 SCHEMA: dict[str, Any] = {k: _kind(v) for k, v in get_base_config().items()}
 # Keys that do not change a run's results: a finished/resumed run may differ in these only.
-HARMLESS_KEYS = ("log_every", "eval_every", "checkpoint_every", "keep_checkpoints", "data_dir")
+HARMLESS_KEYS = ("log_every", "eval_every", "checkpoint_every", "keep_checkpoints", "data_dir",
+                 "devices")  # devices: real or emulated, the same math (normlab.train.devices)
 
 
 def _fail(key: str, message: str) -> None:
@@ -82,6 +83,14 @@ def model_choices() -> tuple[tuple[str, ...], tuple[str, ...]]:
 def device_count() -> int:
   import jax
   return jax.device_count()
+
+
+def check_devices(config: mlc.ConfigDict, available: int) -> None:
+  """config.devices against config.num_devices and the `available` devices (normlab.train.devices)."""
+  import jax
+
+  from normlab.train import devices
+  devices.choose(config.devices, config.num_devices, available, jax.process_count())
 
 
 def validate(config: mlc.ConfigDict, *, num_available_devices: int | None = None) -> int:
@@ -148,8 +157,7 @@ def validate(config: mlc.ConfigDict, *, num_available_devices: int | None = None
   _check_model_builds(config, input_shape)
 
   available = device_count() if num_available_devices is None else num_available_devices
-  if config.num_devices > available:
-    _fail("num_devices", f"{config.num_devices} is more than the {available} available devices")
+  check_devices(config, available)
   n = config.num_devices or available
   for key in ("batch_size", "eval_batch_size"):
     if config[key] % n:
