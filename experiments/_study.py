@@ -46,9 +46,6 @@ PLATEAU_TOL = 0.02       # relative change of the fixed-subset loss over the las
 PLATEAU_ABS = 0.005      # ... or its absolute change, in nats
 PLATEAU_SPAN = 2         # tenths: from the end of the eighth tenth to the end of training
 SUBSET_EXAMPLES = 5000   # the fixed training subset (all of the training set when smaller)
-# The one place that forces host devices on CPU for the sweep studies (8 devices, local BN). None once
-# normlab.sweep emulates devices on machines with fewer.
-FORCED_HOST_DEVICES: int | None = 8
 OLD_RULES = {
     "converged": "the rule the results were judged by",
     "sweep": "train-loss windows: the mean logged train loss over the last tenth of the steps within 2% of the "
@@ -456,7 +453,7 @@ def write_csv(workdir: str, rows: Sequence[dict], first: Sequence[str] = ()) -> 
 
 # ----------------------------------------------------------------------------- the sweep studies' runs
 
-SWEEP_COLUMNS = ("variant", "batch_size", "global_batch", "num_devices", "seed", "eval_error", "final_train_loss",
+SWEEP_COLUMNS = ("variant", "batch_size", "global_batch", "num_devices", "devices", "seed", "eval_error", "final_train_loss",
                  "converged", "loss_change", "steps", "learning_rate", "status")
 
 
@@ -470,7 +467,8 @@ def _jsonl(path: str) -> list[dict]:
 def cell_convergence(cell_dir: str, status: str | None) -> dict:
   """A sweep cell's convergence: the plateau rule on cell_dir/subset_loss.jsonl (SubsetLoss rows) where the
   sweep measured it, else the old rule on the train losses of metrics.jsonl ('rule': which)."""
-  subset = _jsonl(os.path.join(cell_dir, "subset_loss.jsonl"))
+  by_step = {int(r["step"]): r for r in _jsonl(os.path.join(cell_dir, "subset_loss.jsonl"))}  # a resume rewrites
+  subset = [by_step[s] for s in sorted(by_step)]
   losses = {int(r["step"]): float(r["train_loss"]) for r in _jsonl(os.path.join(cell_dir, "metrics.jsonl"))
             if "train_loss" in r and "step" in r}
   old = window_change(losses)
@@ -630,13 +628,6 @@ def run_and_report(module, config, workdir: str, log=print, report_only: bool = 
   return module.report(data, workdir)
 
 
-def force_host_devices(config) -> None:
-  """Sets XLA_FLAGS for FORCED_HOST_DEVICES host devices (before jax's backend starts) for a sweep study."""
-  if FORCED_HOST_DEVICES and "sweeps" in config and "host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
-    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
-                               f" --xla_force_host_platform_device_count={FORCED_HOST_DEVICES}").strip()
-
-
 def main(module_name: str) -> None:
   """The entry point of `python -m experiments.NAME` (flags in the module docstring); user mistakes print
   one `error:` line (exit 2)."""
@@ -647,7 +638,7 @@ def main(module_name: str) -> None:
   from normlab import cli
   from normlab.errors import UserError
   config_flags.DEFINE_config_file("config", None, f"configs/experiments/{study}.py:PRESET", lock_config=True)
-  flags.DEFINE_enum("preset", None, PRESETS, f"shorthand for --config={config_path(study)}:PRESET")
+  flags.DEFINE_string("preset", None, f"shorthand for --config={config_path(study)}:PRESET ({', '.join(PRESETS)})")
   flags.DEFINE_string("workdir", None, "output directory (report.md, plots, results.json)")
   flags.DEFINE_bool("report_only", False, "train nothing: rebuild report.md from the workdir's results.json")
   FLAGS = flags.FLAGS
@@ -659,11 +650,14 @@ def main(module_name: str) -> None:
       raise UserError("--workdir is required")
     if (FLAGS.config is None) == (FLAGS.preset is None) and not FLAGS.report_only:
       raise UserError(f"give exactly one of --config=configs/experiments/{study}.py:PRESET and --preset")
+    if FLAGS.preset is not None:
+      from configs.common import check_preset
+      check_preset(FLAGS.preset, PRESETS, f"experiments.{study}")
     config = FLAGS.config if FLAGS.config is not None else load_config(study, FLAGS.preset or "smoke")
-    force_host_devices(config)
+    cli.setup_logging()
     t0 = time.time()
     path = run_and_report(importlib.import_module(f"experiments.{study}"), config, FLAGS.workdir,
-                          report_only=FLAGS.report_only)
+                          log=cli.log, report_only=FLAGS.report_only)
     print(f"{study}: report in {path} ({time.time() - t0:.0f} s)")
 
-  cli.run(run)
+  cli.run(run, flags_parser=lambda argv: cli.parse_or_exit(argv, config_required=False))

@@ -177,7 +177,7 @@ def _load_failure(argv: Sequence[str], flag_name: str, error: OSError) -> str:
   return f"cannot load config file {path!r}: {first_line(root_cause(error))}"
 
 
-def parse_or_exit(argv: Sequence[str], flag_name: str = "config") -> list[str]:
+def parse_or_exit(argv: Sequence[str], flag_name: str = "config", config_required: bool = True) -> list[str]:
   """FLAGS(argv) with one-line errors; also forces loading the config so a bad path fails here."""
   FLAGS = flags.FLAGS
   try:
@@ -190,6 +190,8 @@ def parse_or_exit(argv: Sequence[str], flag_name: str = "config") -> list[str]:
     fail(_load_failure(argv, flag_name, e))
   config = getattr(FLAGS, flag_name)
   if config is None:
+    if not config_required:
+      return rest
     fail(f"--{flag_name} is required: --{flag_name}=configs/NAME.py[:PRESET]")
   try:
     config.keys()

@@ -49,7 +49,7 @@ def main(argv):
   distributed.maybe_initialize(FLAGS.multihost)
   cli.setup_logging()
   from normlab import sweep
-  sweep.run_sweep(config, FLAGS.workdir, cell_index=FLAGS.cell, report_only=FLAGS.report_only)
+  sweep.run_sweep(config, FLAGS.workdir, cell_index=FLAGS.cell, report_only=FLAGS.report_only, log=cli.log)
   if distributed.is_main_process():
     print(f"sweep: results in {os.path.join(FLAGS.workdir, 'results.csv')} and report.md")
 

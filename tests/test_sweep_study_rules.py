@@ -101,8 +101,8 @@ def test_cell_convergence_reads_the_subset_losses_or_falls_back_to_the_old_rule(
   old = S.cell_convergence(str(tmp_path), "done")
   assert old["rule"] == "sweep" and not old["converged"] and old["loss_change"] == pytest.approx(1.15 / 0.95 - 1)
   with open(tmp_path / "subset_loss.jsonl", "w") as f:
-    for v in (1.5, 1.008, 1.005, 1.0):
-      f.write(json.dumps({"step": 0, "done": 1, "subset_loss": v}) + "\n")
+    for step, v in enumerate((1.5, 1.008, 1.005, 9.9, 1.0)):  # a resumed cell re-measures step 3
+      f.write(json.dumps({"step": min(step, 3), "done": min(step, 3) + 1, "subset_loss": v}) + "\n")
   new = S.cell_convergence(str(tmp_path), "done")
   assert new["rule"] == "plateau" and new["converged"] and not new["converged_old"]
   assert not S.cell_convergence(str(tmp_path), "diverged")["converged"]

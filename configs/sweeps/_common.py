@@ -75,9 +75,10 @@ def base_sweep(preset: str, *, title: str, x_key: str = "batch_size", line_key: 
   c.reference_global_batch = REFERENCE_GLOBAL_BATCH
   c.warmup_fraction = WARMUP_FRACTION
   c.log_points = LOG_POINTS
-  c.vmap_seeds = preset != "smoke"
-  # XLA:CPU runs vmapped (grouped) convs slower than separate runs above ~16 examples per device.
-  c.vmap_seeds_max_batch = 16 if preset == "cpu" else 0
+  # The fixed-subset training loss at the end of every tenth (the studies' plateau rule,
+  # experiments/_study.py: SUBSET_EXAMPLES); measured on one run at a time, so seeds are not vmapped.
+  c.subset_loss_examples = 5000
+  c.vmap_seeds = False
   c.checkpoints_per_cell = 2
   c.budget_examples = int(TRAIN_EXAMPLES[preset] * EPOCHS[preset])
   c.grid = mlc.ConfigDict()

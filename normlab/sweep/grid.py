@@ -10,6 +10,9 @@ evaluates at its end and checkpoints `checkpoints_per_cell` times, default 4, an
 `log_points` times if set), and `warmup_fraction`: warmup_steps as a fraction of each cell's steps.
 `vmap_seeds=True` trains the cells that differ only in `seed` together (normlab.train.train_and_evaluate_seeds),
 up to `vmap_seeds_max_batch` examples per device (0: no limit); larger batches run one seed at a time.
+`subset_loss_examples=N` (N > 0) measures the training loss over a fixed subset of N training examples at the
+end of every tenth of each cell (normlab.analysis.plateau.SubsetLoss, into cells/<id>/subset_loss.jsonl: what
+the studies' convergence rule reads); the cells then train one seed at a time.
 
 One unit for the batch: in a sweep (grid, overrides, variants, cell ids, results.csv, report, plots)
 `batch_size` is the batch per device b and `global_batch` is num_devices x b. A cell whose sweep sets

@@ -45,6 +45,26 @@ def _default_train_fn(config, workdir):
   return train_and_evaluate(config, workdir)
 
 
+SUBSET_LOSS_FILE = "subset_loss.jsonl"
+
+
+def subset_loss_train_fn(examples: int):
+  """train_and_evaluate with normlab.analysis.plateau.SubsetLoss(examples): the fixed-subset training loss at
+  the end of every tenth, appended (process 0) to the cell's subset_loss.jsonl as it is measured. A resumed
+  cell appends again from where it resumed; readers keep the last row of each step."""
+  def train_fn(config, workdir):
+    from normlab.analysis.plateau import SubsetLoss
+    from normlab.train import train_and_evaluate
+    path = os.path.join(workdir, SUBSET_LOSS_FILE)
+
+    def append(row: dict) -> None:
+      if _main():
+        with open(path, "a") as f:
+          f.write(json.dumps(row) + "\n")
+    return train_and_evaluate(config, workdir, hooks=[SubsetLoss(examples, on_row=append)])
+  return train_fn
+
+
 def _main() -> bool:
   return jax.process_index() == 0
 
@@ -79,10 +99,10 @@ def claim(cell: Cell, workdir: str, index: int, log=print):
     yield False
     return
   try:
-    held = workdir_lib.locked(out, log=log, purpose=f"cell {index} ({cell.id})")
+    held = workdir_lib.locked(out, log=log, purpose=f"cell {index + 1} ({cell.id})")
     held.__enter__()
   except lock_lib.LockHeldError as e:
-    log(f"sweep: skipping cell {index}: {e}")
+    log(f"sweep: skipping cell {index + 1}: {e}")
     yield False
     return
   try:
@@ -132,7 +152,10 @@ def run_sweep(sweep: mlc.ConfigDict, workdir: str, *, cell_index: int | None = N
   skipped = len(cells) - len(todo) if not report_only and cell_index is None else 0
   if skipped:
     log(f"sweep: {skipped}/{len(cells)} cells already finished, skipping them")
-  vmap_seeds = bool(sweep.get("vmap_seeds", False))
+  subset_examples = int(sweep.get("subset_loss_examples", 0) or 0)
+  if subset_examples and train_fn is None:
+    train_fn = subset_loss_train_fn(subset_examples)
+  vmap_seeds = bool(sweep.get("vmap_seeds", False)) and not subset_examples  # the hook measures one run
   groups = _seed_groups(todo) if vmap_seeds else [[c] for c in todo]
   max_batch = int(sweep.get("vmap_seeds_max_batch", 0) or 0)  # per device; 0 = no limit
   if max_batch:  # on CPU, vmapped convs (grouped) get slower than S separate runs at larger batches
@@ -143,13 +166,13 @@ def run_sweep(sweep: mlc.ConfigDict, workdir: str, *, cell_index: int | None = N
       group = [c for c in group if stack.enter_context(claim(c, workdir, cells.index(c), log))]
       if len(group) > 1 and train_fn is None:
         from normlab.train import train_and_evaluate_seeds
-        log(f"sweep: cells {', '.join(str(cells.index(c)) for c in group)}/{len(cells)}: {len(group)} seeds "
+        log(f"sweep: cells {', '.join(str(cells.index(c) + 1) for c in group)}/{len(cells)}: {len(group)} seeds "
             f"vmapped together: {group[0].id} ...")
         train_and_evaluate_seeds([c.config for c in group], [_write_cell_json(c, workdir) for c in group],
                                  scan_steps=sweep.get("scan_steps", None))
         continue
       for c in group:
-        log(f"sweep: cell {cells.index(c)}/{len(cells)}: {c.id}")
+        log(f"sweep: cell {cells.index(c) + 1}/{len(cells)} (--cell={cells.index(c)}): {c.id}")
         run_cell(c, workdir, train_fn)
   if _main():
     write_report(sweep, cells, workdir)
