@@ -37,6 +37,14 @@ def study_config(arg: str | None, source: str) -> mlc.ConfigDict:
   return c
 
 
+def sweep_study(arg: str | None, source: str, **sweeps: str) -> mlc.ConfigDict:
+  """A sweep study's config: the preset and `sweeps` ({workdir subfolder: configs/sweeps/<name>.py}), each run
+  at the preset (smoke: a few steps per cell; cpu: the committed results; gpu: the paper's scale)."""
+  c = study_config(arg, source)
+  c.sweeps = sweeps
+  return c
+
+
 MNIST1D = {"dataset": "mnist1d", "normalize_inputs": False}  # (4000, 40, 1), already standardized
 CIFAR10 = {"dataset": "cifar10", "normalize_inputs": True}   # the papers' setting: needs a prepared TFDS dir
 # VGG-style conv stacks (normlab.models "vgg": channels, "M" = max-pool); the smoke presets use VGG2.

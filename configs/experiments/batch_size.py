@@ -1,13 +1,10 @@
-"""The batch_size study (experiments/batch_size.py): its sweeps, at the preset's budget.
+"""Wu & He 2018, Fig. 1 / Table 2: error against the per-device batch size, BN vs GN (LN, IN at 32),
+and the fixed-SGD-batch arm (ghost BN statistics over v examples).
 
-Run:  python -m experiments.batch_size --preset=cpu --workdir=experiments/results/batch_size
-Presets: those of configs/sweeps/ (smoke: a few steps per cell; cpu: the committed results; gpu: the paper's scale).
+Run:  python -m experiments.batch_size --preset=smoke|cpu|gpu --workdir=DIR  (sweeps in configs/sweeps/)
 """
-
 from configs.experiments import _common
 
 
 def get_config(arg=None):
-  c = _common.study_config(arg, "configs/experiments/batch_size.py")
-  c.sweeps = {"sweep": "batch_size", "fixed": "fixed_batch"}  # workdir subfolder -> configs/sweeps/<name>.py
-  return c
+  return _common.sweep_study(arg, "configs/experiments/batch_size.py", sweep="batch_size", fixed="fixed_batch")

@@ -1,13 +1,9 @@
-"""The lr_range study (experiments/lr_range.py): its sweeps, at the preset's budget.
+"""Santurkar et al. 2018: the range of learning rates that train, with and without BN.
 
-Run:  python -m experiments.lr_range --preset=cpu --workdir=experiments/results/lr_range
-Presets: those of configs/sweeps/ (smoke: a few steps per cell; cpu: the committed results; gpu: the paper's scale).
+Run:  python -m experiments.lr_range --preset=smoke|cpu|gpu --workdir=DIR  (sweeps in configs/sweeps/)
 """
-
 from configs.experiments import _common
 
 
 def get_config(arg=None):
-  c = _common.study_config(arg, "configs/experiments/lr_range.py")
-  c.sweeps = {"sweep": "lr_range"}  # workdir subfolder -> configs/sweeps/<name>.py
-  return c
+  return _common.sweep_study(arg, "configs/experiments/lr_range.py", sweep="lr_range")

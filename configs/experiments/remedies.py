@@ -1,13 +1,9 @@
-"""The remedies study (experiments/remedies.py): its sweeps, at the preset's budget.
+"""Small-batch remedies for BN (batch renormalization, ghost BN, SyncBN, frozen statistics) against GN.
 
-Run:  python -m experiments.remedies --preset=cpu --workdir=experiments/results/remedies
-Presets: those of configs/sweeps/ (smoke: a few steps per cell; cpu: the committed results; gpu: the paper's scale).
+Run:  python -m experiments.remedies --preset=smoke|cpu|gpu --workdir=DIR  (sweeps in configs/sweeps/)
 """
-
 from configs.experiments import _common
 
 
 def get_config(arg=None):
-  c = _common.study_config(arg, "configs/experiments/remedies.py")
-  c.sweeps = {"sweep": "remedies"}  # workdir subfolder -> configs/sweeps/<name>.py
-  return c
+  return _common.sweep_study(arg, "configs/experiments/remedies.py", sweep="remedies")

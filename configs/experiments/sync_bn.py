@@ -1,13 +1,9 @@
-"""The sync_bn study (experiments/sync_bn.py): its sweeps, at the preset's budget.
+"""SyncBN (statistics over all 8 devices) against local BN and GN at small per-device batches.
 
-Run:  python -m experiments.sync_bn --preset=cpu --workdir=experiments/results/sync_bn
-Presets: those of configs/sweeps/ (smoke: a few steps per cell; cpu: the committed results; gpu: the paper's scale).
+Run:  python -m experiments.sync_bn --preset=smoke|cpu|gpu --workdir=DIR  (sweeps in configs/sweeps/)
 """
-
 from configs.experiments import _common
 
 
 def get_config(arg=None):
-  c = _common.study_config(arg, "configs/experiments/sync_bn.py")
-  c.sweeps = {"sweep": "sync_bn"}  # workdir subfolder -> configs/sweeps/<name>.py
-  return c
+  return _common.sweep_study(arg, "configs/experiments/sync_bn.py", sweep="sync_bn")
