@@ -1,4 +1,4 @@
-"""Small-batch remedies for BN (batch renormalization, ghost BN, SyncBN, frozen statistics) against GN.
+"""Small-batch remedies for BN (batch renormalization, SyncBN) against GN at per-device batches 2 and 4.
 
 Run:  python -m experiments.remedies --preset=smoke|cpu|gpu --workdir=DIR  (sweeps in configs/sweeps/)
 """
