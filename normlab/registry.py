@@ -20,6 +20,7 @@ from typing import Any, Callable
 import flax.linen as nn
 
 from normlab import layers
+from normlab.errors import unknown
 from normlab.norms import EPS, MOMENTUM
 
 
@@ -66,6 +67,13 @@ NORM_NAMES = tuple(_ALL_NORMS)
 # Options that only make sense for some norms: `axis_name` (the data-parallel mesh axis) is kept only
 # where the norm's statistics span the batch (`cross_device`), and dropped elsewhere.
 _SOFT_OPTIONS = ("axis_name",)
+# flax's fields that the drop-ins keep for signature parity but accept only at flax's default (a one-line
+# error otherwise): not listed among a norm's valid options.
+_DEFAULT_ONLY = ("axis_index_groups", "force_float32_reductions")
+# The usual abbreviations, for the "did you mean" of an unknown norm name.
+NORM_ALIASES = {"bn": "batch", "ln": "layer", "in": "instance", "gn": "group", "rmsnorm": "rms",
+                "ghost": "ghost_batch", "brn": "batch_renorm", "renorm": "batch_renorm", "wn": "weight",
+                "ws": "weight_std", "sn": "spectral", "lrn": "local_response"}
 # An option a config sets that unsets another field's default: the layers' num_groups=32 yields to a
 # given group_size (the layers then apply the one group-count rule, `checks.check_groups`).
 _DISPLACES = {"group_size": "num_groups"}
@@ -131,7 +139,7 @@ class NormFactory:
 
 def get_norm_entry(name: str) -> NormEntry:
   if name not in _ALL_NORMS:
-    raise ValueError(f"unknown norm {name!r}; valid norms: {', '.join(NORM_NAMES)}")
+    raise ValueError(unknown("norm", name, NORM_NAMES, aliases=NORM_ALIASES))
   return _ALL_NORMS[name]
 
 
@@ -146,7 +154,8 @@ def rnn_capable_norms() -> tuple[str, ...]:
 
 
 def valid_options(name: str) -> tuple[str, ...]:
-  return _fields(get_norm_entry(name).layer)
+  """The options `make_norm(name, ...)` accepts with other than their default values."""
+  return tuple(f for f in _fields(get_norm_entry(name).layer) if f not in _DEFAULT_ONLY)
 
 
 def make_norm(name: str, **options: Any) -> NormFactory:
@@ -158,7 +167,7 @@ def make_norm(name: str, **options: Any) -> NormFactory:
     if key in fields and (key not in _SOFT_OPTIONS or entry.cross_device):
       opts[key] = value
     elif key not in _SOFT_OPTIONS:
-      raise ValueError(f"norm {name!r} has no option {key!r}; valid options: {', '.join(fields) or '(none)'}")
+      raise ValueError(unknown("option", key, valid_options(name), prefix=f"norm {name!r}"))
   for key, displaced in _DISPLACES.items():
     if key in options and displaced in fields and displaced not in options:
       opts[displaced] = None

@@ -32,7 +32,7 @@ def test_unknown_option_lists_valid_options():
     assert "'group'" in msg and "'groups'" in msg
     for opt in ("num_groups", "group_size", "epsilon"):
         assert opt in msg
-    with pytest.raises(ValueError, match=r"valid options: \(none\)"):
+    with pytest.raises(ValueError, match=r"valid choices: \(none\)"):
         make_norm("none", epsilon=1e-3)
 
 
@@ -68,5 +68,14 @@ def test_factory_properties():
 def test_valid_options_and_entry():
     assert "virtual_batch_size" in registry.valid_options("ghost_batch")
     assert registry.get_norm_entry("batch").layer is layers.BatchNorm
-    with pytest.raises(ValueError, match="valid norms"):
+    with pytest.raises(ValueError, match="unknown norm .nope. .*valid choices: none, batch"):
         registry.valid_options("nope")
+
+
+def test_unknown_norm_suggests_the_close_name_and_lists_only_accepted_options():
+    with pytest.raises(ValueError, match=r"unknown norm 'bn' \(did you mean 'batch'\?\)"):
+        make_norm("bn")
+    with pytest.raises(ValueError, match=r"unknown option 'num_grups' \(did you mean 'num_groups'\?\)"):
+        make_norm("group", num_grups=2)
+    for name in ("batch", "layer", "group"):  # flax's fields accepted only at their default are not listed
+        assert not {"axis_index_groups", "force_float32_reductions"} & set(registry.valid_options(name))
