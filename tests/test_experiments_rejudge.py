@@ -17,7 +17,9 @@ import pytest
 from experiments import _study as S
 
 RESULTS = os.path.join(S.REPO_ROOT, "experiments", "results")
-STUDIES = sorted(d for d in os.listdir(RESULTS) if os.path.isfile(os.path.join(RESULTS, d, "results.json")))
+PILOT = "pilot"  # the Group Norm studies' budget pilot: its result is a budget, not claim verdicts
+STUDIES = sorted(d for d in os.listdir(RESULTS)
+                 if os.path.isfile(os.path.join(RESULTS, d, "results.json")) and d != PILOT)
 
 
 def test_every_study_with_results_is_rejudged():
@@ -33,3 +35,11 @@ def test_committed_results_give_the_reported_verdicts(study):
     data = json.load(f)
   got = [S.verdict(c) for c in module.claims(data)]
   assert got == S.read_claim_table(os.path.join(RESULTS, study, "report.md"))
+
+
+def test_committed_pilot_gives_the_reported_budget():
+  from experiments import pilot
+  with open(os.path.join(RESULTS, PILOT, "results.json")) as f:
+    chosen = pilot.choose_epochs(json.load(f)["rows"])
+  report = open(os.path.join(RESULTS, PILOT, "report.md")).read()
+  assert (f"**Chosen budget: {chosen} epochs**" if chosen is not None else "**No candidate budget passes**") in report
