@@ -4,7 +4,8 @@ Rerunning the same command resumes from the newest checkpoint in DIR (or says th
 --fresh moves an existing run in DIR aside to DIR.old-<timestamp> first. --multihost (or
 JAX_COORDINATOR_ADDRESS in the environment) starts jax.distributed for a multi-process run.
 Exit status: 0 done, 2 user error (bad config/flag/workdir, data not prepared: one `error:` line),
-3 training diverged (non-finite loss under nan_policy='stop').
+3 training diverged (non-finite loss under nan_policy='stop'), 130 / 143 stopped by SIGINT / SIGTERM
+with a checkpoint at the step reached (normlab.train.interrupts; a second Ctrl-C exits at once).
 """
 import sys
 
@@ -38,13 +39,14 @@ def parse_flags(argv):
 
 def main(argv):
   del argv
-  from normlab.train import TrainingDivergedError, distributed, train_and_evaluate
+  from normlab.train import TrainingDivergedError, distributed, interrupts, train_and_evaluate
   distributed.maybe_initialize(FLAGS.multihost)
   cli.setup_logging()
-  try:
-    train_and_evaluate(FLAGS.config, FLAGS.workdir, fresh=FLAGS.fresh)
-  except TrainingDivergedError as e:
-    cli.fail(str(e), code=3)
+  with interrupts.handled():
+    try:
+      train_and_evaluate(FLAGS.config, FLAGS.workdir, fresh=FLAGS.fresh)
+    except TrainingDivergedError as e:
+      cli.fail(str(e), code=3)
 
 
 if __name__ == "__main__":
