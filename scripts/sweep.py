@@ -5,7 +5,8 @@ sbatch array script instead); --status prints what each cell is doing (read-only
 rebuilds results.csv, report.md and the plots from what exists. Any number of these processes may run
 at once on one DIR: cells are claimed with lock files (see normlab/sweep/runner.py). --multihost (or
 JAX_COORDINATOR_ADDRESS / NORMLAB_MULTIHOST=1) starts jax.distributed, so that one cell spans all the
-processes, as scripts/train.py does. Exit status: 0 done, 2 user error (one `error:` line).
+processes, as scripts/train.py does. Exit status: 0 done, 2 user error (one `error:` line), 130 / 143
+stopped by SIGINT / SIGTERM (the cell in training checkpointed at the step reached; rerun to resume).
 """
 import os
 import sys
@@ -13,6 +14,7 @@ import sys
 from absl import flags
 
 from normlab import cli
+from normlab.train import interrupts
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("config", None, "Sweep config: configs/sweeps/NAME.py[:PRESET].", required=True)
@@ -54,4 +56,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  cli.run(main)
+  with interrupts.handled():  # SIGINT/SIGTERM: the cell in training stops with a checkpoint, exit 130/143
+    cli.run(main)

@@ -13,6 +13,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from normlab import cli, cli_options
+from normlab.train import interrupts
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Experiment config: configs/NAME.py[:PRESET].", lock_config=True)
@@ -39,15 +40,15 @@ def parse_flags(argv):
 
 def main(argv):
   del argv
-  from normlab.train import TrainingDivergedError, distributed, interrupts, train_and_evaluate
+  from normlab.train import TrainingDivergedError, distributed, train_and_evaluate
   distributed.maybe_initialize(FLAGS.multihost)
   cli.setup_logging()
-  with interrupts.handled():
-    try:
-      train_and_evaluate(FLAGS.config, FLAGS.workdir, fresh=FLAGS.fresh)
-    except TrainingDivergedError as e:
-      cli.fail(str(e), code=3)
+  try:
+    train_and_evaluate(FLAGS.config, FLAGS.workdir, fresh=FLAGS.fresh)
+  except TrainingDivergedError as e:
+    cli.fail(str(e), code=3)
 
 
 if __name__ == "__main__":
-  cli.run(main, flags_parser=parse_flags)
+  with interrupts.handled():
+    cli.run(main, flags_parser=parse_flags)
