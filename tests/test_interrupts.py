@@ -6,7 +6,8 @@ figures and its exact final state (the sha256 digests of every leaf of the final
 The moments are drawn with `random.Random(FAULT_SEED)` (printed on failure; set NORMLAB_FAULT_SEED to vary
 them). The slow tests add signals during start-up, during an evaluation and inside a checkpoint write, a
 second Ctrl-C inside a checkpoint write (the process ends at once; the previous checkpoint stays and the
-write's temporary directory does not block the resume), and a signal to a sweep.
+write's temporary directory does not block the resume), a signal to a sweep, and a signal to one of two
+processes (jax.distributed, gloo): both stop at the same step (JAX's preemption sync point).
 """
 from __future__ import annotations
 
@@ -206,3 +207,56 @@ def test_a_signal_stops_a_sweep_cell_with_a_checkpoint_and_the_rerun_ends_equal(
   rows = {name: [{k: r[k] for k in keys if k in r} for r in csv.DictReader(open(tmp_path / name / "results.csv"))]
           for name in ("ref", "killed")}
   assert len(rows["ref"]) == 2 and rows["killed"] == rows["ref"], where
+
+
+def _two_processes(workdir, overrides: dict) -> list[_Proc]:
+  """scripts/train.py as 2 JAX processes on localhost (jax.distributed, gloo), 1 CPU device each."""
+  import socket
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+  cmd = _script("scripts/train.py", workdir, *_args(overrides))
+  return [_Proc(cmd, env=dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1", JAX_PLATFORMS="cpu",
+                              JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", JAX_NUM_PROCESSES="2",
+                              JAX_PROCESS_ID=str(pid))) for pid in range(2)]
+
+
+def _wait_all(procs, timeout: float = 300) -> list[int]:
+  codes = [p.proc.wait(timeout) for p in procs]
+  for p in procs:
+    p.reader.join(10)
+  return codes
+
+
+@pytest.mark.slow  # 2-process runs
+@pytest.mark.parametrize("signum, victim", [(signal.SIGTERM, 1), (signal.SIGINT, 0)], ids=["sigterm_worker",
+                                                                                        "sigint_coordinator"])
+def test_two_processes_stop_at_the_same_step_and_resume_to_the_same_end(tmp_path, signum, victim):
+  """One process gets the signal; JAX's preemption sync point stops both at the same step; the rerun of
+  both resumes there and ends with the uninterrupted 2-process run's final state."""
+  import normlab.data
+  normlab.data.load("mnist1d", "train")  # prepare the data once, before the processes race for it
+  overrides = {"num_steps": 1000, "log_every": 50, "checkpoint_every": 500, "eval_every": 500}
+  delay = random.Random(FAULT_SEED + 3 + victim).uniform(0.0, 0.5)
+  procs = _two_processes(tmp_path / "run", overrides)
+  assert procs[0].wait_for(lambda: _training_started(procs[0])), procs[0].lines[-5:]
+  time.sleep(delay)
+  os.kill(procs[victim].proc.pid, signum)
+  codes = _wait_all(procs)
+  where = f"{signal.Signals(signum).name} to process {victim} {delay:.2f} s after the first log line"
+  want = [128 + signum if pid == victim else 128 + signal.SIGTERM for pid in range(2)]
+  assert codes == want, (where, codes, [p.lines[-3:] for p in procs])
+  stops = {int(m.group(1)) for p in procs for line in p.lines if (m := LINE.match(line.strip()))}
+  assert len(stops) == 1, (where, [p.lines[-3:] for p in procs])
+  step = stops.pop()
+  assert str(step) in _checkpoints(tmp_path / "run") and max(_logged(procs[0].lines)) <= step, where
+  assert not any("Traceback" in line for p in procs for line in p.lines), where
+  for name in ("run", "ref"):
+    procs = _two_processes(tmp_path / name, overrides)
+    assert _wait_all(procs) == [0, 0], (where, name, [p.lines[-5:] for p in procs])
+  got = json.load(open(tmp_path / "run" / "summary.json"))
+  ref = json.load(open(tmp_path / "ref" / "summary.json"))
+  assert got["resumed_from_step"] == step and ref["resumed_from_step"] == 0, where
+  assert {k: got[k] for k in EXACT_KEYS} == {k: ref[k] for k in EXACT_KEYS}, where
+  assert _digest(tmp_path / "run", 1000) == _digest(tmp_path / "ref", 1000), where
+  print(f"{where}: both processes stopped at step {step} (exit {codes}); the rerun resumed there and ended equal")
