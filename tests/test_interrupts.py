@@ -44,9 +44,13 @@ def _config(overrides: dict):
   return config
 
 
-def _digest(workdir, step: int) -> dict:
-  with open(os.path.join(str(workdir), "checkpoints", str(step), "digest", "metadata")) as f:
+def _read_json(*parts) -> dict:
+  with open(os.path.join(*map(str, parts))) as f:
     return json.load(f)
+
+
+def _digest(workdir, step: int) -> dict:
+  return _read_json(workdir, "checkpoints", step, "digest", "metadata")
 
 
 def _logged(lines) -> list[int]:
@@ -204,8 +208,10 @@ def test_a_signal_stops_a_sweep_cell_with_a_checkpoint_and_the_rerun_ends_equal(
                           text=True, timeout=600)
     assert done.returncode == 0, (where, done.stderr[-2000:])
   keys = ("norm", "seed", "eval_accuracy", "eval_loss", "final_train_loss")
-  rows = {name: [{k: r[k] for k in keys if k in r} for r in csv.DictReader(open(tmp_path / name / "results.csv"))]
-          for name in ("ref", "killed")}
+  rows = {}
+  for name in ("ref", "killed"):
+    with open(tmp_path / name / "results.csv") as f:
+      rows[name] = [{k: r[k] for k in keys if k in r} for r in csv.DictReader(f)]
   assert len(rows["ref"]) == 2 and rows["killed"] == rows["ref"], where
 
 
@@ -254,8 +260,7 @@ def test_two_processes_stop_at_the_same_step_and_resume_to_the_same_end(tmp_path
   for name in ("run", "ref"):
     procs = _two_processes(tmp_path / name, overrides)
     assert _wait_all(procs) == [0, 0], (where, name, [p.lines[-5:] for p in procs])
-  got = json.load(open(tmp_path / "run" / "summary.json"))
-  ref = json.load(open(tmp_path / "ref" / "summary.json"))
+  got, ref = _read_json(tmp_path, "run", "summary.json"), _read_json(tmp_path, "ref", "summary.json")
   assert got["resumed_from_step"] == step and ref["resumed_from_step"] == 0, where
   assert {k: got[k] for k in EXACT_KEYS} == {k: ref[k] for k in EXACT_KEYS}, where
   assert _digest(tmp_path / "run", 1000) == _digest(tmp_path / "ref", 1000), where

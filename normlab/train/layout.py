@@ -10,7 +10,7 @@ The loop itself is the same for both.
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -102,8 +102,9 @@ class Vmapped:
         return jax.tree.map(lambda a, o: jnp.where(on, a, o), new, carry), metrics
       return jax.lax.scan(body, st, (batches, active), unroll=unroll)
     # check_vma=False as in step.make_data_parallel: train_step pmean's the per-device gradients itself.
-    train = jax.jit(jax.shard_map(chunk, mesh=mesh, in_specs=(P(), self._chunk_sharding.spec, P(), P()), out_specs=(P(), P()),
-                                  check_vma=False), donate_argnums=(0,) if donate else ())
+    in_specs = (P(), self._chunk_sharding.spec, P(), P())
+    train = jax.jit(jax.shard_map(chunk, mesh=mesh, in_specs=in_specs, out_specs=(P(), P()), check_vma=False),
+                    donate_argnums=(0,) if donate else ())
     veval = jax.vmap(functools.partial(step_lib.eval_step, apply_fn=apply, num_classes=num_classes,
                                        axis_name=step_lib.DATA_AXIS), in_axes=(0, None))
     evaluate = jax.jit(jax.shard_map(veval, mesh=mesh, in_specs=(P(), P(step_lib.DATA_AXIS)), out_specs=P(),

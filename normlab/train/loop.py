@@ -193,6 +193,7 @@ class _Loop:
         state, metrics = self.train(state, *self.layout.device_input(arrays, n))
         self.in_flight.append((n, metrics))
         last, step = step + n - 1, step + n
+        self.bar.update(n)
         due = [h for h in self.hooks if hooks_lib.is_due(h, last, num_steps)]
         if due:
           self._sync(step)  # blocks: a hook never sees a non-finite step
@@ -202,7 +203,6 @@ class _Loop:
             hook(last, before if self.keep_before else None, arrays, state, metrics)
           t0 = time.perf_counter()
         del before
-        self.bar.update(n)
         n = following
     finally:
       prefetch.shutdown(wait=True, cancel_futures=True)
@@ -211,6 +211,8 @@ class _Loop:
   def _call_size(self, step: int) -> int:
     """Steps in the call from `step`: up to K, ending at the first step some hook is due at."""
     num_steps = int(self.config.num_steps)
+    if self.layout.K == 1:
+      return 1
     for n in range(1, min(self.layout.K, num_steps - step) + 1):
       if any(hooks_lib.is_due(h, step + n - 1, num_steps) for h in self.hooks):
         return n
