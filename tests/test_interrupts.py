@@ -119,7 +119,7 @@ def test_interrupted_line_and_exit_status():
   assert interrupts.Interrupted(700, signal.SIGTERM).exit_code == 143
   assert LINE.match(interrupts.Interrupted(700, signal.SIGTERM).line())
   assert "nothing trained" in interrupts.Interrupted(0, signal.SIGINT).line()
-  assert not interrupts.stop_requested(5, 0)  # outside handled(): never
+  assert not interrupts.stop_requested()  # outside handled(): never
 
 
 def _handlers_installed(p) -> bool:

@@ -15,14 +15,15 @@ stays (orbax writes a checkpoint to a temporary directory and renames it when co
 directories of killed saves are removed on the next start: normlab.train.checkpoint). A signal the process
 was started ignoring (SIGINT in a background job of a shell script) stays ignored.
 
-The loop asks `stop_requested(count, first)` before every call of the step (`count` completed steps,
-`first` the count the run started or resumed at). In a single-process run the answer is whether a signal
-came. In a multi-process run every process must stop at the same step: where jax.distributed.initialize
-started JAX's preemption sync manager, SIGTERM goes to JAX's own handler (installed by that call), SIGINT
-is forwarded to it as a SIGTERM, and the answer is JAX's preemption sync point
-(`jax.experimental.multihost_utils.reached_preemption_sync_point`: the fastest process's count + 1,
-agreed through the coordination service). A multi-process run without that manager keeps the default
-actions. Outside `handled()` nothing changes.
+The loop asks `stop_requested()` before every call of the step. In a single-process run the answer is
+whether a signal came. In a multi-process run every process must stop at the same step: where
+jax.distributed.initialize started JAX's preemption sync manager, SIGTERM goes to JAX's own handler
+(installed by that call), SIGINT is forwarded to it as a SIGTERM, and the answer is JAX's preemption sync
+point (`jax.experimental.multihost_utils.reached_preemption_sync_point` over the count of these calls,
+which every process makes alike: the fastest process's count + 1, agreed through the coordination
+service). A multi-process run without that manager keeps the default actions. Outside `handled()`
+nothing changes. Python runs the handler once the main thread runs Python code again (a compile in
+progress finishes first); from then on a second signal ends the process at once.
 """
 from __future__ import annotations
 
@@ -60,6 +61,7 @@ class Interrupted(BaseException):
 _active = False  # inside handled()
 _received: int | None = None  # the first signal handled()'s handler got
 _forwarded = False  # SIGTERM sent to JAX's preemption handler
+_calls = 0  # calls of stop_requested() in a multi-process run: the counter JAX agrees on
 
 
 def _jax_state():
@@ -113,23 +115,25 @@ def pending() -> bool:
   return _active and _received is not None and not _multi_process()
 
 
-def stop_requested(count: int, first: int) -> bool:
-  """Whether the loop must stop before training past `count` steps (called before every call of the step,
-  with consecutive counts from `first` on, on every process)."""
+def stop_requested() -> bool:
+  """Whether the loop must stop before its next call of the step. Called once before every call, on every
+  process: in a multi-process run the calls are counted, and JAX stops every process at the same count."""
+  global _calls
   if not _active:
     return False
   if _jax_preemption_sync():
     if _received is not None:  # came before jax.distributed started
       _forward_to_jax()
     from jax.experimental import multihost_utils
-    return bool(multihost_utils.reached_preemption_sync_point(count - first + 1))
+    _calls += 1
+    return bool(multihost_utils.reached_preemption_sync_point(_calls))
   return _received is not None
 
 
 @contextlib.contextmanager
 def handled() -> Iterator[None]:
   """Handle SIGINT/SIGTERM as above meanwhile; an `Interrupted` becomes its line and exit status."""
-  global _active, _received, _forwarded
+  global _active, _received, _forwarded, _calls
   if threading.current_thread() is not threading.main_thread() or _active:
     yield
     return
@@ -147,4 +151,4 @@ def handled() -> Iterator[None]:
     for s, handler in old.items():
       if not (s == signal.SIGTERM and _jax_preemption_sync()):  # JAX's handler stays where it took over
         signal.signal(s, handler)
-    _active, _received, _forwarded = False, None, False
+    _active, _received, _forwarded, _calls = False, None, False, 0

@@ -110,15 +110,12 @@ def train_runs(config: mlc.ConfigDict, num_devices: int, seeds: Sequence[int], w
   train, evaluator, compile_time = compile_steps(config, built, state, start, donate=donate,
                                                  test_eval=batches is None)
   tally = Tally(start)
-  shown = (progress if progress is not None else sys.stderr.isatty()) and not vmapped
-  bar = progress_bar(start, config.num_steps, shown)
-  evaluate = Evaluate(config.eval_every, evaluator or (lambda st: [{"eval_loss": None, "eval_accuracy": None}
-                                                                   for _ in seeds]))
-  checkpoint = Checkpoint(config.checkpoint_every, ckpts, built.layout.one, tally)
-  actions = [evaluate, Log(config.log_every, evaluate, tally, writers, bar, config.num_steps,
-                           list(seeds) if vmapped else None), checkpoint]
+  bar = progress_bar(start, config.num_steps, (progress if progress is not None else sys.stderr.isatty())
+                     and not vmapped)
+  evaluate, checkpoint, log_ = _actions(config, built, evaluator, tally, ckpts, writers, bar)
   try:
-    state = _Loop(config, built, train, [*hooks, *actions], tally, bar, writers, checkpoint).run(state, start)
+    state = _Loop(config, built, train, [*hooks, evaluate, log_, checkpoint], tally, bar, writers,
+                  checkpoint).run(state, start)
   finally:
     bar.close()
     for w in writers:
@@ -132,6 +129,17 @@ def train_runs(config: mlc.ConfigDict, num_devices: int, seeds: Sequence[int], w
       hook.end(run)
   return _summaries(config, built, state, evals, tally, ckpts, workdirs, num_devices,
                     {"compile_time_s": compile_time, "wall_time_s": time.perf_counter() - t_start})
+
+
+def _actions(config, built: Built, evaluator, tally: Tally, ckpts, writers, bar) -> tuple[Evaluate, Checkpoint, Log]:
+  """The loop's own periodic actions (normlab.train.actions); without a test split (custom batches) the
+  evaluation is left to the hooks and records None."""
+  layout = built.layout
+  evaluate = Evaluate(config.eval_every, evaluator or (lambda st: [{"eval_loss": None, "eval_accuracy": None}
+                                                                   for _ in layout.seeds]))
+  log_ = Log(config.log_every, evaluate, tally, writers, bar, int(config.num_steps),
+             layout.seeds if layout.vmapped else None)
+  return evaluate, Checkpoint(config.checkpoint_every, ckpts, layout.one, tally), log_
 
 
 def _restore(config, built: Built, workdirs, resuming: bool) -> tuple[Any, int, list, list]:
@@ -183,7 +191,7 @@ class _Loop:
       upcoming = prefetch.submit(self.layout.host_input, self.host_batch, step, n)
       t0 = time.perf_counter()
       while step < num_steps:
-        if interrupts.stop_requested(step, start):
+        if interrupts.stop_requested():
           self._stop(step, state, start)
         arrays = upcoming.result()
         following = self._call_size(step + n) if step + n < num_steps else 0
