@@ -24,7 +24,7 @@ def main() -> None:
   from normlab.sweep.grid import load_config_file
   from normlab.train import distributed, optim, state as state_lib, step as step_lib
   from normlab.train.checkpoint import Checkpointer, tree_digest
-  from normlab.train.loop import build_model
+  from normlab.train.build import build_model
 
   config = load_config_file(args.config)
   info = data.get_dataset_info(config.dataset)

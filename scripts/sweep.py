@@ -8,7 +8,8 @@ JAX_COORDINATOR_ADDRESS / NORMLAB_MULTIHOST=1) starts jax.distributed, so that o
 processes, as scripts/train.py does. A cell's num_devices runs on that many real devices where they exist,
 else emulated on one device as the same math (the train config's `devices`, normlab/train/devices.py): a
 CPU-only machine needs no XLA_FLAGS. `batch_size` in a sweep is per device; `global_batch` = num_devices x it.
-Exit status: 0 done, 2 user error (one `error:` line).
+Exit status: 0 done, 2 user error (one `error:` line), 130 / 143 stopped by SIGINT / SIGTERM (the cell in
+training checkpointed at the step reached; rerun to resume).
 """
 import os
 import sys
@@ -16,6 +17,7 @@ import sys
 from absl import flags
 
 from normlab import cli
+from normlab.train import interrupts
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("config", None, "Sweep config: configs/sweeps/NAME.py[:PRESET].", required=True)
@@ -57,4 +59,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  cli.run(main)
+  with interrupts.handled():  # SIGINT/SIGTERM: the cell in training stops with a checkpoint, exit 130/143
+    cli.run(main)

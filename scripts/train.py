@@ -4,7 +4,8 @@ Rerunning the same command resumes from the newest checkpoint in DIR (or says th
 --fresh moves an existing run in DIR aside to DIR.old-<timestamp> first. --multihost (or
 JAX_COORDINATOR_ADDRESS in the environment) starts jax.distributed for a multi-process run.
 Exit status: 0 done, 2 user error (bad config/flag/workdir, data not prepared: one `error:` line),
-3 training diverged (non-finite loss under nan_policy='stop').
+3 training diverged (non-finite loss under nan_policy='stop'), 130 / 143 stopped by SIGINT / SIGTERM
+with a checkpoint at the step reached (normlab.train.interrupts; a second Ctrl-C exits at once).
 """
 import sys
 
@@ -12,6 +13,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from normlab import cli, cli_options
+from normlab.train import interrupts
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Experiment config: configs/NAME.py[:PRESET].", lock_config=True)
@@ -48,4 +50,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  cli.run(main, flags_parser=parse_flags)
+  with interrupts.handled():
+    cli.run(main, flags_parser=parse_flags)

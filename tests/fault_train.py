@@ -3,8 +3,9 @@
 NORMLAB_PAUSE=ckpt:K   pauses inside the K-th checkpoint write of this process: its files are written
                        to orbax's temporary directory, which is not yet renamed into place;
 NORMLAB_PAUSE=eval:K   pauses before the K-th evaluation batch of this process.
-At the pause it creates the file named by NORMLAB_PAUSE_MARKER and sleeps until it is killed. Without
-NORMLAB_PAUSE it is exactly scripts/train.py. Test-only: nothing in normlab knows about it.
+At the pause it creates the file named by NORMLAB_PAUSE_MARKER and sleeps until it is killed, or for
+NORMLAB_PAUSE_S seconds where that is set (a slow write or evaluation, for signals that arrive meanwhile).
+Without NORMLAB_PAUSE it is exactly scripts/train.py. Test-only: nothing in normlab knows about it.
 """
 import os
 import runpy
@@ -22,7 +23,9 @@ def _counter(k: int):
     if seen[0] == k:
       with open(os.environ["NORMLAB_PAUSE_MARKER"], "w") as f:
         f.write(os.environ["NORMLAB_PAUSE"])
-      time.sleep(3600)
+      end = time.time() + float(os.environ.get("NORMLAB_PAUSE_S", 3600))
+      while time.time() < end:  # a signal handler may run meanwhile; the pause still lasts until `end`
+        time.sleep(min(0.05, max(0.0, end - time.time())))
   return hit
 
 

@@ -129,7 +129,7 @@ def clean_batch_stats(run, params, num_batches: int, clean_norm: str = "batch"):
   momentum 0 (same parameter names; for noisy BN, BN itself), applied in train mode to the first
   `num_batches` training batches; each layer's batch mean and variance are averaged over the batches
   (equal weights, as "precise BN" does). Returns the run's own tree when it holds no statistics."""
-  from normlab.train.loop import build_model
+  from normlab.train.build import build_model
   start = run.state.batch_stats
   if not jax.tree_util.tree_leaves(start):
     return start

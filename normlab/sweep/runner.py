@@ -130,6 +130,26 @@ def run_cell(cell: Cell, workdir: str, train_fn=None) -> dict:
     return _diverged_summary(out, e)
 
 
+@contextlib.contextmanager
+def _naming_cells(cells: list[Cell]):
+  """A signal that stops training (normlab.train.interrupts) names the cells it stopped; their claims are
+  released on the way out and a rerun of the same command resumes them."""
+  from normlab.train import interrupts
+  try:
+    yield
+  except interrupts.Interrupted as e:
+    e.where = f" in cell{'s' if len(cells) > 1 else ''} {', '.join(c.id for c in cells)}"
+    raise
+
+
+def _stop_if_interrupted(cells: list[Cell]) -> None:
+  """Between cells, a signal stops the sweep before the next one is claimed (single-process runs; a
+  multi-process cell stops at the step its processes agree on instead)."""
+  from normlab.train import interrupts
+  if interrupts.pending():
+    raise interrupts.Interrupted(None, interrupts.received(), f" before cell {cells[0].id}")
+
+
 def _seed_groups(cells: list[Cell]) -> list[list[Cell]]:
   """Cells that differ only in `seed`, in grid order."""
   groups: dict[str, list[Cell]] = {}
@@ -162,18 +182,21 @@ def run_sweep(sweep: mlc.ConfigDict, workdir: str, *, cell_index: int | None = N
     per_device = lambda c: c.config.batch_size // max(1, c.config.get("num_devices", 1) or 1)  # noqa: E731
     groups = [part for g in groups for part in ([g] if per_device(g[0]) <= max_batch else [[c] for c in g])]
   for group in groups:
+    _stop_if_interrupted(group)
     with contextlib.ExitStack() as stack:
       group = [c for c in group if stack.enter_context(claim(c, workdir, cells.index(c), log))]
       if len(group) > 1 and train_fn is None:
         from normlab.train import train_and_evaluate_seeds
         log(f"sweep: cells {', '.join(str(cells.index(c) + 1) for c in group)}/{len(cells)}: {len(group)} seeds "
             f"vmapped together: {group[0].id} ...")
-        train_and_evaluate_seeds([c.config for c in group], [_write_cell_json(c, workdir) for c in group],
-                                 scan_steps=sweep.get("scan_steps", None))
+        with _naming_cells(group):
+          train_and_evaluate_seeds([c.config for c in group], [_write_cell_json(c, workdir) for c in group],
+                                   scan_steps=sweep.get("scan_steps", None))
         continue
       for c in group:
         log(f"sweep: cell {cells.index(c) + 1}/{len(cells)} (--cell={cells.index(c)}): {c.id}")
-        run_cell(c, workdir, train_fn)
+        with _naming_cells([c]):
+          run_cell(c, workdir, train_fn)
   if _main():
     write_report(sweep, cells, workdir)
   return cells

@@ -2,13 +2,16 @@
 
     summary = train_and_evaluate(config, workdir)   # config from configs/NAME.py:get_config(preset)
 
-Modules: validate (ConfigError before anything compiles), optim (optax optimizers/schedules),
-state (TrainState), step (pure train/eval steps + shard_map data parallelism), checkpoint (orbax,
-fallback on corrupt), metrics_io (metrics.jsonl, TensorBoard, JSON), workdir (new/resume/done,
-refuse another run), distributed (mesh, multi-process), loop (train_and_evaluate: the one training
-loop), hooks (CLU-style periodic hooks of the loop: the studies' measurements), seeds (S seeds
-vmapped in one program: an option of the loop), base_config (the keys, defaults and types). Attributes load lazily, so the errors import without jax (flag errors and
-the one-line exit are `normlab.cli`).
+Modules, in the order of the loop's stages: base_config (the keys, defaults and types), validate
+(ConfigError before anything compiles), workdir (new/resume/done, refuse another run), build (data,
+model, optimizer, initial state, compiled steps; optim: optax optimizers/schedules, state: TrainState,
+step: pure train/eval steps + shard_map data parallelism, layout: one run or S vmapped seeds),
+checkpoint (orbax, fallback on corrupt), loop (train_and_evaluate: the one training loop), hooks and
+actions (CLU-style periodic hooks: the studies' measurements, and the loop's own evaluate/log/checkpoint),
+metrics_io (metrics.jsonl, TensorBoard, JSON), interrupts (SIGINT/SIGTERM: stop with a checkpoint),
+distributed (mesh, multi-process), seeds (S seeds vmapped in one program: an option of the loop).
+Attributes load lazily, so the errors import without jax (flag errors and the one-line exit are
+`normlab.cli`).
 """
 import importlib
 

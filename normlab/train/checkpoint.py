@@ -6,7 +6,9 @@ directory and renames it when both are finalized):
     <step>/default/   the TrainState (StandardSave)
     <step>/digest/    JSON: the step and, per leaf, sha256 over dtype, shape and the exact bytes saved
 
-Saves are synchronous, so a process killed mid-save leaves the previous checkpoints intact. On
+Saves are synchronous, so a process killed mid-save leaves the previous checkpoints intact; the
+temporary directories it leaves (`<step>.orbax-checkpoint-tmp*`) are removed when the next run opens
+the directory, so none of them blocks a resume or a later save of that step. On
 restore the newest step is tried first. A checkpoint is damaged when orbax cannot read it, its digest
 is missing, or a restored leaf's sha256 differs from the saved one (flipped bits that still decode).
 A damaged checkpoint gets one warning line naming the step, the file and the reason, is moved to
@@ -38,6 +40,7 @@ log = logging.getLogger("normlab.train")
 
 STATE_ITEM, DIGEST_ITEM = "default", "digest"
 CORRUPT_PREFIX = "corrupt-"
+TMP_MARK = ".orbax-checkpoint-tmp"  # orbax's suffix of a checkpoint being written (a timestamp may follow)
 
 
 @contextlib.contextmanager
@@ -126,7 +129,16 @@ class Checkpointer:
     self.main = main  # the process that moves damaged checkpoints aside
     self.digests = digests  # False only to measure their cost (restore then skips verification)
     self.fallbacks: list[Fallback] = []
+    self._remove_unfinished()
     self._manager = self._open()
+
+  def _remove_unfinished(self) -> None:
+    """Delete the temporary directories of saves that never finished (process 0; all processes wait)."""
+    if self.main and os.path.isdir(self.directory):
+      for name in os.listdir(self.directory):
+        if TMP_MARK in name:
+          shutil.rmtree(os.path.join(self.directory, name), ignore_errors=True)
+    distributed.barrier("unfinished checkpoints removed")
 
   @_quietly
   def _open(self) -> ocp.CheckpointManager:

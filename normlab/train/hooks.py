@@ -7,7 +7,9 @@ A hook is called after every training step it is due at with what that step saw:
 `step` is the 0-based index of the step (the batch `batch_indices(seed, step)`), `before` / `after`
 the TrainState before and after it (`after.step == step + 1`), `batch` the host batch, `metrics` the
 step's device metrics. A hook may also define `due(step, num_steps) -> bool` (default: every step;
-the loop keeps `before` alive and blocks on the step only where some hook is due), `start(run)`
+the loop blocks on the step only where some hook is due), `uses_before = False` (default True: the
+loop then keeps `before` alive instead of donating it to the next step; a hook that declares False
+gets None), `start(run)`
 (once, after the model and the initial state exist; `run` is the `Run` below) and `end(run)` (once,
 after the last step, with `run.state` the final state). A non-finite step under nan_policy='stop'
 raises TrainingDivergedError before any hook sees it.
@@ -15,7 +17,7 @@ raises TrainingDivergedError before any hook sees it.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Protocol
+from typing import Any, Callable
 
 
 @dataclasses.dataclass
@@ -31,10 +33,6 @@ class Run:
   batch: Callable[[int], dict]    # step -> the host batch the loop trains on at that step
   state: Any = None               # the initial state; the final one once training ends
   init_state: Any = None          # the initial state
-
-
-class Hook(Protocol):
-  def __call__(self, step: int, before: Any, batch: dict, after: Any, metrics: dict) -> None: ...
 
 
 def is_due(hook, step: int, num_steps: int) -> bool:

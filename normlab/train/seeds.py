@@ -36,7 +36,8 @@ import ml_collections as mlc
 
 from normlab.train import workdir as workdir_lib
 from normlab.train.errors import ConfigError
-from normlab.train.loop import MixedResume, resolved_config, train_and_evaluate, train_runs
+from normlab.train.build import resolved_config
+from normlab.train.loop import MixedResume, train_and_evaluate, train_runs
 from normlab.train.metrics_io import read_json
 from normlab.train.validate import HARMLESS_KEYS, validate
 
