@@ -43,7 +43,7 @@ def _config(norm, options, bn_mode, mode):
 
 def _train(config):
   """(per-step losses, final state) of STEPS steps on the path config.devices picks."""
-  from normlab.train.loop import build_model
+  from normlab.train.build import build_model
   rng = np.random.default_rng(0)
   batches = [{"x": rng.normal(size=(D * B, 40, 1)).astype(np.float32) * 1.5 + 0.3,
               "y": rng.integers(0, 10, size=(D * B,)).astype(np.int32)} for _ in range(STEPS)]

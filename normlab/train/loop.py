@@ -31,7 +31,7 @@ import numpy as np
 from normlab.train import distributed, hooks as hooks_lib, interrupts, state as state_lib
 from normlab.train import devices as devices_lib, workdir as workdir_lib
 from normlab.train.actions import Checkpoint, Evaluate, Log, Tally, fmt, progress_bar, say
-from normlab.train.build import Built, build, build_model, compile_steps, resolved_config  # noqa: F401
+from normlab.train.build import Built, build, compile_steps, resolved_config
 from normlab.train.checkpoint import Checkpointer
 from normlab.train.errors import TrainingDivergedError, diverged_message
 from normlab.train.metrics_io import MetricsWriter, count_events, read_json, write_json_atomic
