@@ -16,6 +16,7 @@ from typing import Any, Callable
 
 import ml_collections as mlc
 
+from normlab.errors import unknown as unknown_message
 from normlab.train.base_config import get_base_config
 from normlab.train.errors import ConfigError
 
@@ -59,9 +60,9 @@ def _check_type(key: str, value: Any, kind: Any) -> None:
     _fail(key, f"{value!r} is not a {kind.__name__}")
 
 
-def _check_choice(key: str, value: str, valid, what: str) -> None:
+def _check_choice(key: str, value: str, valid, what: str, aliases=None) -> None:
   if value not in valid:
-    _fail(key, f"unknown {what} {value!r}; valid choices: {_choices(valid)}")
+    raise ConfigError(unknown_message(what, value, valid, prefix=f"config.{key}", aliases=aliases))
 
 
 def _check(key: str, value, cond: Callable[[Any], bool], requirement: str) -> None:
@@ -100,7 +101,7 @@ def validate(config: mlc.ConfigDict, *, num_available_devices: int | None = None
   keys = set(config.keys())
   unknown = sorted(keys - set(SCHEMA))
   if unknown:
-    raise ConfigError(f"config.{unknown[0]}: unknown config key; valid keys: {_choices(sorted(SCHEMA))}")
+    raise ConfigError(unknown_message("config key", unknown[0], sorted(SCHEMA), prefix=f"config.{unknown[0]}"))
   missing = [k for k in SCHEMA if k not in keys]
   if missing:
     raise ConfigError(f"config.{missing[0]}: missing (start the config from get_base_config(), "
@@ -110,7 +111,7 @@ def validate(config: mlc.ConfigDict, *, num_available_devices: int | None = None
 
   model_names, placements = model_choices()
   _check_choice("model", config.model, model_names, "model")
-  _check_choice("norm", config.norm, registry.NORM_NAMES, "norm")
+  _check_choice("norm", config.norm, registry.NORM_NAMES, "norm", registry.NORM_ALIASES)
   _check_choice("dataset", config.dataset, data.DATASET_NAMES, "dataset")
   _check_choice("optimizer", config.optimizer, OPTIMIZERS, "optimizer")
   _check_choice("schedule", config.schedule, SCHEDULES, "schedule")
@@ -141,8 +142,8 @@ def validate(config: mlc.ConfigDict, *, num_available_devices: int | None = None
     if option == "axis_name":
       _fail("norm_options.axis_name", "is set by bn_mode ('sync' or 'local'), not in norm_options")
     if option not in norm_valid:
-      _fail(f"norm_options.{option}", f"not an option of norm {config.norm!r}; valid options: "
-            f"{_choices(norm_valid) or '(none)'}")
+      raise ConfigError(unknown_message(f"{config.norm} norm option", option, norm_valid,
+                                        prefix=f"config.norm_options.{option}"))
   try:
     registry.make_norm(config.norm, **dict(config.norm_options))
   except (TypeError, ValueError) as e:
@@ -151,8 +152,8 @@ def validate(config: mlc.ConfigDict, *, num_available_devices: int | None = None
   model_valid = tuple(_models().model_options(config.model))
   for option in config.model_options.keys():
     if option not in model_valid:
-      _fail(f"model_options.{option}", f"not an option of model {config.model!r}; valid options: "
-            f"{_choices(model_valid) or '(none)'}")
+      raise ConfigError(unknown_message(f"{config.model} model option", option, model_valid,
+                                        prefix=f"config.model_options.{option}"))
 
   _check_model_builds(config, input_shape)
 
