@@ -19,12 +19,18 @@ def get_config(arg=None):
   preset = c.preset
   c.norms = ("none", "batch", "l1_batch", "linf_batch")
   c.seeds = (0, 1, 2)
-  c.measure_every = 150
+  c.measure_every = 900
   c.probe_site = "preact"  # drift of the norm layers' inputs
   c.probe_batch = 512      # the end-of-training shape statistics
   c.dist_batch = 256       # the drift probe every measure_every steps
   c.dist_units = 2
-  c.train = _common.lagging_task(preset, num_steps=1500, batch_size=128)
+  # Budget (chosen before the run, under the plateau rule of experiments/_study.py): 1500 -> 9000 steps. Pilots
+  # (seed 0, the fixed-subset loss over the last two tenths): at 1500 plain 0.545 -> 0.534 (2.2%), BN 0.449 -> 0.438
+  # (2.5%); at 3000 5.7% and 8.1%; at 6000 0.035 -> 0.022 and 0.049 -> 0.042 nats; at 9000 both fit the training
+  # set (train accuracy 100%): plain 0.0018 -> 0.0016, BN 0.0134 -> 0.0122 nats (4x below PLATEAU_ABS).
+  # l1 / l_inf BN not piloted at 9000 (l_inf trains like the plain net early on). measure_every 150 -> 900:
+  # the same 10 drift checkpoints.
+  c.train = _common.lagging_task(preset, num_steps=9000, batch_size=128)
   if preset == "smoke":
     c.seeds = (0, 1)
     c.norms = ("none", "batch", "l1_batch")
