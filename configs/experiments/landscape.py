@@ -6,8 +6,8 @@ normlab.train's one loop; every `measure_every` steps, on that step's batch, we 
 normalized gradient by each distance in `distances` (equal eta ||g|| for both networks) and record the
 loss and the gradient change; early and late training are summarized separately (`window`).
 Presets: smoke (~3 min on 2 loaded CPU cores), cpu (the 6-conv 1-D VGG on mnist1d_noisy where the plain
-net lags BN, 3 seeds: 34 min on 2 loaded cores beside two
-other studies), gpu (VGG-11 on CIFAR-10, lr 0.1; needs a prepared TFDS
+net lags BN, 9,000 steps, 3 seeds: ~10 core-min estimated from pilots' CPU time, 27 min scaling the
+1,500-step run's 266 s wall), gpu (VGG-11 on CIFAR-10, lr 0.1; needs a prepared TFDS
 dir, else fails at once naming the `tfds build` command).
 Expected (paper): loss variation, gradient change and beta are all smaller with BN.
 """

@@ -6,7 +6,7 @@ every `measure_every` steps the norm layers' inputs are probed (drift before the
 test accuracy and the shape (excess kurtosis, skewness) of every norm layer's output.
 Presets: smoke (a 2-conv VGG, 30 steps: ~3 min on 2 loaded CPU cores), cpu (the 6-conv 1-D VGG on
 mnist1d_noisy where the plain net lags BN; 3 seeds, no l2 (BN through the l_p code path, a sanity check):
-37 min on 2 loaded cores beside two other studies), gpu (VGG-11 on CIFAR-10, lr 0.1, all four; needs a prepared TFDS dir, else
+9,000 steps: ~21 core-min estimated from pilots' CPU time, 38 min scaling the 1,500-step run's 375 s wall), gpu (VGG-11 on CIFAR-10, lr 0.1, all four; needs a prepared TFDS dir, else
 fails at once naming the `tfds build` command).
 Expected (paper): the l_p variants train as well as BN, with a larger distributional shift than no norm.
 """

@@ -4,7 +4,7 @@ Run:  python -m experiments.seed_claims --preset=cpu --workdir=/tmp/seed_claims
 Parts (experiments/seed_claims.py): batch_gen, init_scale (+ gamma/sigma of the trained BN nets), ghost,
 gn_groups, grad_scale, in_vs_bn, weight_grad; `parts` selects them.
 Presets: smoke (tiny widths, a few steps, 2 seeds, ~20 compiles: ~2 min on 2 idle CPU cores, more when loaded), cpu (MLPs on MNIST-1D, 3
-seeds: ~12 min on 2 loaded cores), gpu (wider and longer, 5 seeds; MNIST-1D is embedded, so no TFDS
+seeds: ~15 core-min estimated from pilots' CPU time), gpu (wider and longer, 5 seeds; MNIST-1D is embedded, so no TFDS
 directory is needed).
 """
 
