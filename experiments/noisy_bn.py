@@ -5,7 +5,8 @@ trains about as well as BN, although its activation distributions are far less s
 
 Each seed trains the same network (same init) with norm 'none', 'batch' and 'noisy_batch' (BN, then i.i.d. noise on
 every activation of every sample, its per-channel mean and variance redrawn every step:
-normlab.variants.noisy_batch_norm) on normlab.train's loop. Every `measure_every` steps the norm layers' outputs
+normlab.variants.noisy_batch_norm) at two noise levels: the default (config.norm_options, mean ~ U(-1, 1), std ~
+U(1, 2)) and a weaker one (config.weak_noise, arm 'noisy_batch_weak'), on normlab.train's loop. Every `measure_every` steps the norm layers' outputs
 (train mode, that step's noise) are probed on a fixed batch of training examples (their drift over training:
 normlab.analysis.probes.drift). At the end the test set is evaluated with clean running statistics (recollected
 after training without noise, every norm the same way) and in train mode (batches of the training batch size, fresh
@@ -18,6 +19,8 @@ Claims and rules (experiments/_study.py; per-seed differences are paired):
   * "far less stable distributions": noisy BN's drift / BN's - 1 (location and log-scale), effect(UNSTABLE_FACTOR - 1)
     for each, combined.
   * "BN and noisy BN train faster": mean train loss over the first half of training, plain - X, effect(0), combined.
+  The weaker noise level has its own rows, the same rules (the premise and its tol are shared): "does as well as BN"
+  and "beats the plain net" per accuracy, "far less stable", and "trains faster" (plain - weak noisy BN, effect(0)).
 """
 from __future__ import annotations
 
@@ -29,7 +32,8 @@ from normlab.analysis.probes import Evaluator, clean_batch_stats, drift
 TITLE = "Santurkar et al. 2018, section 2.1: noisy batch norm (BN + injected covariate shift)"
 PREMISE_FLOOR = 1.0    # pts: "the plain net lags BN" needs BN - plain >= this (and > 2 s.e.)
 UNSTABLE_FACTOR = 5.0  # "far more distributional instability": drift(noisy) >= this x drift(BN)
-LABELS = {"none": "no BN", "batch": "BN", "noisy_batch": "noisy BN"}
+LABELS = {"none": "no BN", "batch": "BN", "noisy_batch": "noisy BN", "noisy_batch_weak": "weak-noise BN"}
+WEAK = "noisy_batch_weak"  # the arm of the weaker noise level (config.weak_noise)
 ACCURACIES = (("test_clean", "test accuracy, clean recollected statistics (eval mode)"),
               ("test_train_mode", "test accuracy, train mode (batch statistics, noise on)"),
               ("train_acc", "train accuracy (train mode, last 10% of steps)"))
@@ -50,33 +54,54 @@ def run(config, workdir, log=print) -> dict:
             "drift_location": float(np.mean([v["location"] for v in d.values()])) if d else float("nan"),
             "drift_log_scale": float(np.mean([v["log_scale"] for v in d.values()])) if d else float("nan")}
   summ = S.train_each_norm(config, finish, log)
+  if config.get("weak_noise"):
+    weak = config.copy_and_resolve_references()
+    weak.unlock()
+    weak.norms = ("noisy_batch",)
+    weak.norm_options = {"noisy_batch": config.weak_noise.to_dict()}
+    summ[WEAK] = S.train_each_norm(weak, finish, log)["noisy_batch"]
   return S.in_memory_data(config, None, prov, summary=summ)
+
+
+def _noisy_claims(pair, arm: str, what: str, tol: float) -> list[S.Claim]:
+  """The rows of one noise level (arm 'noisy_batch' or WEAK) for one accuracy; pair(a, b) the paired a - b."""
+  name = "Noisy BN" if arm == "noisy_batch" else "Weak-noise BN"
+  return [S.Claim(f"{name} does as well as BN: {what}", "BN and noisy BN reach similar accuracy (Fig. 2)",
+                  pair("batch", arm), S.no_worse(tol), unit=" pts",
+                  note=f"BN - {LABELS[arm]}; tol = half of BN's lead over plain: {S.fmt(tol)} pts"),
+          S.Claim(f"{name} beats the plain net: {what}", "noisy BN above standard (Fig. 2)",
+                  pair(arm, "none"), S.effect(PREMISE_FLOOR), unit=" pts", note=f"{LABELS[arm]} - plain")]
 
 
 def claims(data, key="converged") -> list[S.Claim]:
   summ, out = data["summary"], []
   pair = lambda a, b, k, fn=lambda x, y: x - y: S.paired(S.seeds_of(summ, a, k, key), S.seeds_of(summ, b, k, key), fn)  # noqa: E731
+  weak = [WEAK] if WEAK in summ else []
+  weak_rows = []
   for k, what in ACCURACIES:
     lead = pair("batch", "none", k)
     premise = S.verdict(S.Claim("", "", lead, S.effect(PREMISE_FLOOR)))
     tol = lead.mean / 2 if premise == "reproduced" else float("nan")
     out += [S.Claim(f"The plain net lags BN here (the premise of the study): {what}", "standard VGG below BN on "
                     "CIFAR-10 (Fig. 2)", lead, S.effect(PREMISE_FLOOR), unit=" pts", note="BN - plain, paired"),
-            S.Claim(f"Noisy BN does as well as BN: {what}", "BN and noisy BN reach similar accuracy (Fig. 2)",
-                    pair("batch", "noisy_batch", k), S.no_worse(tol), unit=" pts",
-                    note=f"BN - noisy; tol = half of BN's lead over plain: {S.fmt(tol)} pts"),
-            S.Claim(f"Noisy BN beats the plain net: {what}", "noisy BN above standard (Fig. 2)",
-                    pair("noisy_batch", "none", k), S.effect(PREMISE_FLOOR), unit=" pts", note="noisy - plain")]
-  out.append(S.Claim("Noisy BN's activations are far less stable over training than BN's", "noisy BN's layer outputs "
+            *_noisy_claims(lambda a, b, k=k: pair(a, b, k), "noisy_batch", what, tol)]
+    weak_rows += [c for arm in weak for c in _noisy_claims(lambda a, b, k=k: pair(a, b, k), arm, what, tol)]
+  for arm in ["noisy_batch"] + weak:
+    name = "Noisy BN's" if arm == "noisy_batch" else "Weak-noise BN's"
+    stable = S.Claim(f"{name} activations are far less stable over training than BN's", "noisy BN's layer outputs "
                      "move and spread over training far more than BN's (Fig. 2, right)",
-                     {k: pair("noisy_batch", "batch", f"drift_{k}", lambda x, y: x / max(y, 1e-12) - 1)
+                     {k: pair(arm, "batch", f"drift_{k}", lambda x, y: x / max(y, 1e-12) - 1)
                       for k in ("location", "log_scale")}, S.effect(UNSTABLE_FACTOR - 1),
-                     note=f"drift ratio noisy / BN - 1 [rule: ratio >= {UNSTABLE_FACTOR:g}, both]"))
+                     note=f"drift ratio {LABELS[arm]} / BN - 1 [rule: ratio >= {UNSTABLE_FACTOR:g}, both]")
+    (out if arm == "noisy_batch" else weak_rows).append(stable)
   out.append(S.Claim("BN and noisy BN train faster than the plain net", "standard VGG converges more slowly than BN "
                      "and noisy BN (Fig. 2)", {f"plain - {LABELS[n]}": pair("none", n, "early_loss")
                                                for n in ("batch", "noisy_batch")}, S.effect(0.0),
                      note="mean train loss over the first half of training"))
-  return out
+  weak_rows += [S.Claim("Weak-noise BN trains faster than the plain net", "standard VGG converges more slowly than "
+                        "noisy BN (Fig. 2)", pair("none", arm, "early_loss"), S.effect(0.0),
+                        note="plain - weak-noise BN, mean train loss over the first half of training") for arm in weak]
+  return out + weak_rows
 
 
 def report(data, workdir) -> str:
@@ -102,7 +127,8 @@ def report(data, workdir) -> str:
   t = cfg["train"]
   notes = f"""Preset `{cfg['preset']}`: `{t['model']}` {t['model_options']} on `{t['dataset']}`, {t['optimizer']} lr
 {t['learning_rate']} ({t['schedule']}), batch_size {t['batch_size']}, {t['num_steps']} steps, seeds {cfg['seeds']}, the
-same init per seed for the three norms. Noise options {cfg['norm_options'] or '(defaults)'}: per step and channel, noise
+same init per seed for every arm. Noise options {cfg['norm_options'] or '(defaults)'}; the weaker level
+{cfg.get('weak_noise') or '(not run)'} (arm "weak-noise BN"): per step and channel, noise
 mean ~ U(-mean_range, mean_range) and std ~ U(1, std_range), one draw per activation and sample; the paper names only
 "i.i.d. noise of non-zero mean and non-unit variance, redrawn every step". Paper: VGG on CIFAR-10 (the `gpu`
 preset). Clean statistics are averaged over {cfg['recollect_batches']} training batches. Drift: every

@@ -41,6 +41,27 @@ def test_noisy_bn_rules():
   assert _verdicts(rows, "Noisy BN's activations") == ["inconclusive"]
 
 
+def test_noisy_bn_weak_noise_level_has_its_own_rows():
+  from experiments.noisy_bn import claims
+  summ = _noisy_summary(79.5)
+  n_strong = len(claims({"summary": summ}))
+  base = {"early_loss": [0.85, 0.9, 0.88], "drift_location": [0.05, 0.06, 0.055], "drift_log_scale": [0.02, 0.03, 0.025]}
+  summ["noisy_batch_weak"] = _rows({**{k: [70.0, 70.5, 69.5] for k in ("test_clean", "test_train_mode", "train_acc")},
+                                    **base})
+  rows = claims({"summary": summ})
+  assert len(rows) == n_strong + 8 and [S.verdict(c) for c in rows[:n_strong]] == [
+      S.verdict(c) for c in claims({"summary": _noisy_summary(79.5)})]      # the strong level's rows unchanged
+  assert set(_verdicts(rows, "Weak-noise BN does as well as BN")) == {"not reproduced"}  # 10 pts short, tol 2.5
+  assert set(_verdicts(rows, "Weak-noise BN beats the plain net")) == {"not reproduced"}  # 5 pts below plain
+  assert _verdicts(rows, "Weak-noise BN's activations") == ["partly"]                    # x2: > 2 s.e., below x5
+  assert _verdicts(rows, "Weak-noise BN trains faster") == ["reproduced"]                # 1.05 vs 0.88
+  summ["noisy_batch_weak"] = _rows({**{k: [79.8, 80.1, 79.6] for k in ("test_clean", "test_train_mode", "train_acc")},
+                                    **base}, converged=False)
+  rows = claims({"summary": summ})
+  assert set(_verdicts(rows, "Weak-noise BN")) == {"inconclusive"}
+  assert set(_verdicts(rows, "Noisy BN does as well as BN")) == {"reproduced"}  # the strong level's cells converged
+
+
 def test_noisy_bn_without_a_lead_is_inconclusive():
   from experiments.noisy_bn import claims
   claim_rows = lambda summ: claims({"summary": summ})  # noqa: E731

@@ -146,7 +146,7 @@ def test_noisy_bn_study_smoke(tmp_path):
   c = _smoke("noisy_bn", measure_every=4, dist_batch=32)
   c.train.num_steps = 8
   text, data = _run(noisy_bn, c, tmp_path)
-  assert set(data["summary"]) == {"none", "batch", "noisy_batch"} and text.count("**") == 2 * 11
+  assert set(data["summary"]) == {"none", "batch", "noisy_batch", "noisy_batch_weak"} and text.count("**") == 2 * 19
   for rs in data["summary"].values():
     for r in rs:
       assert all(0.0 <= r[k] <= 100.0 for k in ("test_clean", "test_train_mode", "test_noisy_running"))
