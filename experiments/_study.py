@@ -331,6 +331,14 @@ class Provenance:
     return {"trained_at": self.trained_at, "wall_s": round(time.time() - self.t0, 1)}
 
 
+def per_norm_notes(data: dict, text: str, cols: Sequence[str], lines: Sequence[str]) -> str:
+  """A report's notes: `text`, the shared lines (mean ± s.e. over seeds, * = a cell not all converged, the
+  convergence rule, provenance), then a table with one row per norm (`lines`) and columns `cols`."""
+  return (f"{text.strip()} Mean ± s.e. over seeds; * marks a cell whose runs did not all converge. "
+          f"{rule_note(data)}\n{provenance_note(data)}\n\n| norm | {' | '.join(cols)} |\n|---|{'---|' * len(cols)}\n"
+          + "\n".join(lines))
+
+
 def provenance_note(data: dict) -> str:
   p = data.get("provenance")
   trained = (f"Trained at {p['trained_at']}; wall time {p['wall_s']:.0f} s." if p else

@@ -143,18 +143,13 @@ def report(data, workdir) -> str:
            for n, rs in summ.items()]
   S.write_csv(workdir, [{"norm": n, **r} for n, rs in summ.items() for r in rs])
   t = cfg["train"]
-  notes = f"""Preset `{cfg['preset']}`: `{t['model']}` {t['model_options']} on `{t['dataset']}`, {t['optimizer']} lr
+  notes = S.per_norm_notes(data, f"""Preset `{cfg['preset']}`: `{t['model']}` {t['model_options']} on `{t['dataset']}`, {t['optimizer']} lr
 {t['learning_rate']} ({t['schedule']}), batch_size {t['batch_size']}, {t['num_steps']} steps, seeds {cfg['seeds']}, BN
 and none (same init per seed); measured every {cfg['measure_every']} steps on that step's batch (train mode).
 Distances d (parameter-space L2, the same for both networks): {cfg['distances']}. Windows: the first and the last
 {float(cfg['window']):.0%} of the steps. The paper (Fig. 4) moves by eta along the gradient; equal eta lets a
 network with a larger ||g|| move farther, so we compare at equal distance. Paper: VGG on CIFAR-10 (the `gpu`
-preset). Mean ± s.e. over seeds; * marks a cell whose runs did not all converge. {S.rule_note(data)}
-{S.provenance_note(data)}
-
-| norm | {' | '.join(cols)} |
-|---|{'---|' * len(cols)}
-{chr(10).join(lines)}"""
+preset).""", cols, lines)
   return S.write_report(workdir, TITLE, lambda key: claims(data, key), notes, [png], data)
 
 

@@ -125,18 +125,12 @@ def report(data, workdir) -> str:
   S.write_csv(workdir, [{"norm": n, **{k: v for k, v in r.items() if k != "per_layer"}} for n in norms
                         for r in summ[n]])
   t = cfg["train"]
-  notes = f"""Preset `{cfg['preset']}`: `{t['model']}` {t['model_options']} on `{t['dataset']}`, {t['optimizer']} lr
+  notes = S.per_norm_notes(data, f"""Preset `{cfg['preset']}`: `{t['model']}` {t['model_options']} on `{t['dataset']}`, {t['optimizer']} lr
 {t['learning_rate']} ({t['schedule']}), batch_size {t['batch_size']}, {t['num_steps']} steps, seeds {cfg['seeds']}, the
 same init per seed for every norm. Paper: VGG on CIFAR-10 (the `gpu` preset). Drift, measured before the norm: every
 {cfg['measure_every']} steps, every norm layer's input on the first {cfg['dist_batch']} training examples. Shape: every
 norm layer's output on the first {cfg['probe_batch']} training examples after training, per channel, averaged over
-channels and layers (excess kurtosis of a Gaussian: 0). Mean ± s.e. over seeds; * marks a cell whose runs did not all
-converge. {S.rule_note(data)}
-{S.provenance_note(data)}
-
-| norm | {' | '.join(cols)} |
-|---|{'---|' * len(cols)}
-{chr(10).join(lines)}"""
+channels and layers (excess kurtosis of a Gaussian: 0).""", cols, lines)
   return S.write_report(workdir, TITLE, lambda key: claims(data, key), notes, [png], data)
 
 

@@ -125,7 +125,7 @@ def report(data, workdir) -> str:
   S.write_csv(workdir, [{"norm": n, **{k: v for k, v in r.items() if k != "drift_per_layer"}}
                         for n, rs in summ.items() for r in rs])
   t = cfg["train"]
-  notes = f"""Preset `{cfg['preset']}`: `{t['model']}` {t['model_options']} on `{t['dataset']}`, {t['optimizer']} lr
+  notes = S.per_norm_notes(data, f"""Preset `{cfg['preset']}`: `{t['model']}` {t['model_options']} on `{t['dataset']}`, {t['optimizer']} lr
 {t['learning_rate']} ({t['schedule']}), batch_size {t['batch_size']}, {t['num_steps']} steps, seeds {cfg['seeds']}, the
 same init per seed for every arm. Noise options {cfg['norm_options'] or '(defaults)'}; the weaker level
 {cfg.get('weak_noise') or '(not run)'} (arm "weak-noise BN"): per step and channel, noise
@@ -134,12 +134,7 @@ mean ~ U(-mean_range, mean_range) and std ~ U(1, std_range), one draw per activa
 preset). Clean statistics are averaged over {cfg['recollect_batches']} training batches. Drift: every
 {cfg['measure_every']} steps, each norm layer's output on the first {cfg['dist_batch']} training examples; location =
 the std over checkpoints of a unit's mean over its average std, log-scale = the std of log(unit std), averaged over
-units and layers. Mean ± s.e. over seeds; * marks a cell whose runs did not all converge. {S.rule_note(data)}
-{S.provenance_note(data)}
-
-| norm | {' | '.join(cols)} |
-|---|{'---|' * len(cols)}
-{chr(10).join(lines)}"""
+units and layers.""", cols, lines)
   return S.write_report(workdir, TITLE, lambda key: claims(data, key), notes, [png], data)
 
 
