@@ -9,7 +9,7 @@ Protocol (Wu & He 2018, sec. 4.1, scaled down), the same for every cell of every
   * SGD momentum 0.9, weight decay 1e-4, lr = BASE_LR x global_batch / 256 (BASE_LR fixed for b = 32 before the
     sweeps ran: the paper's 0.1), linear warmup over the first WARMUP_FRACTION of the steps, then cosine to 0;
   * the same number of epochs for every cell; the train loss logged in LOG_POINTS windows, which the studies'
-    convergence rule reads (experiments/_sweep_study.py).
+    convergence rule reads (experiments/_study.py).
 Data and model per preset:
   smoke  mnist1d (4000 train / 1000 test), ResNet-1D 1+1 blocks 8/16 channels, 1/4 epoch: machinery only.
   cpu    mnist1d_noisy (15,000 train / 10,000 test; normlab/data/mnist1d_builder.py says why), ResNet-1D
