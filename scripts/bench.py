@@ -8,6 +8,7 @@
     python scripts/bench.py --single_thread        # 1 thread each, CPU time: robust on a busy machine
     python scripts/bench.py --malloc_reuse         # glibc reuses freed memory: no page faults per call
     python scripts/bench.py --norms=bn --shapes=64x32x32x64 --seeds=2,4   # + vmapped seeds vs sequential runs
+    python scripts/bench.py --quick --emulation=1000   # + the sweep's b=2 cell: emulated vs ghost BN vs 8 host devices
 
 Prints a table: time per implementation in three modes (fwd; grad and value_and_grad of sum(y * w)
 w.r.t. x and the affine parameters), normlab / best peer, normlab / elementwise and normlab / memory
@@ -43,6 +44,8 @@ flags.DEFINE_integer("train_batch", 64, "Batch size (32x32x3 images) for --train
 flags.DEFINE_list("seeds", None, "Also time S seeds vmapped in one program vs S sequential runs of the "
                   "batch_size sweep's smoke cell, for each S listed (e.g. 2,4); ~1 min per S on 2 cores.")
 flags.DEFINE_list("seed_batches", ["4"], "Per-device batch sizes for --seeds.")
+flags.DEFINE_integer("emulation", 0, "Also time the batch_size sweep's BN b=2 cell for this many steps on its three "
+                     "paths (emulated 8 devices, one-device ghost BN, 8 real host devices): benchmarks/emulation.py.")
 flags.DEFINE_bool("single_thread", False, "One thread for XLA and torch, timed by process CPU time: the work per "
                   "implementation, robust to other load on the machine (not the multi-core wall-clock target).")
 flags.DEFINE_bool("malloc_reuse", False, f"Re-run under GLIBC_TUNABLES={MALLOC_REUSE}: glibc then keeps "
@@ -146,6 +149,11 @@ def main(argv):
       log(f"seeds: {', '.join(FLAGS.seeds)} vmapped vs sequential (trains {2 * sum(seeds)} smoke runs)")
     report.seed_sweep = run_seed_sweep(seeds=seeds, batches=batches)
   print(format_table(report))
+  if FLAGS.emulation:
+    from benchmarks.emulation import format_emulation, run_emulation
+    if log:
+      log(f"emulation: the BN b=2 cell, {FLAGS.emulation} steps per run (7 runs)")
+    print(format_emulation(run_emulation(steps=FLAGS.emulation)))
   if FLAGS.json:
     with open(FLAGS.json, "w") as f:
       f.write(to_json(report))

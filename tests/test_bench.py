@@ -245,3 +245,17 @@ def test_one_norm_step_gradients_agree_between_normlab_and_flax():
   np.testing.assert_allclose(la, lb, rtol=1e-4)
   for a, b in zip(jax.tree.leaves(ga), jax.tree.leaves(gb)):
     np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5)
+
+
+def test_emulation_bench_times_the_b2_cell_on_one_device_paths():
+  """benchmarks.emulation trains the batch_size sweep's BN b=2 cell on the emulated and the ghost-BN paths
+  (the real 8-host-device path runs in a subprocess and is left out here) and reports both speeds."""
+  from benchmarks import emulation
+  config = emulation.cell_config("emulated", 4)
+  assert (config.norm, config.num_devices, config.batch_size, config.devices) == ("batch", 8, 16, "emulated")
+  ghost = emulation.cell_config("ghost", 4)
+  assert (ghost.norm, dict(ghost.norm_options), ghost.num_devices, ghost.batch_size) == (
+      "ghost_batch", {"virtual_batch_size": 2}, 1, 16)
+  result = emulation.run_emulation(steps=4, rounds=1, real=False)
+  assert set(result["steps_per_s"]) == {"emulated", "ghost"} and result["emulated_over_ghost"] > 0
+  assert "real 8 host devices: not run" in emulation.format_emulation(result)
