@@ -46,3 +46,28 @@ def test_training_records_the_subset_losses_and_the_convergence_fields():
   before, last = rec["subset_loss"][-1 - S.PLATEAU_SPAN], rec["subset_loss"][-1]
   assert rec["loss_change"] == pytest.approx(before / last - 1)
   assert rec["converged"] == (abs(before / last - 1) < S.PLATEAU_TOL or abs(before - last) < S.PLATEAU_ABS)
+
+
+@pytest.mark.parametrize("bn_mode", ["local", "sync"])
+def test_subset_loss_splits_the_batch_over_the_devices_as_the_step_does(bn_mode):
+  """8 emulated devices: local BN normalizes each device's rows with their own statistics, sync BN all rows
+  (its axis name bound by the split, as in the step); the value is the mean of the devices' losses."""
+  from configs.experiments._common import train_defaults
+  from normlab.analysis import training
+  from normlab.train.loop import train_and_evaluate
+  hook = SubsetLoss(examples=32)
+  c = train_defaults(model_options={"widths": (16,)}, batch_size=32, num_steps=2, norm="batch")
+  c.num_devices, c.devices, c.bn_mode = 8, "emulated", bn_mode
+  train_and_evaluate(c, None, hooks=[hook], progress=False)
+  one = SubsetLoss(examples=32)
+  c1 = train_defaults(model_options={"widths": (16,)}, batch_size=32, num_steps=2, norm="batch")
+  _, run = training.train(c1, log=lambda *_: None, subset_examples=0)
+  one.start(run)
+  b = hook._batches[0]
+  loss = training.batch_loss(run, 0)
+  p, s = run.state.params, run.state.batch_stats
+  if bn_mode == "local":
+    want = sum(float(loss(p, s, b["x"][4 * d:4 * d + 4], b["y"][4 * d:4 * d + 4])) for d in range(8)) / 8
+  else:
+    want = float(loss(p, s, b["x"], b["y"]))
+  assert hook._loss(p, s, b["x"], b["y"]) == pytest.approx(want, rel=1e-5)

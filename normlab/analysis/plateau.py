@@ -8,8 +8,9 @@ with the parameters at the end of each tenth of training (a hook of normlab.trai
 The subset is the examples of the run's first ceil(n / B) training batches (`run.batch(0)`, ...; B the
 config's batch size, n = min(examples, training-set size)): a fixed set of training examples, whatever
 feeds the loop (a dataset, masked sequences, a synthetic stream). The loss is the training loss as the
-step computes it (train mode: each batch of B normalized with its own statistics; the RNG keys of step 0,
-so noise and dropout are fixed), averaged over those batches; running statistics are not updated. Given
+step computes it (train mode: each batch of B normalized with its own statistics, split over the run's D
+devices as the step splits it, so local BN normalizes each device's B/D rows and sync BN all B; the RNG keys
+of step 0, without a per-device fold-in, so noise and dropout are fixed), averaged over those batches; running statistics are not updated. Given
 the parameters it is deterministic, so its change between tenths measures training, not minibatch noise.
 `on_row(row)` is called with every row as it is measured (e.g. to append it to a file that survives a
 restart). experiments/_study.py holds the rule that judges the rows.
@@ -29,6 +30,21 @@ TENTHS = 10
 def tenth_ends(num_steps: int) -> set[int]:
   """The 0-based steps after which a tenth of `num_steps` ends (fewer than 10 when num_steps < 10)."""
   return {max(0, round(k * num_steps / TENTHS) - 1) for k in range(1, TENTHS + 1)}
+
+
+def _on_devices(loss: Callable, devices: int) -> Callable:
+  """`loss(params, batch_stats, x, y)` over a batch split into `devices` equal shards, each under `jax.vmap`
+  with the step's axis name (normlab.train.step.DATA_AXIS), as the emulated step runs it: the mean of the
+  shards' losses. One device: `loss` itself."""
+  if devices <= 1:
+    return loss
+  from normlab.train.step import DATA_AXIS
+  shard = lambda a: a.reshape(devices, a.shape[0] // devices, *a.shape[1:])  # noqa: E731
+
+  def f(params, batch_stats, x, y):
+    per_device = jax.vmap(lambda xs, ys: loss(params, batch_stats, xs, ys), axis_name=DATA_AXIS)
+    return jnp.mean(per_device(jax.tree.map(shard, x), shard(y)))
+  return f
 
 
 class SubsetLoss:
@@ -51,7 +67,7 @@ class SubsetLoss:
     if ds is not None and hasattr(ds, "__len__"):
       n = min(n, len(ds))
     self._batches = [jax.tree.map(jnp.asarray, run.batch(k)) for k in range(max(1, math.ceil(n / size)))]
-    self._loss = jax.jit(batch_loss(run, step=0))
+    self._loss = jax.jit(_on_devices(batch_loss(run, step=0), int(getattr(run, "num_devices", 1) or 1)))
 
   def due(self, step: int, num_steps: int) -> bool:
     return step in tenth_ends(num_steps)

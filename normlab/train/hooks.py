@@ -33,6 +33,7 @@ class Run:
   batch: Callable[[int], dict]    # step -> the host batch the loop trains on at that step
   state: Any = None               # the initial state; the final one once training ends
   init_state: Any = None          # the initial state
+  num_devices: int = 1            # the devices one step spans (real or emulated): `batch` holds all of theirs
 
 
 def is_due(hook, step: int, num_steps: int) -> bool:

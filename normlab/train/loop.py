@@ -102,7 +102,7 @@ def train_runs(config: mlc.ConfigDict, num_devices: int, seeds: Sequence[int], w
   state, start, ckpts, writers = _restore(config, built, workdirs, resuming)
   run = hooks_lib.Run(config, built.model, built.apply, built.tx, built.schedule, built.info.num_classes,
                       built.train_ds, lambda step: built.host_batch(built.layout.seeds[0], step), state,
-                      init_state=state)
+                      init_state=state, num_devices=num_devices)
   for hook in hooks:
     if hasattr(hook, "start"):
       hook.start(run)
