@@ -38,12 +38,11 @@ def _on_devices(loss: Callable, devices: int) -> Callable:
   shards' losses. One device: `loss` itself."""
   if devices <= 1:
     return loss
-  from normlab.train.step import DATA_AXIS
-  shard = lambda a: a.reshape(devices, a.shape[0] // devices, *a.shape[1:])  # noqa: E731
+  from normlab.train.step import DATA_AXIS, shard_devices
 
   def f(params, batch_stats, x, y):
     per_device = jax.vmap(lambda xs, ys: loss(params, batch_stats, xs, ys), axis_name=DATA_AXIS)
-    return jnp.mean(per_device(jax.tree.map(shard, x), shard(y)))
+    return jnp.mean(per_device(*shard_devices((x, y), devices)))
   return f
 
 

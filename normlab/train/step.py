@@ -60,14 +60,19 @@ def _device_loss(params, state: TrainState, x, y, *, apply_fn: Callable, num_cla
   return loss, (logits, new_vars.get("batch_stats", {}))
 
 
+def shard_devices(tree, devices: int):
+  """Every leaf's rows (leading axis) split into `devices` equal shards: (N, ...) -> (devices, N / devices, ...),
+  device d holding rows [d N/devices, (d+1) N/devices), as the 'data' mesh splits a batch."""
+  return jax.tree.map(lambda a: a.reshape(devices, a.shape[0] // devices, *a.shape[1:]), tree)
+
+
 def _emulated_loss(params, state: TrainState, batch: dict, devices: int, **kw):
   """The mean loss of `devices` emulated devices on one: device d's shard is rows [d*b, (d+1)*b) of the
   batch, its forward runs under `jax.vmap` over the devices with axis name DATA_AXIS (so sync BN's
   collectives and the device index see D devices), and the batch_stats are averaged over the devices
   (the real path's pmean). The gradient of this mean is taken outside the vmap (params unbatched)."""
-  shard = lambda a: a.reshape(devices, a.shape[0] // devices, *a.shape[1:])  # noqa: E731
   forward = jax.vmap(lambda x, y: _device_loss(params, state, x, y, axis_name=DATA_AXIS, **kw), axis_name=DATA_AXIS)
-  losses, (logits, batch_stats) = forward(jax.tree.map(shard, batch["x"]), shard(batch["y"]))
+  losses, (logits, batch_stats) = forward(*shard_devices((batch["x"], batch["y"]), devices))
   logits = logits.reshape(-1, *logits.shape[2:])
   return jnp.mean(losses), (logits, jax.tree.map(lambda a: jnp.mean(a, 0), batch_stats))
 
