@@ -46,8 +46,9 @@ def steps_per_s(path: str, steps: int) -> float:
 
 
 def _real_in_subprocess(steps: int) -> float | None:
-  """The real path's steps/s, or None if the subprocess failed (on a loaded host XLA:CPU's in-process
-  all-reduce can wait past its deadline and abort the process: one reason the emulation exists)."""
+  """The real path's steps/s, or None if the subprocess failed (XLA:CPU's in-process all-reduce can wait past
+  its rendezvous deadline and abort the process, as it did on a 2-core VM idle or loaded: one reason the
+  emulation exists)."""
   env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "PYTHONPATH": REPO_ROOT}
   code = f"from benchmarks.emulation import steps_per_s; print(steps_per_s('real', {steps}))"
   out = subprocess.run([sys.executable, "-c", code], env=env, cwd=REPO_ROOT, capture_output=True, text=True)
@@ -55,8 +56,8 @@ def _real_in_subprocess(steps: int) -> float | None:
 
 
 def run_emulation(steps: int = 1000, rounds: int = 3, real: bool = True) -> dict:
-  """{'steps', 'rounds', 'steps_per_s': {path: [per round]}, 'median': {path: x}, 'emulated_over_ghost',
-  'emulated_over_real'}."""
+  """{'steps', 'rounds', 'steps_per_s': {path: [per round]}, 'median': {path: x}, 'emulated_over_ghost', 'real'
+  ('ran', 'failed ...' or 'not run') and, when the real path ran, 'emulated_over_real'}."""
   import logging
   logging.getLogger("normlab").setLevel(logging.WARNING)
   runs = {"emulated": [], "ghost": []}
@@ -68,7 +69,7 @@ def run_emulation(steps: int = 1000, rounds: int = 3, real: bool = True) -> dict
     runs["real"] = [real_speed]
   median = {p: statistics.median(v) for p, v in runs.items()}
   out = {"steps": steps, "rounds": rounds, "steps_per_s": runs, "median": median,
-         "emulated_over_ghost": median["emulated"] / median["ghost"], "real": "ran" if real_speed else
+         "emulated_over_ghost": median["emulated"] / median["ghost"], "real": "ran" if real_speed is not None else
          ("failed (the 8-host-device process aborted)" if real else "not run")}
   if real_speed is not None:
     out["emulated_over_real"] = median["emulated"] / median["real"]

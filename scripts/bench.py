@@ -152,7 +152,7 @@ def main(argv):
   if FLAGS.emulation:
     from benchmarks.emulation import format_emulation, run_emulation
     if log:
-      log(f"emulation: the BN b=2 cell, {FLAGS.emulation} steps per run (7 runs)")
+      log(f"emulation: the BN b=2 cell, {FLAGS.emulation} steps per run (emulated and ghost alternating, then real)")
     print(format_emulation(run_emulation(steps=FLAGS.emulation)))
   if FLAGS.json:
     with open(FLAGS.json, "w") as f:

@@ -10,7 +10,8 @@ config's batch size, n = min(examples, training-set size)): a fixed set of train
 feeds the loop (a dataset, masked sequences, a synthetic stream). The loss is the training loss as the
 step computes it (train mode: each batch of B normalized with its own statistics, split over the run's D
 devices as the step splits it, so local BN normalizes each device's B/D rows and sync BN all B; the RNG keys
-of step 0, without a per-device fold-in, so noise and dropout are fixed), averaged over those batches; running statistics are not updated. Given
+of step 0, without a per-device fold-in, so noise and dropout are fixed), averaged over those batches;
+running statistics are not updated. Given
 the parameters it is deterministic, so its change between tenths measures training, not minibatch noise.
 `on_row(row)` is called with every row as it is measured (e.g. to append it to a file that survives a
 restart). experiments/_study.py holds the rule that judges the rows.

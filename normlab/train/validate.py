@@ -41,10 +41,6 @@ def _fail(key: str, message: str) -> None:
   raise ConfigError(f"config.{key}: {message}")
 
 
-def _choices(values) -> str:
-  return ", ".join(map(str, values))
-
-
 def _check_type(key: str, value: Any, kind: Any) -> None:
   if kind == "options":
     if not isinstance(value, (mlc.ConfigDict, dict)):
