@@ -127,7 +127,7 @@ Controlled arm (global_batch 8 x {batches[-1]}, the steps and lr of the b={batch
 over v examples): {' | '.join(f'v={v}: {g[v]}' for v in vs)}.
 
 The protocol (8 devices, local statistics, linear lr scaling, equal epochs) is the paper's; the task (a 1-D ResNet on
-mnist1d_noisy) and the budget are a small stand-in for ResNet-50 on ImageNet, so effects are smaller. Differences under
+MNIST-1D signals) and the budget are a small stand-in for ResNet-50 on ImageNet, so effects are smaller. Differences under
 2 s.e. are not findings."""
   S.write_csv(workdir, data["rows"], S.SWEEP_COLUMNS)
   return S.write_report(workdir, TITLE, lambda key: claims(data, key), notes, [fig], data)

@@ -6,7 +6,7 @@ global batch 8b, lr 0.1 x 8b/256, the same warmup fraction and epochs for every 
 Run the study (verdicts, report): python -m experiments.batch_size --preset=smoke|cpu|gpu --workdir=DIR.
 `batch_size` in the grid is per device (b); the global batch is 8b (`global_batch` in results.csv).
 Presets: smoke (BN, GN x b in {2, 32}, 1 seed, 1/4 epoch of mnist1d: ~1 min), cpu (BN, GN x 5 batches x 3
-seeds on mnist1d_noisy, 10 epochs), gpu (ResNet-20 on CIFAR-10, 100 epochs, 3 seeds: needs CIFAR-10 prepared).
+seeds on mnist1d_large, _common.EPOCHS["cpu"] epochs), gpu (ResNet-20 on CIFAR-10, 100 epochs, 3 seeds: needs CIFAR-10 prepared).
 """
 
 from configs.sweeps import _common

@@ -2,7 +2,7 @@
 (configs/sweeps/_common.py: 8 devices, local BN, lr 0.1 x 8b/256, warmup then cosine, 3 seeds):
 GN, LN (GN with one group) and IN at per-device batch_size 32, and BN at 8 (a cell that missed convergence
 once). The study runs this sweep at each candidate budget (its `epochs`), overriding `budget_examples`.
-Presets: smoke (mnist1d, tiny), cpu (mnist1d_noisy, the studies' model), gpu (ResNet-20 on CIFAR-10).
+Presets: smoke (mnist1d, tiny), cpu (mnist1d_large, the studies' model), gpu (ResNet-20 on CIFAR-10).
 """
 from configs.sweeps import _common
 

@@ -20,6 +20,8 @@ _ALL_DATASETS: dict[str, DatasetInfo] = {
                     mean=(0.0,), std=(1.0,)),  # the mnist1d package already standardizes
         DatasetInfo("mnist1d_noisy", (40, 1), 10, ("train", "test"), "embedded", "normlab_mnist1d_noisy",
                     mean=(0.0,), std=(1.0,)),  # 15,000 / 10,000 examples, more noise (mnist1d_builder)
+        DatasetInfo("mnist1d_large", (40, 1), 10, ("train", "test"), "embedded", "normlab_mnist1d_large",
+                    mean=(0.0,), std=(1.0,)),  # 300,000 / 10,000 examples, mnist1d_noisy's noise
         DatasetInfo("digits", (8, 8, 1), 10, ("train", "test"), "embedded", "normlab_digits",
                     mean=(0.3054,), std=(0.3760,)),  # train split, values in [0, 1]
         DatasetInfo("mnist", (28, 28, 1), 10, ("train", "test"), "tfds", "mnist",
