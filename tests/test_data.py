@@ -98,6 +98,17 @@ def test_prepared_only_once(tmp_path, monkeypatch):
     assert info_file.stat().st_mtime_ns == mtime
 
 
+def test_decoded_split_cached_beside_records(tmp_path, monkeypatch):
+    from normlab.data import tfds_utils
+    first = nd.load("digits", "test", data_dir=str(tmp_path))
+    assert (tmp_path / "normlab_digits" / "1.0.0" / "test.npz").is_file()
+    monkeypatch.setattr(tfds_utils, "read_all", lambda *a: (_ for _ in ()).throw(AssertionError("decoded again")))
+    again = nd.load("digits", "test", data_dir=str(tmp_path))
+    np.testing.assert_array_equal(again.x, first.x)
+    np.testing.assert_array_equal(again.y, first.y)
+    assert again.x.dtype == np.float32 and again.y.dtype == np.int32
+
+
 def test_default_data_dir_from_env(tmp_path, monkeypatch):
     monkeypatch.setenv("NORMLAB_DATA_DIR", str(tmp_path))
     assert nd.resolve_data_dir() == str(tmp_path)
