@@ -1,6 +1,7 @@
 """The budget pilot of the Group Norm studies: the epochs at which their slowest cells plateau.
 
     python -m experiments.pilot --preset=smoke|cpu|gpu --workdir=DIR
+    python -m experiments.pilot --config=configs/experiments/lr_range_pilot.py:cpu --workdir=DIR
 
 Runs configs/sweeps/pilot.py (GN, LN, IN at per-device batch_size 32 and BN at 8, 3 seeds, the studies'
 protocol) once per candidate budget in the config's `epochs`; each run measures its fixed-subset training
@@ -16,7 +17,6 @@ import os
 
 from experiments import _study as S
 
-TITLE = "Budget pilot of the Group Norm studies: epochs at which the slowest cells plateau"
 MARGIN = 0.5  # a pilot run passes with margin at half the plateau rule's tolerances
 
 
@@ -38,36 +38,42 @@ def choose_epochs(rows: list[dict]):
 
 
 def run(config, workdir, log=print):
-  from configs.sweeps import _common as sweeps_common
+  import importlib
   from normlab.sweep import load_config_file, run_sweep
   from normlab.sweep.report import collect_results
   S.quiet_logs()
   prov, rows = S.Provenance(), []
   for epochs in config.epochs:
     sweep = load_config_file(os.path.join(S.REPO_ROOT, "configs", "sweeps", f"{config.sweep}.py:{config.preset}"))
-    sweep.budget_examples = int(sweeps_common.TRAIN_EXAMPLES[config.preset] * epochs)
+    epoch = importlib.import_module(f"configs.sweeps.{config.sweep}").TRAIN_EXAMPLES[config.preset]
+    sweep.budget_examples = int(epoch * epochs)
     sub = os.path.join(workdir, f"epochs={epochs}")
     cells = run_sweep(sweep, sub, log=log)
     for r, c in zip(collect_results(cells, sub, []), cells):
       cell_dir = os.path.join(sub, "cells", c.id)
       by_step = {int(x["step"]): x for x in S._jsonl(os.path.join(cell_dir, "subset_loss.jsonl"))}
-      r.update(epochs=epochs, steps=int(c.config.num_steps), subset_loss=[by_step[s] for s in sorted(by_step)],
+      cell = " ".join([str(c.params.get("variant", ""))] + [f"{k}={v}" for k, v in c.params.items()
+                                                             if k not in ("seed", "variant")]).strip()
+      r.update(epochs=epochs, cell=cell, steps=int(c.config.num_steps), subset_loss=[by_step[s] for s in sorted(by_step)],
                **S.cell_convergence(cell_dir, r.get("status")))
       rows.append(r)
-  return {"preset": config.preset, "epochs": list(config.epochs), "rows": rows, "provenance": prov.finish(),
+  return {"preset": config.preset, "title": config.title, "epochs": list(config.epochs), "rows": rows,
+          "provenance": prov.finish(),
           "convergence_rule": S.PLATEAU_RULE}
 
 
 def report(data, workdir) -> str:
   import json
   rows, chosen = data["rows"], choose_epochs(data["rows"])
-  variants = list(dict.fromkeys(r["variant"] for r in rows))
-  table = ["| epochs | variant | steps | loss change over the last 2 tenths (%, per seed) | passes with margin | "
+  for r in rows:
+    r.setdefault("cell", r["variant"])  # results written before cells had labels
+  variants = list(dict.fromkeys(r["cell"] for r in rows))
+  table = ["| epochs | cell | steps | loss change over the last 2 tenths (%, per seed) | passes with margin | "
            "eval error (%) |", "|---|---|---|---|---|---|"]
   panels = []
   for e in data["epochs"]:
     for v in variants:
-      rs = [r for r in rows if r["epochs"] == e and r["variant"] == v]
+      rs = [r for r in rows if r["epochs"] == e and r["cell"] == v]
       changes = ", ".join("n/a" if r.get("loss_change") is None else f"{100 * r['loss_change']:+.2f}" for r in rs)
       err = S.stat([100 * r["eval_error"] for r in rs if r.get("eval_error") is not None])
       table.append(f"| {e} | {v} | {rs[0]['steps'] if rs else '-'} | {changes} | "
@@ -75,7 +81,7 @@ def report(data, workdir) -> str:
   for v in variants:
     series = {}
     for e in data["epochs"]:
-      rs = [r for r in rows if r["epochs"] == e and r["variant"] == v and r["subset_loss"]]
+      rs = [r for r in rows if r["epochs"] == e and r["cell"] == v and r["subset_loss"]]
       if rs:
         tenths = [f"{k + 1}" for k in range(len(rs[0]["subset_loss"]))]
         series[f"{e} epochs"] = (list(range(1, len(tenths) + 1)), [
@@ -86,7 +92,7 @@ def report(data, workdir) -> str:
   png = S.errorbar_plot(workdir, "pilot_curves.png", panels)
   smoke = ["Smoke preset: a check that the pilot runs; its numbers are not findings.", ""] \
       if data["preset"] == "smoke" else []
-  lines = [f"# {TITLE}", ""] + smoke + [
+  lines = [f"# {data.get('title', 'Budget pilot')}", ""] + smoke + [
       f"**Chosen budget: {chosen} epochs** (the smallest candidate at which all {sum(r['epochs'] == chosen for r in rows)}"
       " pilot runs pass with margin)." if chosen is not None else
       f"**No candidate budget passes**: every one of {data['epochs']} epochs has a run that fails the margin.", "",

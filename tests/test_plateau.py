@@ -48,16 +48,17 @@ def test_training_records_the_subset_losses_and_the_convergence_fields():
   assert rec["converged"] == (abs(before / last - 1) < S.PLATEAU_TOL or abs(before - last) < S.PLATEAU_ABS)
 
 
-@pytest.mark.parametrize("bn_mode", ["local", "sync"])
-def test_subset_loss_splits_the_batch_over_the_devices_as_the_step_does(bn_mode):
+@pytest.mark.parametrize("devices,bn_mode", [(8, "local"), (8, "sync"), (1, "sync")])
+def test_subset_loss_splits_the_batch_over_the_devices_as_the_step_does(devices, bn_mode):
   """8 emulated devices: local BN normalizes each device's rows with their own statistics, sync BN all rows
-  (its axis name bound by the split, as in the step); the value is the mean of the devices' losses."""
+  (its axis name bound by the split, as in the step); the value is the mean of the devices' losses. One device
+  with sync BN (a one-device sweep's default): its axis name is bound too."""
   from configs.experiments._common import train_defaults
   from normlab.analysis import training
   from normlab.train.loop import train_and_evaluate
   hook = SubsetLoss(examples=32)
   c = train_defaults(model_options={"widths": (16,)}, batch_size=32, num_steps=2, norm="batch")
-  c.num_devices, c.devices, c.bn_mode = 8, "emulated", bn_mode
+  c.num_devices, c.devices, c.bn_mode = devices, "emulated" if devices > 1 else "auto", bn_mode
   train_and_evaluate(c, None, hooks=[hook], progress=False)
   c1 = train_defaults(model_options={"widths": (16,)}, batch_size=32, num_steps=2, norm="batch")
   _, run = training.train(c1, log=lambda *_: None, subset_examples=0)

@@ -15,6 +15,7 @@ EPOCHS = {"smoke": (0.25, 0.5), "cpu": (1, 2), "gpu": (50, 100, 200)}
 
 def get_config(arg=None):
   c = _common.study_config(arg, "configs/experiments/pilot.py")
-  c.sweep = "pilot"  # configs/sweeps/<name>.py
+  c.sweep = "pilot"  # configs/sweeps/<name>.py (its TRAIN_EXAMPLES: an epoch per preset)
+  c.title = "Budget pilot of the Group Norm studies: epochs at which the slowest cells plateau"
   c.epochs = EPOCHS[c.preset]
   return c

@@ -6,6 +6,8 @@ Presets: smoke (mnist1d, tiny), cpu (mnist1d_large, the studies' model), gpu (Re
 """
 from configs.sweeps import _common
 
+TRAIN_EXAMPLES = _common.TRAIN_EXAMPLES
+
 
 def get_config(arg: str = "smoke"):
   preset = _common.check_preset(arg, "configs/sweeps/pilot.py")

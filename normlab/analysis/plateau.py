@@ -36,14 +36,12 @@ def tenth_ends(num_steps: int) -> set[int]:
 def _on_devices(loss: Callable, devices: int) -> Callable:
   """`loss(params, batch_stats, x, y)` over a batch split into `devices` equal shards, each under `jax.vmap`
   with the step's axis name (normlab.train.step.DATA_AXIS), as the emulated step runs it: the mean of the
-  shards' losses. One device: `loss` itself."""
-  if devices <= 1:
-    return loss
+  shards' losses. One device is one shard: the model's collectives still need the axis bound."""
   from normlab.train.step import DATA_AXIS, shard_devices
 
   def f(params, batch_stats, x, y):
     per_device = jax.vmap(lambda xs, ys: loss(params, batch_stats, xs, ys), axis_name=DATA_AXIS)
-    return jnp.mean(per_device(*shard_devices((x, y), devices)))
+    return jnp.mean(per_device(*shard_devices((x, y), max(1, devices))))
   return f
 
 
