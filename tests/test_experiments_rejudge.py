@@ -17,9 +17,10 @@ import pytest
 from experiments import _study as S
 
 RESULTS = os.path.join(S.REPO_ROOT, "experiments", "results")
-PILOT = "pilot"  # the Group Norm studies' budget pilot: its result is a budget, not claim verdicts
+# the budget pilots (experiments/pilot.py): their result is a budget, not claim verdicts
+PILOTS = sorted(d for d in os.listdir(RESULTS) if d == "pilot" or d.endswith("_pilot"))
 STUDIES = sorted(d for d in os.listdir(RESULTS)
-                 if os.path.isfile(os.path.join(RESULTS, d, "results.json")) and d != PILOT)
+                 if os.path.isfile(os.path.join(RESULTS, d, "results.json")) and d not in PILOTS)
 
 
 def test_every_study_with_results_is_rejudged():
@@ -37,9 +38,10 @@ def test_committed_results_give_the_reported_verdicts(study):
   assert got == S.read_claim_table(os.path.join(RESULTS, study, "report.md"))
 
 
-def test_committed_pilot_gives_the_reported_budget():
+@pytest.mark.parametrize("name", PILOTS)
+def test_committed_pilot_gives_the_reported_budget(name):
   from experiments import pilot
-  with open(os.path.join(RESULTS, PILOT, "results.json")) as f:
+  with open(os.path.join(RESULTS, name, "results.json")) as f:
     chosen = pilot.choose_epochs(json.load(f)["rows"])
-  report = open(os.path.join(RESULTS, PILOT, "report.md")).read()
+  report = open(os.path.join(RESULTS, name, "report.md")).read()
   assert (f"**Chosen budget: {chosen} epochs**" if chosen is not None else "**No candidate budget passes**") in report
