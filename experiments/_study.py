@@ -496,6 +496,7 @@ def run_sweeps(config, workdir: str, log=print) -> dict:
   prov, rows, sweeps = Provenance(), [], config.sweeps.to_dict()
   for sub, name in sweeps.items():
     sweep = load_config_file(os.path.join(REPO_ROOT, "configs", "sweeps", f"{name}.py:{config.preset}"))
+    sweep.budget_examples = int(sweep.budget_examples * config.get("budget_scale", 1.0))
     cells = run_sweep(sweep, os.path.join(workdir, sub), log=log)
     extra = [k for k in sweep.get("extra_columns", ()) if k not in cells[0].params]
     for r, c in zip(collect_results(cells, os.path.join(workdir, sub), extra), cells):
@@ -505,7 +506,8 @@ def run_sweeps(config, workdir: str, log=print) -> dict:
                **cell_convergence(os.path.join(workdir, sub, "cells", c.id), r.get("status")))
       rows.append(r)
   rules = {r["rule"] for r in rows if "rule" in r}
-  out = {"preset": config.preset, "sweeps": sweeps, "rows": rows, "provenance": prov.finish()}
+  out = {"preset": config.preset, "sweeps": sweeps, "rows": rows, "provenance": prov.finish(),
+         "budget_scale": config.get("budget_scale", 1.0)}
   out["convergence_rule"] = PLATEAU_RULE if rules == {"plateau"} else None
   if out["convergence_rule"] is None:
     out["old_rule"] = "sweep"
@@ -528,7 +530,9 @@ def sweep_note(data: dict) -> str:
   rows = data["rows"]
   done = [r for r in rows if r.get("status") in ("done", "diverged")]
   seeds = len({r.get("seed") for r in rows})
-  return (f"Preset `{data['preset']}`, sweeps {data.get('sweeps', 'of configs/sweeps/')}; {seeds} seed(s) per cell, "
+  scale = data.get("budget_scale", 1.0)
+  return (f"Preset `{data['preset']}`" + (f" at {scale:g} x its budget" if scale != 1.0 else "")
+          + f", sweeps {data.get('sweeps', 'of configs/sweeps/')}; {seeds} seed(s) per cell, "
           f"mean ± s.e. over seeds. {sum(bool(r.get('converged')) for r in done)}/{len(done)} finished runs converged"
           + (f"; {len(rows) - len(done)} had not finished (missing)" if len(done) < len(rows) else "") + ". "
           + rule_note(data) + "\n\n" + provenance_note(data))

@@ -75,3 +75,18 @@ def test_sync_bn_smoke(tmp_path):
   assert "SyncBN" in text
   with open(os.path.join(wd, "results.csv")) as f:
     assert {r["bn_mode"] for r in csv.DictReader(f)} == {"sync", "local"}
+
+
+@pytest.mark.slow
+@pytest.mark.devices(8)
+def test_budget_scale_halves_every_cells_steps(tmp_path):
+  module = importlib.import_module("experiments.sync_bn")
+  config = S.load_config("sync_bn", "smoke")
+  config.budget_scale = 0.5
+  wd = str(tmp_path / "half")
+  text = _check(wd, S.run_and_report(module, config, wd, log=lambda *_: None), 2)
+  with open(os.path.join(wd, "results.csv")) as f:
+    steps = {int(r["steps"]) for r in csv.DictReader(f)}
+  from configs.sweeps import sync_bn
+  half = sync_bn.get_config("smoke").budget_examples // 2
+  assert steps == {half // (8 * 2)} and "at 0.5 x its budget" in text  # smoke: b=2 on 8 devices

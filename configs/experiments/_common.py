@@ -42,6 +42,9 @@ def sweep_study(arg: str | None, source: str, **sweeps: str) -> mlc.ConfigDict:
   at the preset (smoke: a few steps per cell; cpu: the committed results; gpu: the paper's scale)."""
   c = study_config(arg, source)
   c.sweeps = sweeps
+  # x each sweep's budget_examples (steps = budget // global batch); 0.5 is the budget-halving check of a preset's
+  # verdicts. Only the budget scales: a budget-derived setting inside a sweep (remedies' BRN ramp) stays as is.
+  c.budget_scale = 1.0
   return c
 
 
