@@ -31,7 +31,8 @@ def test_placement_pooled_paired_test(tmp_path):
   pool = placement.claims(_data("placement", res))[0].ours
   assert pool.n == 6 and pool.mean == pytest.approx(2.1) and pool.ok
   path = placement.report(_data("placement", res), str(tmp_path))
-  assert S.read_claim_table(path) == ["reproduced", "inconclusive"]  # the claim and the context row
+  assert S.read_claim_table(path) == ["reproduced"]  # per-cell differences are the claim's note, not a row
+  assert "per cell: mnist1d/batch" in open(path).read()
   assert "not recorded" in open(path).read()  # no provenance given
   csv_lines = open(tmp_path / "results.csv").read().splitlines()
   assert len(csv_lines) == 1 + 12 and csv_lines[0].startswith("run_norm,placement,seed,final_test_acc")
