@@ -74,9 +74,10 @@ class NormlabMnist1d(ArraysBuilder):
     RELEASE_NOTES = {"1.0.0": "mnist1d.make_dataset with default args (seed 42)."}
     X_SHAPE = (SEQ_LEN, 1)
     NUM_CLASSES = NUM_CLASSES
+    ARGS: dict = {}  # overrides of the package's dataset arguments (none: its defaults)
 
     def _arrays(self):
-        return generate_arrays()  # looked up at call time (tests count the calls)
+        return generate_arrays(**self.ARGS)  # looked up at call time (tests count the calls)
 
 
 class NormlabMnist1dNoisy(NormlabMnist1d):
@@ -85,9 +86,7 @@ class NormlabMnist1dNoisy(NormlabMnist1d):
     name = "normlab_mnist1d_noisy"
     VERSION = tfds.core.Version("1.0.0")
     RELEASE_NOTES = {"1.0.0": "mnist1d.make_dataset with NOISY_ARGS."}
-
-    def _arrays(self):
-        return generate_arrays(**NOISY_ARGS)
+    ARGS = NOISY_ARGS
 
 
 class NormlabMnist1dLarge(NormlabMnist1d):
@@ -96,6 +95,4 @@ class NormlabMnist1dLarge(NormlabMnist1d):
     name = "normlab_mnist1d_large"
     VERSION = tfds.core.Version("1.0.0")
     RELEASE_NOTES = {"1.0.0": "mnist1d.make_dataset with LARGE_ARGS."}
-
-    def _arrays(self):
-        return generate_arrays(**LARGE_ARGS)
+    ARGS = LARGE_ARGS
