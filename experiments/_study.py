@@ -496,7 +496,8 @@ def run_sweeps(config, workdir: str, log=print) -> dict:
   prov, rows, sweeps = Provenance(), [], config.sweeps.to_dict()
   for sub, name in sweeps.items():
     sweep = load_config_file(os.path.join(REPO_ROOT, "configs", "sweeps", f"{name}.py:{config.preset}"))
-    sweep.budget_examples = int(sweep.budget_examples * config.get("budget_scale", 1.0))
+    if config.get("budget_scale", 1.0) != 1.0:
+      sweep.budget_examples = int(sweep.budget_examples * config.budget_scale)
     cells = run_sweep(sweep, os.path.join(workdir, sub), log=log)
     extra = [k for k in sweep.get("extra_columns", ()) if k not in cells[0].params]
     for r, c in zip(collect_results(cells, os.path.join(workdir, sub), extra), cells):

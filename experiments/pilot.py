@@ -1,10 +1,11 @@
-"""The budget pilot of the Group Norm studies: the epochs at which their slowest cells plateau.
+"""A budget pilot: the epochs at which a study's slowest cells plateau (the Group Norm studies' by default).
 
     python -m experiments.pilot --preset=smoke|cpu|gpu --workdir=DIR
     python -m experiments.pilot --config=configs/experiments/lr_range_pilot.py:cpu --workdir=DIR
 
-Runs configs/sweeps/pilot.py (GN, LN, IN at per-device batch_size 32 and BN at 8, 3 seeds, the studies'
-protocol) once per candidate budget in the config's `epochs`; each run measures its fixed-subset training
+Runs the config's sweep (`sweep`: configs/sweeps/pilot.py, GN, LN, IN at per-device batch_size 32 and BN at 8,
+3 seeds, on the Group Norm studies' protocol; or lr_range_pilot.py) once per candidate budget in the config's
+`epochs` (epochs of the sweep module's TRAIN_EXAMPLES); each run measures its fixed-subset training
 loss at the end of every tenth (the studies' plateau rule, experiments/_study.py).
 Choice rule (committed before the pilot ran): the budget is the smallest candidate at which every pilot run
 passes the plateau rule with margin -- its loss changed over the last PLATEAU_SPAN tenths by less than half

@@ -41,7 +41,7 @@ def _on_devices(loss: Callable, devices: int) -> Callable:
 
   def f(params, batch_stats, x, y):
     per_device = jax.vmap(lambda xs, ys: loss(params, batch_stats, xs, ys), axis_name=DATA_AXIS)
-    return jnp.mean(per_device(*shard_devices((x, y), max(1, devices))))
+    return jnp.mean(per_device(*shard_devices((x, y), devices)))
   return f
 
 
