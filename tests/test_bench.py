@@ -247,10 +247,12 @@ def test_one_norm_step_gradients_agree_between_normlab_and_flax():
     np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5)
 
 
-def test_emulation_bench_times_the_b2_cell_on_one_device_paths():
+def test_emulation_bench_times_the_b2_cell_on_one_device_paths(monkeypatch):
   """benchmarks.emulation trains the batch_size sweep's BN b=2 cell on the emulated and the ghost-BN paths
-  (the real 8-host-device path runs in a subprocess and is left out here) and reports both speeds."""
+  (the real 8-host-device path runs in a subprocess and is left out here) and reports both speeds. The sweep's
+  smoke preset here: its cpu preset's data (mnist1d_large, 300,000 examples) take minutes to generate."""
   from benchmarks import emulation
+  monkeypatch.setattr(emulation, "SWEEP", "configs/sweeps/batch_size.py:smoke")
   config = emulation.cell_config("emulated", 4)
   assert (config.norm, config.num_devices, config.batch_size, config.devices) == ("batch", 8, 16, "emulated")
   ghost = emulation.cell_config("ghost", 4)
