@@ -2,8 +2,8 @@
 
 Run:  python -m experiments.pilot --preset=cpu --workdir=experiments/results/pilot
 Presets: smoke (two tiny budgets: machinery only), cpu (1 and 2 epochs of mnist1d_large: 300,000 and 600,000
-examples per run, 2x and 4x the 10 epochs of mnist1d_noisy the studies ran before; 4 epochs would put the four
-studies at about five core-hours, beyond one session of this 2-core VM), gpu (the ResNet-20 / CIFAR-10 protocol at
+examples per run, 2x and 4x the 10 epochs of mnist1d_noisy the studies ran before; 4 epochs ran as a third
+candidate, `--config.epochs=(4,)`, at a919425: experiments/results/epochs4_pilot), gpu (the ResNet-20 / CIFAR-10 protocol at
 50, 100 and 200 epochs). The pilot at defd5c8 tried 10, 20 and 40 epochs of mnist1d_noisy: none passed, because
 the nets memorised its 15,000 training examples.
 """
