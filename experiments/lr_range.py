@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 
+from configs.sweeps import lr_range as sweep_config
 from experiments import _study as S
 
 TITLE = "Santurkar et al. 2018, Fig. 1: does BN allow larger learning rates?"
@@ -116,7 +117,8 @@ Test error (%) per cell, mean ± s.e. over the finite runs, and [stable runs / r
 {chr(10).join(lines)}
 
 Santurkar et al. train VGG on CIFAR-10 at lr 0.1 and 0.5 (the `gpu` preset runs the full grid there); the `cpu` preset
-is a 1/8-width VGG-11 with 1-D convs on mnist1d_noisy for a few epochs, with a cosine schedule and no warmup."""
+is a 1/8-width VGG-11 with 1-D convs on {sweep_config.DATASETS['cpu']} ({sweep_config.TRAIN_EXAMPLES['cpu']:,} training examples) for
+{sweep_config.EPOCHS['cpu']:g} epoch(s), with a cosine schedule and no warmup."""
   S.write_csv(workdir, data["rows"], S.SWEEP_COLUMNS)
   return S.write_report(workdir, TITLE, lambda key: claims(data, key), notes, [png], data)
 

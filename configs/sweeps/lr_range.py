@@ -23,6 +23,7 @@ LEARNING_RATES = {"smoke": (0.1, 1.0), "cpu": (0.01, 0.03, 0.1, 0.3, 1.0), "gpu"
 # BN's last-fifth fall grows with the lr under the cosine anneal, 10-14% at lr 1).
 EPOCHS = {"smoke": 0.25, "cpu": 1, "gpu": 60}
 TRAIN_EXAMPLES = {"smoke": 4000, "cpu": 300000, "gpu": 50000}
+DATASETS = {"smoke": "mnist1d", "cpu": "mnist1d_large", "gpu": "cifar10"}
 BASES = {"smoke": "configs/vgg.py:smoke", "cpu": "configs/vgg.py:cpu", "gpu": "configs/vgg.py:gpu"}
 GN_GROUPS = {"smoke": 4, "cpu": 4, "gpu": 32}  # divides every width (cpu: 8..64 channels; gpu: 64..512)
 
@@ -46,7 +47,7 @@ def get_config(arg: str = "smoke"):
   c.grid.learning_rate = LEARNING_RATES[preset]
   c.grid.seed = (0,) if preset == "smoke" else (0, 1, 2)
   o = c.overrides = mlc.ConfigDict()
-  o.dataset = {"smoke": "mnist1d", "cpu": "mnist1d_large", "gpu": "cifar10"}[preset]
+  o.dataset = DATASETS[preset]
   o.num_devices = 1
   o.optimizer = "momentum"
   o.momentum = 0.9
